@@ -1,0 +1,131 @@
+"""JSB Chorales: polyphonic music prediction (Boulanger-Lewandowski et al. 2012 split).
+
+Data: ``<data root>/jsb-chorales/`` holding ``jsb-chorales-quarter.json``
+(``{"train": [...], "valid": [...], "test": [...]}``, each piece a list of time steps, each time
+step a list of sounding MIDI pitches 21..108) or the original ``jsb-chorales-quarter.pkl``
+(same structure, time steps are tuples of numpy ints; read with a restricted unpickler).
+When no data directory is found and music21 is installed, the data set is rebuilt from the
+chorales shipped with music21 (:mod:`cellc.tasks.jsb_music21`) and labelled
+"rebuilt from music21".
+
+Network: one unidirectional recurrent layer and 88 sigmoid outputs predicting the next frame
+from the current one. Loss: binary cross-entropy summed over the 88 units and over time,
+averaged over the sequences of a batch. Metric: negative log-likelihood (nats) per time step,
+summed over the 88 units, averaged over all predicted frames of a split (the number papers
+report: 8.4-8.7 for LSTMs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cellc.errors import DataError, short_path
+from cellc.tasks.base import Batch, Sequence, Task, TaskData, resolve_data_root
+from cellc.tasks.safe_pickle import safe_load_pickle
+
+LOWEST_PITCH = 21  # A0
+UNITS = 88  # piano keys, MIDI 21..108
+SPLITS = ("train", "valid", "test")
+JSON_FILE = "jsb-chorales-quarter.json"
+PICKLE_FILE = "jsb-chorales-quarter.pkl"
+
+
+def piano_roll(piece: list[Any], where: str) -> torch.Tensor:
+    """A piece (list of time steps, each an iterable of MIDI pitches) as a (T, 88) 0/1 tensor."""
+    if not isinstance(piece, (list, tuple)) or len(piece) < 2:
+        raise DataError(f"{where}: a piece must be a list of at least two time steps")
+    roll = torch.zeros(len(piece), UNITS)
+    for t, step in enumerate(piece):
+        if not isinstance(step, (list, tuple)):
+            raise DataError(f"{where}, time step {t}: expected a list of MIDI pitches, got {type(step).__name__}")
+        for pitch in step:
+            if not isinstance(pitch, int) or isinstance(pitch, bool) or not LOWEST_PITCH <= pitch < LOWEST_PITCH + UNITS:
+                raise DataError(f"{where}, time step {t}: {pitch!r} is not a MIDI pitch in 21..108")
+            roll[t, pitch - LOWEST_PITCH] = 1.0
+    return roll
+
+
+def sequences_from_pieces(raw: Any, path: str) -> dict[str, list[Sequence]]:
+    """Validate the ``{"train"|"valid"|"test": [piece, ...]}`` structure and build next-step pairs."""
+    if not isinstance(raw, dict) or any(split not in raw for split in SPLITS):
+        raise DataError(f"{path}: expected a mapping with keys 'train', 'valid' and 'test'")
+    out: dict[str, list[Sequence]] = {}
+    for split in SPLITS:
+        pieces = raw[split]
+        if not isinstance(pieces, list) or not pieces:
+            raise DataError(f"{path}: split {split!r} must be a non-empty list of pieces")
+        seqs = []
+        for k, piece in enumerate(pieces):
+            roll = piano_roll(piece, f"{path}: {split} piece {k}")
+            seqs.append(Sequence(inputs=roll[:-1].contiguous(), targets=roll[1:].contiguous()))
+        out[split] = seqs
+    return out
+
+
+def read_pieces(path: Path) -> Any:
+    """The raw split mapping from a JSON or pickle file (DataError if unreadable)."""
+    shown = short_path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{shown}: cannot read ({err.strerror})") from None
+    if path.suffix == ".json":
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(f"{shown}: corrupt JSON ({err})") from None
+    return safe_load_pickle(shown, data)
+
+
+class JSBChorales(Task):
+    name = "jsb"
+    title = "JSB Chorales"
+    metric_name = "NLL per time step (nats, summed over the 88 units)"
+    metric_short = "NLL"
+    lower_is_better = True
+    bidirectional = False
+    input_size = UNITS
+    output_size = UNITS
+    data_subdir = "jsb-chorales"
+
+    def load(self) -> TaskData:
+        root, looked = resolve_data_root(self.data_dir, self.data_subdir)
+        if root is None:
+            return self._rebuild_or_fail(looked)
+        directory = root / self.data_subdir
+        for filename in (JSON_FILE, PICKLE_FILE):
+            path = directory / filename
+            if path.is_file():
+                splits = sequences_from_pieces(read_pieces(path), short_path(path))
+                return TaskData(**splits, source="real", location=str(path))
+        raise DataError(
+            f"{short_path(directory)}: contains neither {JSON_FILE} nor {PICKLE_FILE}"
+        )
+
+    def _rebuild_or_fail(self, looked: list[str]) -> TaskData:
+        explicit = self.data_dir is not None or any("CELLC_DATA_DIR" in place for place in looked)
+        hint = (
+            "set --data-dir or CELLC_DATA_DIR to a directory containing jsb-chorales/"
+            f"{JSON_FILE} (or {PICKLE_FILE})"
+        )
+        if not explicit:
+            from cellc.tasks import jsb_music21
+
+            if jsb_music21.available():
+                splits, location = jsb_music21.load_or_rebuild()
+                return TaskData(**splits, source=jsb_music21.SOURCE_LABEL, location=location)
+            hint += ", or `pip install music21` to rebuild it from the Bach chorales shipped with music21"
+        raise DataError(f"JSB Chorales data not found; looked in: {'; '.join(looked)}. To fix: {hint}")
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        per_frame = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="none").sum(-1)
+        return (per_frame * batch.mask).sum() / batch.size
+
+    def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
+        per_frame = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="none").sum(-1)
+        return float((per_frame * batch.mask).sum()), float(batch.lengths.sum())
