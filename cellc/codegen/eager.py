@@ -1,0 +1,106 @@
+"""The eager backend's per-step code: IR expressions -> PyTorch expressions.
+
+Autograd differentiates what this emits; it is the reference the faster backends are
+tested against, so it stays a direct transcription of the scheduled IR.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cellc.codegen import naming
+from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.pipeline import CompiledCell
+from cellc.ir.printer import Printer
+
+
+def number(value: float) -> str:
+    """A float literal; only finite numbers ever reach generated code."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError("refusing to emit a non-finite number")
+    return repr(value)
+
+
+class TorchPrinter(Printer):
+    def __init__(self, slot_vars: dict[tuple[str, int], str]):
+        self.slot_vars = slot_vars
+
+    def const(self, value: float) -> str:
+        return number(value)
+
+    def name(self, name: str) -> str:  # pragma: no cover - every leaf has its own hook
+        raise AssertionError(f"unexpected bare name {name}")
+
+    def value(self, name: str) -> str:
+        return naming.value_var(name)
+
+    def prev(self, name: str) -> str:
+        return naming.state_var(name)
+
+    def param(self, name: str) -> str:
+        return naming.param_var(name)
+
+    def call(self, fn: str, arg: str) -> str:
+        return ACTIVATIONS[fn].torch_call.format(x=arg)
+
+    def matmul(self, node: ir.MatMul) -> str:
+        return f"torch.mm({self.expr(node.operand)}, {naming.current_matrix_var(node.param)})"
+
+    def slot(self, node: ir.Slot) -> str:
+        return self.slot_vars[(node.stage, node.index)]
+
+
+def step_context(compiled: CompiledCell) -> dict:
+    """Everything the eager template needs, precomputed here so the template stays declarative."""
+    sched = compiled.schedule
+    n_x, n_s = len(sched.x_slots), len(sched.s_slots)
+
+    slot_vars: dict[tuple[str, int], str] = {}
+    for j in range(n_s):
+        slot_vars[("xs" if sched.fused else "s", j)] = f"g{j}"
+    for k in range(n_x):
+        slot_vars[("x", k)] = f"x{k}[t]"
+    printer = TorchPrinter(slot_vars)
+
+    # Blocks of weight_s as placed in the per-step GEMM: rows = slots, columns = operands.
+    s_blocks = []
+    block = 0
+    for slot in sched.s_slots:
+        row = ["zero"] * len(sched.s_operands)
+        for _, operand in slot.products:
+            row[sched.s_operands.index(operand)] = f"ws[{block}]"
+            block += 1
+        s_blocks.append(row)
+
+    # The input GEMM's bias vector, slot by slot (None where a slot has no bias).
+    x_bias_blocks = [sched.layout[s.bias].index if s.bias else None for s in sched.x_slots]
+
+    vectors = [
+        (naming.param_var(name), place.group, place.index)
+        for name, place in sched.layout.items()
+        if place.group in ("diag", "bias") and name not in {s.bias for s in sched.x_slots}
+    ]
+    current = [(naming.current_matrix_var(name), sched.layout[name].index) for name in sched.current]
+    state_vars = [naming.state_var(s) for s in compiled.states]
+    paired_x = n_s if sched.fused else 0  # x-slots [0, n_s) live inside the fused GEMM
+    return {
+        "n_x": n_x,
+        "n_s": n_s,
+        "fused": sched.fused,
+        "s_direct": sched.s_direct,
+        "s_operands": [naming.state_var(s) for s in sched.s_operands],
+        "s_blocks": s_blocks,
+        "n_weight_s": sched.group_sizes["weight_s"],
+        "x_bias_direct": sched.x_bias_direct,
+        "x_bias_blocks": x_bias_blocks,
+        "x_views": [k for k in range(paired_x, n_x)],
+        "vectors": vectors,
+        "current": current,
+        "equations": [(naming.value_var(eq.name), printer.expr(eq.expr)) for eq in sched.equations],
+        "states": [(naming.state_var(s), naming.value_var(s)) for s in compiled.states],
+        "output_var": naming.value_var(compiled.cell.output),
+        "state_targets": ", ".join(state_vars) + ("," if len(state_vars) == 1 else ""),
+        "chunk_targets": ", ".join(f"g{j}" for j in range(n_s)) + ("," if n_s == 1 else ""),
+    }

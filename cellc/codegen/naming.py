@@ -1,0 +1,35 @@
+"""Names in generated code. Every spec name is prefixed, so no spec name can shadow a
+local, a builtin or a module; the prefixes never start with an underscore."""
+
+from __future__ import annotations
+
+from cellc.spec.identifiers import identifier_problem
+
+
+def checked(name: str) -> str:
+    """Defence in depth: the front end already validated every name."""
+    problem = identifier_problem(name)
+    if problem:
+        raise ValueError(f"refusing to emit unvalidated name: {problem}")
+    return name
+
+
+def value_var(name: str) -> str:
+    return f"v_{checked(name)}"
+
+
+def state_var(name: str) -> str:
+    return f"s_{checked(name)}"
+
+
+def param_var(name: str) -> str:
+    return f"w_{checked(name)}"
+
+
+def current_matrix_var(name: str) -> str:
+    return f"m_{checked(name)}"
+
+
+def class_name(spec_name: str) -> str:
+    """'vanilla' -> 'Vanilla', 'my_cell' -> 'MyCell'."""
+    return "".join(part[:1].upper() + part[1:] for part in checked(spec_name).split("_")) or "Cell"

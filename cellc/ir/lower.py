@@ -1,0 +1,161 @@
+"""Semantic analysis: a resolved ``Spec`` (syntax trees) -> ``Cell`` IR.
+
+Decides what every name is and rejects what cannot be computed: undefined names,
+redefinitions, states never produced, unknown activations, the input used other than
+through a matrix, and cycles within a step. Equations are sorted into evaluation order.
+"""
+
+from __future__ import annotations
+
+from cellc.errors import Location, SpecError
+from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
+from cellc.spec import ast
+from cellc.spec.identifiers import is_parameter_name
+from cellc.spec.model import Spec
+
+
+def _loc(node) -> Location | None:
+    pos = getattr(node, "pos", None)
+    if pos is None or pos.origin is None:
+        return None
+    return pos.origin.locate(pos.line, pos.column)
+
+
+class _Resolver:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.values = {eq.target for eq in spec.equations}
+
+    def expr(self, node: ast.Node) -> ir.Expr:
+        loc = _loc(node)
+        if isinstance(node, ast.Num):
+            return ir.Const(node.value, loc=loc)
+        if isinstance(node, ast.Name):
+            return self.name(node.id, loc)
+        if isinstance(node, ast.Prev):
+            return self.prev(node.id, loc)
+        if isinstance(node, ast.Apply):
+            return self.apply(node, loc)
+        if isinstance(node, ast.BinOp):
+            left, right = self.expr(node.left), self.expr(node.right)
+            if node.op == "+":
+                return ir.Sum((left, right), loc=loc)
+            if node.op == "-":
+                return ir.Sum((left, ir.Neg(right, loc=right.loc)), loc=loc)
+            return ir.Prod((left, right), loc=loc)
+        if isinstance(node, ast.Neg):
+            return ir.Neg(self.expr(node.operand), loc=loc)
+        raise AssertionError(f"unhandled syntax node {node!r}")  # pragma: no cover
+
+    def name(self, name: str, loc) -> ir.Expr:
+        if name in self.values:
+            return ir.Value(name, loc=loc)
+        if name == self.spec.input:
+            return ir.Input(name, loc=loc)
+        if is_parameter_name(name):
+            return ir.Param(name, loc=loc)
+        if name in ACTIVATIONS:
+            raise SpecError(f"activation '{name}' needs an argument: {name}(...)", loc)
+        known = ", ".join(sorted(self.values | {self.spec.input}))
+        raise SpecError(
+            f"undefined name '{name}' (values: {known}; parameters have an underscore, e.g. b_{name})", loc
+        )
+
+    def prev(self, name: str, loc) -> ir.Expr:
+        if name in self.values:
+            return ir.State(name, loc=loc)
+        if name == self.spec.input:
+            raise SpecError(f"the input '{name}' has no previous step; only values computed by the cell do", loc)
+        if is_parameter_name(name):
+            raise SpecError(f"'{name}' is a parameter and does not change over time: write {name}, not {name}[-1]", loc)
+        raise SpecError(f"state '{name}' is read as {name}[-1] but no equation produces it", loc)
+
+    def apply(self, node: ast.Apply, loc) -> ir.Expr:
+        operand = self.expr(node.operand)
+        if node.head in ACTIVATIONS:
+            return ir.Act(node.head, operand, loc=loc)
+        if node.head in self.values or node.head == self.spec.input:
+            raise SpecError(f"'{node.head}' is a value, not a matrix; write '{node.head} * (...)' for a product", loc)
+        if is_parameter_name(node.head):
+            if isinstance(operand, (ir.Param, ir.Const)):
+                raise SpecError(f"matrix '{node.head}' must multiply a value, not a parameter or a constant", loc)
+            return ir.MatMul(node.head, operand, loc=loc)
+        if node.parenthesised:
+            raise SpecError(f"unknown activation '{node.head}' (known: {', '.join(ACTIVATIONS)})", loc)
+        raise SpecError(
+            f"'{node.head}' is neither an activation nor a parameter (parameters have an underscore, e.g. W_{node.head})",
+            loc,
+        )
+
+
+def _check_input_use(cell_equations: list[ir.Equation]) -> None:
+    """The input has another size (M) than every value (N): it may only be read through a matrix."""
+
+    def visit(node: ir.Expr, direct_operand: bool) -> None:
+        if isinstance(node, ir.Input) and not direct_operand:
+            raise SpecError(
+                f"the input '{node.name}' can only be read through a matrix (e.g. W_a {node.name}): "
+                "it has the input size, not the hidden size",
+                node.loc,
+            )
+        for child in ir.children(node):
+            visit(child, isinstance(node, ir.MatMul))
+
+    for eq in cell_equations:
+        visit(eq.expr, False)
+
+
+def _sort(equations: list[ir.Equation]) -> list[ir.Equation]:
+    """Evaluation order: written order where possible, dependencies first; cycles are errors."""
+    by_name = {eq.name: eq for eq in equations}
+    deps = {
+        eq.name: [n for n in ir.walk(eq.expr) if isinstance(n, ir.Value) and n.name in by_name]
+        for eq in equations
+    }
+    done: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str], via: ir.Value | None) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "active":
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            raise SpecError(
+                f"'{name}' is used before it is computed within a step (cycle {cycle}); "
+                f"read the previous step's value as {name}[-1]",
+                via.loc if via is not None else by_name[name].loc,
+            )
+        state[name] = "active"
+        for dep in deps[name]:
+            visit(dep.name, path + [name], dep)
+        state[name] = "done"
+        done.append(name)
+
+    for eq in equations:
+        visit(eq.name, [], None)
+    return [by_name[n] for n in done]
+
+
+def lower(spec: Spec) -> ir.Cell:
+    seen: dict[str, ast.Equation] = {}
+    for eq in spec.equations:
+        if eq.target in seen:
+            raise SpecError(f"'{eq.target}' is defined twice (each value has one equation)", _loc(eq))
+        if eq.target == spec.input:
+            raise SpecError(f"'{eq.target}' is the input and cannot be assigned", _loc(eq))
+        seen[eq.target] = eq
+    if spec.output not in seen:
+        raise SpecError(f"the output '{spec.output}' is not computed by any equation", spec.key_locations.get("output"))
+
+    resolver = _Resolver(spec)
+    equations = [ir.Equation(eq.target, resolver.expr(eq.expr), loc=_loc(eq)) for eq in spec.equations]
+    _check_input_use(equations)
+    equations = _sort(equations)
+    return ir.Cell(
+        name=spec.name,
+        input=spec.input,
+        output=spec.output,
+        equations=tuple(equations),
+        initial=dict(spec.initial),
+    )

@@ -1,0 +1,84 @@
+"""Front end to backends: Spec -> IR -> passes -> parameters -> schedule."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cellc.errors import SpecError
+from cellc.ir import nodes as ir
+from cellc.ir.lower import lower
+from cellc.ir.params import ParamInfo, format_formula, infer_parameters, parameter_formula
+from cellc.ir.passes import eliminate_dead_code, fold_constants
+from cellc.ir.printer import cell_text
+from cellc.ir.schedule import Schedule, schedule
+from cellc.spec.loader import load_spec
+from cellc.spec.model import Spec
+
+
+@dataclass
+class CompiledCell:
+    """Everything a backend needs. The IR is the single source backends read."""
+
+    spec: Spec
+    cell: ir.Cell
+    params: dict[str, ParamInfo]
+    schedule: Schedule
+    hash: str
+
+    @property
+    def name(self) -> str:
+        return self.cell.name
+
+    @property
+    def states(self) -> list[str]:
+        return self.cell.states
+
+    @property
+    def equations_text(self) -> list[str]:
+        return cell_text(self.cell)
+
+    def formula(self) -> tuple[int, int, int]:
+        return parameter_formula(self.params)
+
+    def formula_text(self) -> str:
+        return format_formula(*self.formula())
+
+    def parameter_count(self, input_size: int, hidden_size: int) -> int:
+        a, b, c = self.formula()
+        return a * hidden_size * input_size + b * hidden_size**2 + c * hidden_size
+
+
+def _check_initial(cell: ir.Cell, spec: Spec) -> None:
+    states = set(cell.states)
+    for name in cell.initial:
+        if name not in states:
+            raise SpecError(
+                f"initial: '{name}' is not a state of the cell (states: {', '.join(cell.states) or 'none'})",
+                spec.key_locations.get(f"initial.{name}"),
+            )
+
+
+def canonical_hash(cell: ir.Cell, params: dict[str, ParamInfo]) -> str:
+    """Identity of the compiled cell: same equations, names and settings -> same hash."""
+    payload = {
+        "name": cell.name,
+        "input": cell.input,
+        "output": cell.output,
+        "equations": cell_text(cell),
+        "initial": sorted(cell.initial.items()),
+        "init": sorted((p.name, p.init) for p in params.values() if p.init is not None),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
+    spec = spec_or_path if isinstance(spec_or_path, Spec) else load_spec(spec_or_path)
+    cell = lower(spec)
+    cell = eliminate_dead_code(fold_constants(cell))
+    _check_initial(cell, spec)
+    params = infer_parameters(cell, spec.init, spec.key_locations)
+    sched = schedule(cell, params)
+    return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params))

@@ -1,0 +1,133 @@
+"""Render IR equations as spec text (canonical, also hashed) or as LaTeX."""
+
+from __future__ import annotations
+
+from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
+
+# Binding strength: sums < products < unary minus < products by juxtaposition / atoms.
+_SUM, _PROD, _NEG, _ATOM = 1, 2, 3, 4
+
+
+def format_number(value: float) -> str:
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _strength(node: ir.Expr) -> int:
+    if isinstance(node, ir.Sum):
+        return _SUM
+    if isinstance(node, ir.Prod):
+        return _PROD
+    if isinstance(node, ir.Neg) or (isinstance(node, ir.Const) and node.value < 0):
+        return _NEG
+    return _ATOM
+
+
+class Printer:
+    latex = False
+
+    def wrap(self, node: ir.Expr, minimum: int) -> str:
+        text = self.expr(node)
+        if _strength(node) < minimum:
+            return self.paren(text)
+        return text
+
+    def paren(self, text: str) -> str:
+        return rf"\left({text}\right)" if self.latex else f"({text})"
+
+    def expr(self, node: ir.Expr) -> str:
+        if isinstance(node, ir.Const):
+            return self.const(node.value)
+        if isinstance(node, ir.Input):
+            return self.name(node.name)
+        if isinstance(node, ir.Value):
+            return self.value(node.name)
+        if isinstance(node, ir.Param):
+            return self.param(node.name)
+        if isinstance(node, ir.State):
+            return self.prev(node.name)
+        if isinstance(node, ir.Sum):
+            parts = [self.wrap(node.terms[0], _SUM)]
+            for term in node.terms[1:]:
+                if isinstance(term, ir.Neg):
+                    parts.append(f"- {self.wrap(term.operand, _PROD)}")
+                else:
+                    parts.append(f"+ {self.wrap(term, _SUM + 1 if isinstance(term, ir.Sum) else _SUM)}")
+            return " ".join(parts)
+        if isinstance(node, ir.Prod):
+            sep = r" \odot " if self.latex else " * "
+            return sep.join(self.wrap(f, _NEG) for f in node.factors)
+        if isinstance(node, ir.Neg):
+            return f"-{self.wrap(node.operand, _NEG)}"
+        if isinstance(node, ir.MatMul):
+            return self.matmul(node)
+        if isinstance(node, ir.Act):
+            return self.call(node.fn, self.expr(node.operand))
+        if isinstance(node, ir.Slot):
+            return self.slot(node)
+        raise AssertionError(f"unhandled IR node {node!r}")  # pragma: no cover
+
+    # Leaves and products: the hooks a code generator overrides.
+    def const(self, value: float) -> str:
+        return format_number(value)
+
+    def name(self, name: str) -> str:
+        return name
+
+    def value(self, name: str) -> str:
+        return self.name(name)
+
+    def param(self, name: str) -> str:
+        return self.name(name)
+
+    def matmul(self, node: ir.MatMul) -> str:
+        text = self.expr(node.operand)
+        if not isinstance(node.operand, (ir.Input, ir.Value, ir.State, ir.Act)):
+            text = self.paren(text)
+        return f"{self.name(node.param)} {text}"
+
+    def slot(self, node: ir.Slot) -> str:
+        return f"<{node.stage}{node.index}>"
+
+    def prev(self, name: str) -> str:
+        return f"{name}[-1]"
+
+    def call(self, fn: str, arg: str) -> str:
+        return f"{fn}({arg})"
+
+    def equation(self, eq: ir.Equation) -> str:
+        return f"{self.name(eq.name)} = {self.expr(eq.expr)}"
+
+
+class _LatexPrinter(Printer):
+    latex = True
+
+    def name(self, name: str) -> str:
+        head, _, sub = name.partition("_")
+        head = {"y": r"\mathbf{y}", "x": r"\mathbf{x}"}.get(head, head)
+        return f"{head}_{{{sub}}}" if sub else head
+
+    def prev(self, name: str) -> str:
+        head, _, sub = name.partition("_")
+        inner = f"{sub},t-1" if sub else "t-1"
+        return f"{head}_{{{inner}}}"
+
+    def call(self, fn: str, arg: str) -> str:
+        return rf"{ACTIVATIONS[fn].latex}\left({arg}\right)"
+
+
+def equation_text(eq: ir.Equation) -> str:
+    return Printer().equation(eq)
+
+
+def expr_text(expr: ir.Expr) -> str:
+    return Printer().expr(expr)
+
+
+def equation_latex(eq: ir.Equation) -> str:
+    return _LatexPrinter().equation(eq)
+
+
+def cell_text(cell: ir.Cell) -> list[str]:
+    return [equation_text(eq) for eq in cell.equations]

@@ -1,0 +1,201 @@
+"""Matrix-product scheduling: where every parameter lives and which GEMM computes it.
+
+- Every product of the input (``W x``) becomes a slice of ONE GEMM over the whole sequence,
+  computed before the time loop; a bias that sits in the same sum is folded into it.
+- Every product of previous-step values (``R y[-1]``, ``R_if f[-1]``) becomes a slice of ONE
+  GEMM per step. Products in the same sum share a slice (their matrices sit side by side
+  over the concatenated previous-step values). When every such sum also holds an input
+  product, the two are fused: ``addmm(xw[t], h, R^T)``.
+- Products of current-step values (``R (r * y[-1])``) are computed where their operand is.
+
+Parameter storage per layer and direction follows this schedule, so the common cells need
+no copying at all: ``weight_x`` (input matrices, slot order), ``weight_s`` (previous-step
+matrices, slot order), ``weight_c`` (current-step matrices), ``bias`` (folded biases first,
+in slot order), ``diag`` (elementwise vectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cellc.ir import nodes as ir
+from cellc.ir.params import Kind, ParamInfo
+
+GROUPS = ("weight_x", "weight_s", "weight_c", "bias", "diag")
+
+
+@dataclass(frozen=True)
+class XSlot:
+    matrix: str
+    bias: str | None
+
+
+@dataclass(frozen=True)
+class SSlot:
+    products: tuple[tuple[str, str], ...]  # (matrix, state operand)
+    paired_x: int | None  # index of the x-slot in the same sum (before reordering)
+
+
+@dataclass(frozen=True)
+class Placement:
+    group: str
+    index: int  # block index: rows [index*N, (index+1)*N)
+    kind: Kind
+
+
+@dataclass
+class Schedule:
+    x_slots: list[XSlot]
+    s_slots: list[SSlot]
+    s_operands: list[str]  # distinct previous-step values the per-step GEMM reads, in order
+    current: list[str]  # current-step matrices, storage order
+    fused: bool  # every s-slot j is added to x-slot j: one addmm per step
+    equations: tuple[ir.Equation, ...]  # with Slot nodes in place of scheduled products
+    layout: dict[str, Placement] = field(default_factory=dict)
+    group_sizes: dict[str, int] = field(default_factory=dict)  # blocks per group
+
+    @property
+    def s_direct(self) -> bool:
+        """weight_s is already the per-step GEMM matrix (one product per slot, one operand)."""
+        return len(self.s_operands) == 1 and all(len(s.products) == 1 for s in self.s_slots)
+
+    @property
+    def x_bias_direct(self) -> bool:
+        """bias[: len(x_slots)] is already the input GEMM's bias vector."""
+        return bool(self.x_slots) and all(s.bias is not None for s in self.x_slots)
+
+
+class _Collector:
+    def __init__(self, params: dict[str, ParamInfo]):
+        self.params = params
+        self.groups: list[tuple[list[str], str | None, list[tuple[str, str]]]] = []
+
+    def is_bias(self, node: ir.Expr) -> bool:
+        return isinstance(node, ir.Param) and self.params[node.name].kind is Kind.BIAS
+
+    @staticmethod
+    def scheduled(node: ir.Expr) -> bool:
+        return isinstance(node, ir.MatMul) and isinstance(node.operand, (ir.Input, ir.State))
+
+    def visit(self, node: ir.Expr) -> ir.Expr:
+        if isinstance(node, ir.Sum):
+            terms = [t if self.scheduled(t) else self.visit(t) for t in node.terms]
+            return self.group(terms, node)
+        if self.scheduled(node):
+            return self.group([node], node)
+        kids = ir.children(node)
+        if kids:
+            return ir.rebuild(node, tuple(self.visit(k) for k in kids))
+        return node
+
+    def group(self, terms: list[ir.Expr], node: ir.Expr) -> ir.Expr:
+        x_terms = [t for t in terms if isinstance(t, ir.MatMul) and isinstance(t.operand, ir.Input)]
+        s_terms = [t for t in terms if isinstance(t, ir.MatMul) and isinstance(t.operand, ir.State)]
+        if not x_terms and not s_terms:
+            return ir.Sum(tuple(terms), loc=node.loc) if len(terms) > 1 else terms[0]
+        bias_terms = [t for t in terms if self.is_bias(t)]
+        folded = bias_terms[0] if x_terms and bias_terms else None
+        rest = [t for t in terms if t not in x_terms and t not in s_terms and t is not folded]
+        gid = len(self.groups)
+        self.groups.append(
+            ([t.param for t in x_terms], folded.name if folded else None,
+             [(t.param, t.operand.name) for t in s_terms])
+        )
+        placeholder = ir.Slot("group", gid, loc=node.loc)
+        out = [placeholder, *rest]
+        return ir.Sum(tuple(out), loc=node.loc) if len(out) > 1 else placeholder
+
+
+def schedule(cell: ir.Cell, params: dict[str, ParamInfo]) -> Schedule:
+    collector = _Collector(params)
+    equations = [ir.Equation(eq.name, collector.visit(eq.expr), loc=eq.loc) for eq in cell.equations]
+
+    # x-slots and s-slots per group, in order of appearance.
+    x_slots: list[XSlot] = []
+    s_slots: list[SSlot] = []
+    group_slots: list[tuple[list[int], int | None]] = []
+    for matrices, bias, products in collector.groups:
+        xs = []
+        for k, matrix in enumerate(matrices):
+            xs.append(len(x_slots))
+            x_slots.append(XSlot(matrix, bias if k == 0 else None))
+        s_index = None
+        if products:
+            s_index = len(s_slots)
+            s_slots.append(SSlot(tuple(products), xs[0] if xs else None))
+        group_slots.append((xs, s_index))
+
+    fused = bool(s_slots) and all(s.paired_x is not None for s in s_slots)
+    # Fused: x-slot order follows s-slot order so that xw[t][:, :K*N] lines up with the GEMM.
+    if fused:
+        order = [s.paired_x for s in s_slots] + [k for k in range(len(x_slots)) if k not in
+                                                  {s.paired_x for s in s_slots}]
+    else:
+        order = list(range(len(x_slots)))
+    new_x_index = {old: new for new, old in enumerate(order)}
+    x_slots = [x_slots[old] for old in order]
+
+    def resolve(node: ir.Expr) -> ir.Expr | None:
+        if not (isinstance(node, ir.Slot) and node.stage == "group"):
+            return None
+        xs, s_index = group_slots[node.index]
+        xs = [new_x_index[k] for k in xs]
+        parts: list[ir.Expr] = []
+        if fused and s_index is not None:
+            parts.append(ir.Slot("xs", s_index, loc=node.loc))
+            xs = xs[1:]  # the first x-slot is inside the fused slot
+        elif s_index is not None:
+            parts.append(ir.Slot("s", s_index, loc=node.loc))
+        parts = [ir.Slot("x", k, loc=node.loc) for k in xs] + parts
+        return parts[0] if len(parts) == 1 else ir.Sum(tuple(parts), loc=node.loc)
+
+    def flatten(node: ir.Expr) -> ir.Expr | None:
+        if isinstance(node, ir.Sum) and any(isinstance(t, ir.Sum) for t in node.terms):
+            terms = []
+            for t in node.terms:
+                terms.extend(t.terms if isinstance(t, ir.Sum) else (t,))
+            return ir.Sum(tuple(terms), loc=node.loc)
+        return None
+
+    equations = [
+        ir.Equation(eq.name, ir.transform(ir.transform(eq.expr, resolve), flatten), loc=eq.loc)
+        for eq in equations
+    ]
+
+    s_operands: list[str] = []
+    for slot in s_slots:
+        for _, state in slot.products:
+            if state not in s_operands:
+                s_operands.append(state)
+    current = [p.name for p in params.values() if p.kind is Kind.CURRENT_MATRIX]
+
+    layout: dict[str, Placement] = {}
+    for k, slot in enumerate(x_slots):
+        layout[slot.matrix] = Placement("weight_x", k, Kind.INPUT_MATRIX)
+    k = 0
+    for slot in s_slots:
+        for matrix, _ in slot.products:
+            layout[matrix] = Placement("weight_s", k, Kind.STATE_MATRIX)
+            k += 1
+    for k, name in enumerate(current):
+        layout[name] = Placement("weight_c", k, Kind.CURRENT_MATRIX)
+    biases = [s.bias for s in x_slots if s.bias] + [
+        p.name for p in params.values() if p.kind is Kind.BIAS and p.name not in {s.bias for s in x_slots}
+    ]
+    for k, name in enumerate(biases):
+        layout[name] = Placement("bias", k, Kind.BIAS)
+    for k, name in enumerate(p.name for p in params.values() if p.kind is Kind.ELEMENTWISE):
+        layout[name] = Placement("diag", k, Kind.ELEMENTWISE)
+    assert set(layout) == set(params), "every parameter is placed exactly once"
+    sizes = {g: sum(1 for p in layout.values() if p.group == g) for g in GROUPS}
+
+    return Schedule(
+        x_slots=x_slots,
+        s_slots=s_slots,
+        s_operands=s_operands,
+        current=current,
+        fused=fused,
+        equations=tuple(equations),
+        layout=layout,
+        group_sizes=sizes,
+    )

@@ -1,0 +1,47 @@
+"""Which identifiers may come from a spec. Spec text is untrusted: only names that pass
+here (and finite numbers) ever reach generated code."""
+
+from __future__ import annotations
+
+import keyword
+import re
+
+# Letters, digits and single underscores; starts with a letter; short.
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+MAX_LENGTH = 32
+
+# A name shaped like this is a parameter unless an equation defines it (W_i, p_f, b_Rn).
+PARAMETER_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+$")
+
+# Spec names become module file names and class names.
+SPEC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+# Names the generated code uses itself, or that would shadow something it relies on.
+RESERVED = frozenset(
+    {
+        "torch", "nn", "math", "self", "input", "state", "lengths", "output", "outputs",
+        "weight", "bias", "diag", "mask", "step", "layer", "direction", "reverse",
+        "None", "True", "False", "print", "len", "range", "tuple", "list", "dict",
+        "int", "float", "str", "type", "object", "super", "getattr", "setattr",
+        "exec", "eval", "compile", "open", "globals", "locals", "vars", "id",
+    }
+)
+
+
+def identifier_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used as a spec identifier, or None when it can."""
+    if len(name) > MAX_LENGTH:
+        return f"name '{name[:40]}' is longer than {MAX_LENGTH} characters"
+    if "__" in name or name.startswith("_") or name.endswith("_"):
+        return f"name '{name}' has a leading, trailing or double underscore"
+    if not IDENTIFIER.match(name):
+        return f"'{name}' is not a valid name (letters, digits, single underscores; starts with a letter)"
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return f"'{name}' is a Python keyword"
+    if name in RESERVED:
+        return f"'{name}' is reserved by the code generator"
+    return None
+
+
+def is_parameter_name(name: str) -> bool:
+    return bool(PARAMETER_SHAPE.match(name))

@@ -1,0 +1,134 @@
+"""Load a spec file: YAML -> pydantic -> Lark -> `extends` and edits -> ``Spec``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+import cellc
+from cellc.errors import SpecError
+from cellc.spec.edits import apply_edits
+from cellc.spec.identifiers import SPEC_NAME
+from cellc.spec.model import Spec, SpecFile
+from cellc.spec.parser import parse_edit, parse_equations
+from cellc.spec.yaml_source import YamlSource
+
+MAX_EXTENDS_DEPTH = 16
+
+
+def builtin_specs_dir() -> Path:
+    """The project's specs/ directory (beside the package in a checkout)."""
+    return Path(cellc.__file__).resolve().parent.parent / "specs"
+
+
+def spec_search_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "specs", builtin_specs_dir()]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def find_spec(ref: str | Path) -> Path:
+    """A spec path from a path or a bare name such as 'vanilla'."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    if SPEC_NAME.match(str(ref)):
+        for d in spec_search_dirs():
+            candidate = d / f"{ref}.yaml"
+            if candidate.is_file():
+                return candidate
+    names = sorted({p.stem for d in spec_search_dirs() for p in d.glob("*.yaml")})
+    raise SpecError(f"no spec named '{ref}' (known: {', '.join(names) or 'none'}); give a name or a .yaml path")
+
+
+def load_spec(ref: str | Path) -> Spec:
+    return _load(find_spec(ref), chain=())
+
+
+def _validate(source: YamlSource) -> SpecFile:
+    try:
+        return SpecFile.model_validate(source.data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(SpecFile.model_fields)
+            message = f"unknown key '{loc[-1]}' (known keys: {known})"
+        else:
+            where = ".".join(str(p) for p in loc)
+            message = f"{where}: {first['msg']}" if where else first["msg"]
+        raise SpecError(message, source.location_of(loc)) from None
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
+    source = YamlSource(path)
+    model = _validate(source)
+    if model.equations is None and model.extends is None:
+        raise SpecError("a spec needs 'equations' or 'extends'", source.location_of(("name",)))
+    if model.equations is not None and model.extends is not None:
+        raise SpecError("give either 'equations' or 'extends', not both (use 'edits' to change a parent)",
+                        source.location_of(("extends",)))
+
+    edits = [parse_edit(text, source.origin_of("edits", k)) for k, text in enumerate(model.edits)]
+
+    if model.extends is not None:
+        parent = _load_parent(model.extends, path, chain, source)
+        equations = parent.equations
+        initial = {**parent.initial, **{k: float(v) for k, v in model.initial.items()}}
+        init = {**parent.init, **{k: float(v) for k, v in model.init.items()}}
+        key_locations = dict(parent.key_locations)
+        lineage = [model.name, *parent.lineage]
+        input_name, output_name = parent.input, parent.output
+        if "input" in model.model_fields_set or "output" in model.model_fields_set:
+            raise SpecError("'input' and 'output' are inherited from the parent spec",
+                            source.location_of(("input" if "input" in model.model_fields_set else "output",)))
+    else:
+        equations = parse_equations(model.equations, source.origin_of("equations"))
+        initial = {k: float(v) for k, v in model.initial.items()}
+        init = {k: float(v) for k, v in model.init.items()}
+        key_locations = {}
+        lineage = [model.name]
+        input_name, output_name = model.input, model.output
+
+    for key in ("initial", "init"):
+        for sub in getattr(model, key):
+            key_locations[f"{key}.{sub}"] = source.mapping_key_location(key, sub)
+    key_locations.setdefault("output", source.location_of(("output",)) if "output" in source.keys
+                             else source.location_of(("equations",)))
+
+    equations = apply_edits(equations, edits, output_name)
+    return Spec(
+        name=model.name,
+        file=source.file,
+        description=model.description,
+        reference=model.reference,
+        input=input_name,
+        output=output_name,
+        equations=equations,
+        initial=initial,
+        init=init,
+        key_locations=key_locations,
+        lineage=lineage,
+        edits=edits,
+    )
+
+
+def _load_parent(ref: str, path: Path, chain: tuple[Path, ...], source: YamlSource) -> Spec:
+    where = source.location_of(("extends",))
+    if not SPEC_NAME.match(ref):
+        raise SpecError(f"extends: '{ref}' is not a spec name (lower case letters, digits, underscores)", where)
+    candidates = [path.parent / f"{ref}.yaml"] + [d / f"{ref}.yaml" for d in spec_search_dirs()]
+    parent_path = next((c for c in candidates if c.is_file()), None)
+    if parent_path is None:
+        raise SpecError(f"extends: no spec named '{ref}' next to {source.file} or in specs/", where)
+    resolved = parent_path.resolve()
+    here = path.resolve()
+    if resolved == here or resolved in chain:
+        raise SpecError(f"extends: '{ref}' leads back to this spec (a cycle of 'extends')", where)
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise SpecError(f"extends: more than {MAX_EXTENDS_DEPTH} levels", where)
+    return _load(parent_path, chain + (here,))

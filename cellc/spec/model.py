@@ -1,0 +1,79 @@
+"""The spec file's schema (pydantic) and the resolved spec the compiler consumes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cellc.spec import ast
+from cellc.spec.identifiers import SPEC_NAME, identifier_problem
+
+
+def _check_identifier(name: str) -> str:
+    problem = identifier_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+class SpecFile(BaseModel):
+    """What a spec YAML file may contain. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(description="spec name: lower case, digits, underscores")
+    description: str = ""
+    reference: str = ""
+    extends: str | None = Field(default=None, description="a spec name or a relative path to build on")
+    equations: str | None = Field(default=None, description="one step of the recurrence")
+    edits: list[str] = Field(default_factory=list, description="edit directives applied in order")
+    input: str = "x"
+    output: str = "y"
+    initial: dict[str, float | int] = Field(
+        default_factory=dict, description="initial value of a state (default 0)"
+    )
+    init: dict[str, float | int] = Field(
+        default_factory=dict, description="constant initial value of a vector parameter (e.g. b_f: 1)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not SPEC_NAME.match(value):
+            raise ValueError("spec names are lower case letters, digits and underscores, starting with a letter")
+        return value
+
+    @field_validator("input", "output")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        return _check_identifier(value)
+
+    @field_validator("initial", "init")
+    @classmethod
+    def _numbers(cls, value: dict[str, float | int]) -> dict[str, float | int]:
+        for key, number in value.items():
+            _check_identifier(key)
+            if not math.isfinite(float(number)):
+                raise ValueError(f"value of '{key}' is not finite")
+        return value
+
+
+@dataclass
+class Spec:
+    """A spec after parsing, `extends` and edits: the front end's product."""
+
+    name: str
+    file: str
+    description: str
+    reference: str
+    input: str
+    output: str
+    equations: list[ast.Equation]
+    initial: dict[str, float] = field(default_factory=dict)
+    init: dict[str, float] = field(default_factory=dict)
+    # Where each `initial` / `init` key was written, for errors about them.
+    key_locations: dict[str, object] = field(default_factory=dict)
+    lineage: list[str] = field(default_factory=list)  # this spec and the ones it extends
+    edits: list[ast.Edit] = field(default_factory=list)  # this spec's own edits, for display

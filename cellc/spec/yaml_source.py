@@ -1,0 +1,108 @@
+"""Reading a spec YAML file while keeping where every key and value was written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from cellc.errors import Location, SpecError, short_path
+from cellc.spec.ast import Origin
+
+MAX_SPEC_BYTES = 256 * 1024  # a spec is a few lines; refuse anything absurd before parsing it
+
+
+class YamlSource:
+    """A parsed YAML mapping plus positions of its keys and values."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = short_path(path)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise SpecError(f"spec file not found: {self.file}") from None
+        except OSError as err:
+            raise SpecError(f"cannot read spec file {self.file}: {err.strerror}") from None
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"{self.file} is larger than {MAX_SPEC_BYTES // 1024} KiB; not a spec file")
+        try:
+            self.text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise SpecError(f"{self.file} is not UTF-8 text (byte {err.start})") from None
+        self.lines = self.text.splitlines()
+        try:
+            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(self.text)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            problem = err.problem or err.context or "invalid YAML"
+            raise SpecError(f"bad YAML: {problem}", self._location(mark.line, mark.column) if mark else None) from None
+        except yaml.YAMLError as err:
+            raise SpecError(f"bad YAML in {self.file}: {err}") from None
+        if not isinstance(self.data, dict) or not isinstance(node, yaml.MappingNode):
+            raise SpecError("a spec file must be a YAML mapping (name: ..., equations: ...)", self._location(0, 0))
+        self.keys: dict[str, yaml.Node] = {}
+        self.values: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            self.keys[str(key_node.value)] = key_node
+            self.values[str(key_node.value)] = value_node
+
+    def _location(self, line0: int, column0: int) -> Location:
+        source = self.lines[line0] if 0 <= line0 < len(self.lines) else None
+        return Location(self.file, line0 + 1, column0 + 1, source)
+
+    def node_location(self, node: yaml.Node) -> Location:
+        return self._location(node.start_mark.line, node.start_mark.column)
+
+    def location_of(self, loc: tuple) -> Location:
+        """Best location for a pydantic error path such as ('edits', 2) or ('initial', 'c')."""
+        if not loc:
+            return self._location(0, 0)
+        key = str(loc[0])
+        if key not in self.keys:
+            return self._location(0, 0)
+        node = self.values[key]
+        if len(loc) == 1:
+            # Unknown keys are reported at the key; bad values at the value.
+            return self.node_location(self.keys[key] if not _is_scalar(node) else node)
+        if isinstance(node, yaml.SequenceNode) and isinstance(loc[1], int) and loc[1] < len(node.value):
+            return self.node_location(node.value[loc[1]])
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if str(k.value) == str(loc[1]):
+                    return self.node_location(v if len(loc) > 2 else k)
+        return self.node_location(node)
+
+    def mapping_key_location(self, key: str, sub: str) -> Location:
+        node = self.values.get(key)
+        if isinstance(node, yaml.MappingNode):
+            for k, _ in node.value:
+                if str(k.value) == sub:
+                    return self.node_location(k)
+        return self.location_of((key,))
+
+    def scalar_origin(self, node: yaml.ScalarNode) -> Origin:
+        """Map positions inside a scalar's text back to the file."""
+        line0 = node.start_mark.line
+        if node.style in ("|", ">"):
+            # Block scalar: content starts on the next line, indented uniformly.
+            first = line0 + 1
+            indent = 0
+            for raw in self.lines[first:]:
+                if raw.strip():
+                    indent = len(raw) - len(raw.lstrip(" "))
+                    break
+            return Origin(self.file, self.lines, first + 1, indent)
+        quote = 1 if node.style in ("'", '"') else 0
+        return Origin(self.file, self.lines, line0 + 1, node.start_mark.column + quote)
+
+    def origin_of(self, key: str, index: int | None = None) -> Origin:
+        node = self.values[key]
+        if index is not None:
+            node = node.value[index]
+        return self.scalar_origin(node)
+
+
+def _is_scalar(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode)
