@@ -101,20 +101,37 @@ class Printer:
 
 
 class _LatexPrinter(Printer):
+    """Values carry a time index (c_t, c_{t-1}); parameters keep their subscripts (W_{z})."""
+
     latex = True
 
-    def name(self, name: str) -> str:
+    @staticmethod
+    def _split(name: str) -> tuple[str, str]:
         head, _, sub = name.partition("_")
-        head = {"y": r"\mathbf{y}", "x": r"\mathbf{x}"}.get(head, head)
+        return head, sub.replace("_", r"\_")
+
+    def name(self, name: str) -> str:
+        head, sub = self._split(name)
         return f"{head}_{{{sub}}}" if sub else head
 
+    def value(self, name: str) -> str:
+        head, sub = self._split(name)
+        return f"{head}_{{{sub + ',' if sub else ''}t}}"
+
     def prev(self, name: str) -> str:
-        head, _, sub = name.partition("_")
-        inner = f"{sub},t-1" if sub else "t-1"
-        return f"{head}_{{{inner}}}"
+        head, sub = self._split(name)
+        return f"{head}_{{{sub + ',' if sub else ''}t-1}}"
+
+    def matmul(self, node: ir.MatMul) -> str:
+        if isinstance(node.operand, ir.Input):
+            return f"{self.name(node.param)} {self.value(node.operand.name)}"
+        return super().matmul(node)
 
     def call(self, fn: str, arg: str) -> str:
         return rf"{ACTIVATIONS[fn].latex}\left({arg}\right)"
+
+    def equation(self, eq: ir.Equation) -> str:
+        return f"{self.value(eq.name)} = {self.expr(eq.expr)}"
 
 
 def equation_text(eq: ir.Equation) -> str:

@@ -1,0 +1,149 @@
+"""`cellc compile | check | show | list`: the compiler's command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabulate import tabulate
+
+from cellc.errors import SpecError, UsageError, short_path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compile", help="compile specs into standalone PyTorch modules in generated/")
+    p.add_argument("specs", nargs="*", help="spec files or names (e.g. specs/nog.yaml or nog)")
+    p.add_argument("--all", action="store_true", help="every spec in specs/")
+    p.add_argument("--check", action="store_true", help="fail if generated/ differs from what the specs produce")
+    p.add_argument("--out", default="generated", help="output directory (default: generated)")
+    p.add_argument("--backend", default="eager", help="code generation backend (default: eager)")
+    p.set_defaults(func=cmd_compile)
+
+    p = subparsers.add_parser("check", help="validate specs and report the first error")
+    p.add_argument("specs", nargs="+")
+    p.set_defaults(func=cmd_check)
+
+    p = subparsers.add_parser("show", help="equations after edits and the parameter count")
+    p.add_argument("spec")
+    p.add_argument("--latex", action="store_true", help="equations as LaTeX")
+    p.add_argument("--input-size", "-M", type=int, default=39, help="M for the parameter count (default 39)")
+    p.add_argument("--hidden-size", "-N", type=int, default=100, help="N for the parameter count (default 100)")
+    p.set_defaults(func=cmd_show)
+
+    p = subparsers.add_parser("list", help="the specs in specs/")
+    p.set_defaults(func=cmd_list)
+
+
+def all_spec_paths() -> list[Path]:
+    from cellc.spec.loader import spec_search_dirs
+
+    dirs = spec_search_dirs()
+    if not dirs:
+        raise UsageError("no specs/ directory here or beside the package")
+    return sorted(dirs[0].glob("*.yaml"))
+
+
+def _targets(args) -> list[Path | str]:
+    if args.all and args.specs:
+        raise UsageError("give spec names or --all, not both")
+    if args.all:
+        return list(all_spec_paths())
+    if not args.specs:
+        raise UsageError("name at least one spec, or use --all")
+    return list(args.specs)
+
+
+def cmd_compile(args) -> int:
+    from cellc.codegen.render import render_module
+    from cellc.codegen.build import resolve_backend
+    from cellc.ir.pipeline import compile_spec
+
+    backend = resolve_backend(args.backend)
+    out_dir = Path(args.out)
+    stale: list[str] = []
+    written = 0
+    expected: set[str] = set()
+    for target in _targets(args):
+        compiled = compile_spec(target)
+        source = render_module(compiled, backend)
+        path = out_dir / f"{compiled.name}.py"
+        expected.add(path.name)
+        if args.check:
+            if not path.is_file() or path.read_text() != source:
+                stale.append(short_path(path))
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text() != source:
+            path.write_text(source)
+            written += 1
+        print(f"{short_path(path)}  ({compiled.formula_text()}, hash {compiled.hash})")
+    if args.check:
+        if args.all and out_dir.is_dir():
+            stale += [short_path(p) + " (no spec)" for p in sorted(out_dir.glob("*.py"))
+                      if p.name not in expected and p.name != "__init__.py"]
+        if stale:
+            print("stale generated files (run `cellc compile --all`):\n  " + "\n  ".join(stale))
+            return 1
+        print(f"{len(expected)} generated modules match their specs")
+        return 0
+    print(f"{written} file(s) written, {len(expected) - written} unchanged")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from cellc.ir.pipeline import compile_spec
+
+    for target in args.specs:
+        compiled = compile_spec(target)
+        print(f"{compiled.spec.file}: ok ({compiled.name}: {len(compiled.cell.equations)} equations, "
+              f"{len(compiled.params)} parameters, states {', '.join(compiled.states)})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from cellc.ir.pipeline import compile_spec
+    from cellc.ir.printer import equation_latex
+
+    if args.input_size < 1 or args.hidden_size < 1:
+        raise UsageError("--input-size and --hidden-size must be positive")
+    compiled = compile_spec(args.spec)
+    spec = compiled.spec
+    print(f"{compiled.name}: {spec.description}" if spec.description else compiled.name)
+    if len(spec.lineage) > 1:
+        print(f"extends {' <- '.join(reversed(spec.lineage))}; edits: " + "; ".join(e.text for e in spec.edits))
+    print()
+    if args.latex:
+        print("\\begin{aligned}")
+        for eq in compiled.cell.equations:
+            left, _, right = equation_latex(eq).partition(" = ")
+            print(f"  {left} &= {right} \\\\")
+        print("\\end{aligned}")
+    else:
+        for line in compiled.equations_text:
+            print(f"  {line}")
+    print()
+    print(f"state: {', '.join(compiled.states)}   output: {compiled.cell.output}   hash: {compiled.hash}")
+    rows = [(name, info.kind.value, info.kind.shape()) for name, info in compiled.params.items()]
+    print(tabulate(rows, headers=["parameter", "kind", "shape"], tablefmt="simple"))
+    m, n = args.input_size, args.hidden_size
+    print()
+    print(f"parameters per layer and direction: {compiled.formula_text()}"
+          f" = {compiled.parameter_count(m, n):,} at M={m}, N={n}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from cellc.ir.pipeline import compile_spec
+
+    rows = []
+    for path in all_spec_paths():
+        try:
+            compiled = compile_spec(path)
+        except SpecError as err:
+            rows.append((path.stem, "", "", f"ERROR: {err.message}"))
+            continue
+        spec = compiled.spec
+        parent = spec.lineage[1] if len(spec.lineage) > 1 else ""
+        rows.append((compiled.name, parent, compiled.formula_text(), spec.description))
+    print(tabulate(rows, headers=["spec", "extends", "parameters", "description"], tablefmt="simple"))
+    return 0
