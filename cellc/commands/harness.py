@@ -1,0 +1,199 @@
+"""`cellc train` (one trial, prints its curve) and `cellc bench` (the random-search study)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from cellc.errors import UsageError
+
+PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")
+SPACE_KEYS = ("hidden", "lr", "one_minus_momentum", "noise")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train one network on one task and print its curve")
+    train.add_argument("--task", default="jsb", help="task name (default: jsb)")
+    train.add_argument("--cell", default="vanilla", help="spec name or path (default: vanilla)")
+    train.add_argument("--hidden", type=int, default=100, help="hidden units (default: 100)")
+    train.add_argument("--lr", type=float, default=1e-2, help="learning rate before x(1-momentum) (default: 1e-2)")
+    train.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum (default: 0.9)")
+    train.add_argument("--noise", type=float, default=0.0, help="input noise std (default: 0)")
+    train.add_argument("--batch-size", type=int, default=1, help="sequences per update (default: 1, online)")
+    train.add_argument("--max-epochs", type=int, default=150)
+    train.add_argument("--patience", type=int, default=15)
+    train.add_argument("--train-subset", type=int, default=None, help="training sequences per epoch (default: all)")
+    train.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    _common(train)
+    train.set_defaults(func=run_train)
+
+    bench = subparsers.add_parser("bench", help="random search over tasks x cells (resumable), then a report")
+    which = bench.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every available task and the paper's nine cells")
+    which.add_argument("--tasks", help="comma-separated task names (default: jsb)")
+    bench.add_argument("--cells", help=f"comma-separated cells (default: {','.join(PAPER_CELLS)})")
+    bench.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    bench.add_argument("--trials", type=int, help="trials per (task, cell) (default: from the profile)")
+    bench.add_argument("--max-epochs", type=int, help="override the profile's epoch cap")
+    bench.add_argument("--patience", type=int, help="override the profile's early-stopping patience")
+    bench.add_argument("--train-subset", type=int, help="override training sequences per epoch (0 = all)")
+    bench.add_argument("--batch-size", type=int, help="override sequences per update")
+    bench.add_argument("--space", action="append", default=[], metavar="KEY=LOW:HIGH",
+                       help=f"override a search range; KEY in {', '.join(SPACE_KEYS)}")
+    bench.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
+    bench.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="parallel worker processes, one torch thread each; 0 = inline, all threads "
+                       "(default: number of CPUs)")
+    bench.add_argument("--name", help="bench name (default: the profile name)")
+    bench.add_argument("--out", default="runs", help="output directory (default: runs)")
+    bench.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///<out>/studies.db)")
+    bench.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    bench.add_argument("--report-dir", default="reports", help="where the report goes (default: reports)")
+    bench.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    bench.add_argument("-v", "--verbose", action="store_true", help="print per-epoch progress")
+    _common(bench)
+    bench.set_defaults(func=run_bench_command)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data root holding e.g. jsb-chorales/ (default: $CELLC_DATA_DIR, "
+                        "../shared/data of a source checkout, ~/.local/share/cellc)")
+    parser.add_argument("--backend", default="auto", help="compiled-cell backend (default: auto)")
+
+
+def _split(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+    from tabulate import tabulate
+
+    from cellc.harness.cells import layer_class
+    from cellc.harness.train import TrainConfig, train_trial
+    from cellc.tasks import get_task
+
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    try:
+        config = TrainConfig(
+            hidden=args.hidden, lr=args.lr, momentum=args.momentum, noise=args.noise, batch_size=args.batch_size,
+            max_epochs=args.max_epochs, patience=args.patience, train_subset=args.train_subset,
+            init_std=args.init_std or None, seed=args.seed,
+        )
+    except ValueError as err:
+        raise UsageError(f"bad training setting: {err}") from None
+    task = get_task(args.task, args.data_dir)
+    data = task.load()
+    layer = layer_class(args.cell, args.backend)
+    print(f"{task.title} ({data.source} data, {data.location}); cell {args.cell}; {config.model_dump()}")
+    print(f"metric: {task.metric_name}")
+    rows = []
+
+    def on_epoch(report) -> None:
+        rows.append(report)
+        print(f"epoch {report.epoch:4d}  train {report.train:9.4f}  valid {report.valid:9.4f}  "
+              f"best {report.best_valid:9.4f}  {report.seconds:6.1f}s", flush=True)
+
+    outcome = train_trial(task, data, layer, config, on_epoch=on_epoch)
+    print(tabulate(
+        [["status", outcome.status], ["parameters", outcome.param_count], ["epochs", outcome.epochs],
+         ["best epoch", outcome.best_epoch], ["best valid", outcome.best_valid],
+         ["test at best valid", outcome.test_at_best], ["wall time (s)", f"{outcome.wall_time_s:.1f}"],
+         ["CPU time (s)", f"{outcome.cpu_time_s:.1f}"], ["data", data.source]],
+        tablefmt="simple",
+    ))
+    return 0
+
+
+def bench_options_from_args(args: argparse.Namespace):
+    from cellc.harness.bench import BenchOptions
+    from cellc.harness.profiles import get_profile, parse_range
+    from cellc.harness.storage import default_storage_url
+    from cellc.tasks import task_classes
+
+    profile = get_profile(args.profile)
+    if args.all:
+        tasks = list(task_classes())
+    else:
+        tasks = _split(args.tasks) or ["jsb"]
+    known = task_classes()
+    for task in tasks:
+        if task not in known:
+            raise UsageError(f"--tasks: unknown task {task!r}; known tasks: {', '.join(known)}")
+    cells = _split(args.cells) or list(PAPER_CELLS)
+    overrides: dict = {}
+    for key, flag in (("trials", "trials"), ("max_epochs", "max_epochs"), ("patience", "patience"),
+                      ("batch_size", "batch_size")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+            overrides[key] = value
+    if args.train_subset is not None:
+        overrides["train_subset"] = args.train_subset or None
+    if args.space:
+        ranges = profile.space.model_dump()
+        for item in args.space:
+            key, sep, text = item.partition("=")
+            if not sep or key not in SPACE_KEYS:
+                raise UsageError(f"--space {item!r}: expected KEY=LOW:HIGH with KEY in {', '.join(SPACE_KEYS)}")
+            ranges[key] = parse_range(text, f"--space {key}").model_dump()
+        overrides["space"] = ranges
+    if args.workers < 0:
+        raise UsageError("--workers must be 0 (inline) or more")
+    profile = profile.model_validate({**profile.model_dump(), **overrides})
+    out = Path(args.out)
+    if args.storage:
+        storage = args.storage
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        storage = default_storage_url(out)
+    name = args.name or profile.name
+    return BenchOptions(
+        name=name, tasks=tasks, cells=cells, profile=profile, workers=args.workers, storage=storage,
+        data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
+        verbose=args.verbose, command=_reproducing_command(args, tasks, cells, name),
+    )
+
+
+def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list[str], name: str) -> str:
+    parts = ["cellc", "bench", "--tasks", ",".join(tasks), "--cells", ",".join(cells), "--profile", args.profile]
+    for flag in ("trials", "max_epochs", "patience", "train_subset", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    for item in args.space:
+        parts += ["--space", item]
+    if args.init_std != 0.1:
+        parts += ["--init-std", str(args.init_std)]
+    if args.seed:
+        parts += ["--seed", str(args.seed)]
+    if args.backend != "auto":
+        parts += ["--backend", args.backend]
+    if name != args.profile:
+        parts += ["--name", name]
+    return shlex.join(parts)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from cellc.harness.bench import run_bench
+
+    options = bench_options_from_args(args)
+    started = time.perf_counter()
+    summary = run_bench(options)
+    print(f"bench {options.name}: {summary.ran} trial(s) run, {summary.failed} failed, "
+          f"{time.perf_counter() - started:.0f}s; storage {options.storage}", file=sys.stderr)
+    if not args.no_report:
+        from cellc.commands.report import write_report
+
+        path = write_report(options.storage, options.name, Path(args.report_dir))
+        print(f"report: {path}")
+    return 0 if summary.complete else 1

@@ -1,0 +1,257 @@
+"""Run a bench: random search over every (task, cell) pair, resumable, with parallel workers.
+
+The coordinator (this module) owns the storage: it asks Optuna for a trial, hands its
+hyper-parameters to a worker, and stores the outcome when the worker reports back. Trials are
+dispatched round-robin over the (task, cell) studies so that an interrupted bench has spread
+its work evenly. Resuming: finished trials (``ok`` and ``diverged``) count toward each study's
+target; trials left RUNNING by a dead process are marked FAIL ("interrupted") and their slots
+are run again with fresh trial numbers, so no finished trial is run or stored twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from cellc.errors import CellcError
+from cellc.harness import storage as store
+from cellc.harness.profiles import Profile
+from cellc.harness.record import StudySettings, owner_id
+from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
+from cellc.harness.train import EpochReport, TrainConfig, TrialOutcome
+from cellc.harness.workers import DEFAULT_LAYER_FACTORY, Event, InlinePool, Job, ProcessPool, _resolve
+from cellc.tasks import get_task
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class BenchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    tasks: list[str]
+    cells: list[str]
+    profile: Profile
+    workers: int = 2  # 0 = inline in this process with all torch threads
+    storage: str
+    data_dir: str | None = None
+    backend: str = "auto"
+    init_std: float | None = 0.1
+    seed: int = 0
+    verbose: bool = False
+    command: str = ""
+    max_failures: int = 5  # consecutive failed trials before the bench gives up
+    layer_factory: str = DEFAULT_LAYER_FACTORY
+
+
+class BenchSummary(BaseModel):
+    ran: int
+    failed: int
+    recovered: int  # abandoned RUNNING trials of earlier runs marked FAIL
+    complete: bool  # every study reached its target
+
+
+class _Unit:
+    """One (task, cell) study and its bookkeeping during this run."""
+
+    def __init__(self, task: str, cell: str, study: optuna.Study, target: int) -> None:
+        self.task, self.cell, self.study, self.target = task, cell, study, target
+        self.in_flight = 0
+
+    def finished(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED))
+
+    def running_elsewhere(self) -> int:
+        mine = owner_id()
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return sum(1 for t in running if t.user_attrs.get("owner") != mine)
+
+    def wanted(self) -> int:
+        return self.target - self.finished() - self.in_flight - self.running_elsewhere()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_inputs(options: BenchOptions) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Load every task's data and build every cell before touching the storage (clear errors first)."""
+    tasks: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name in options.tasks:
+        task = get_task(name, options.data_dir)
+        data = task.load()
+        tasks[name] = (data.source, task.describe())
+    factory = _resolve(options.layer_factory)
+    for cell in options.cells:
+        factory(cell, options.backend)
+    return tasks
+
+
+def _settings(options: BenchOptions) -> StudySettings:
+    p = options.profile
+    return StudySettings(
+        profile=p.name,
+        trials=p.trials,
+        max_epochs=p.max_epochs,
+        patience=p.patience,
+        train_subset=p.train_subset,
+        batch_size=p.batch_size,
+        init_std=options.init_std,
+        backend=options.backend,
+        space=p.space,
+        seed=options.seed,
+    )
+
+
+def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> BenchSummary:
+    """Run (or resume) the bench until every study has its target number of finished trials."""
+    log = log or (lambda text: tqdm.write(text, file=sys.stderr))
+    task_info = _check_inputs(options)
+    settings = _settings(options)
+    storage = store.open_storage(options.storage)
+    sampler = SeededRandomSampler(options.seed)
+    units: list[_Unit] = []
+    recovered = 0
+    for task in options.tasks:
+        source, info = task_info[task]
+        direction = "minimize" if info["lower_is_better"] else "maximize"
+        for cell in options.cells:
+            attrs = {"bench": options.name, "task": task, "cell": cell, "task_info": info,
+                     "data_source": source, "command": options.command}
+            study = store.open_study(storage, options.name, task, cell, settings, attrs, sampler, direction)
+            recovered += store.fail_abandoned_trials(study)
+            units.append(_Unit(task, cell, study, settings.trials))
+    if recovered:
+        log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
+
+    pool = InlinePool() if options.workers == 0 else ProcessPool(options.workers, threads=1)
+    space = distributions(settings.space)
+    sources = {task: task_info[task][0] for task in options.tasks}
+    flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
+    ran = failed = consecutive_failures = 0
+    next_job = 0
+    total = sum(u.target for u in units)
+    bar = tqdm(total=total, initial=min(total, sum(u.finished() for u in units)), unit="trial",
+               desc=f"bench {options.name}", file=sys.stderr, dynamic_ncols=True)
+    last_heartbeat = time.monotonic()
+    cursor = 0
+    try:
+        with _sigterm_as_interrupt():
+            while True:
+                # Fill idle workers round-robin over studies that still want trials.
+                for slot in pool.idle_slots():
+                    unit = None
+                    for step in range(len(units)):
+                        candidate = units[(cursor + step) % len(units)]
+                        if candidate.wanted() > 0:
+                            unit, cursor = candidate, (cursor + step + 1) % len(units)
+                            break
+                    if unit is None:
+                        break
+                    with warnings.catch_warnings():
+                        # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
+                        warnings.simplefilter("ignore", UserWarning)
+                        trial = unit.study.ask(space)
+                    hp = hyperparameters(trial.params)
+                    seed = options.seed + trial.number
+                    trial.set_user_attr("owner", owner_id())
+                    trial.set_user_attr("seed", seed)
+                    trial.set_user_attr("hyperparams", hp)
+                    trial.set_user_attr("data_source", sources[unit.task])
+                    config = TrainConfig(
+                        **hp, batch_size=settings.batch_size, max_epochs=settings.max_epochs,
+                        patience=settings.patience, train_subset=settings.train_subset,
+                        init_std=settings.init_std, seed=seed,
+                    )
+                    job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir, cell=unit.cell,
+                              backend=options.backend, config=config.model_dump(),
+                              report_epochs=options.verbose, layer_factory=options.layer_factory)
+                    flights[next_job] = (unit, trial)
+                    unit.in_flight += 1
+                    next_job += 1
+                    pool.submit(slot, job)
+                if not flights:
+                    break
+                for event in pool.events(timeout=2.0):
+                    if event.job_id not in flights:
+                        continue
+                    unit, trial = flights[event.job_id]
+                    if event.kind == "epoch":
+                        report = EpochReport(**event.payload)
+                        log(f"  {unit.task}/{unit.cell} trial {trial.number} epoch {report.epoch}: "
+                            f"train {report.train:.4f} valid {report.valid:.4f} ({report.seconds:.1f}s)")
+                        continue
+                    del flights[event.job_id]
+                    unit.in_flight -= 1
+                    if event.kind == "done":
+                        outcome = TrialOutcome(**event.payload)
+                        _store_outcome(unit.study, trial, outcome)
+                        ran += 1
+                        consecutive_failures = 0
+                        bar.update(1)
+                        if options.verbose:
+                            log(f"{unit.task}/{unit.cell} trial {trial.number}: {outcome.status}, "
+                                f"best valid {outcome.best_valid}, test {outcome.test_at_best}, "
+                                f"{outcome.epochs} epochs, {outcome.wall_time_s:.0f}s")
+                    else:
+                        _store_failure(unit.study, trial, str(event.payload))
+                        failed += 1
+                        consecutive_failures += 1
+                        log(f"{unit.task}/{unit.cell} trial {trial.number} failed: {event.payload}")
+                        if consecutive_failures >= options.max_failures:
+                            raise CellcError(
+                                f"{consecutive_failures} trials failed in a row (last: {event.payload}); "
+                                "stopping. Finished trials are stored; fix the cause and rerun to resume"
+                            )
+                if time.monotonic() - last_heartbeat > store.HEARTBEAT_S / 2:
+                    for unit, trial in flights.values():
+                        storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+                    last_heartbeat = time.monotonic()
+    finally:
+        pool.close()
+        for unit, trial in flights.values():
+            _store_failure(unit.study, trial, "interrupted", status="interrupted")
+        bar.close()
+    complete = all(u.finished() >= u.target for u in units)
+    return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
+
+
+def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    for key, value in outcome.model_dump().items():
+        trial.set_user_attr(key, value)
+    if outcome.status == "ok" and outcome.best_valid is not None:
+        study.tell(trial, outcome.best_valid)
+    else:  # diverged: kept and counted, but it has no objective value
+        study.tell(trial, state=TrialState.PRUNED)
+
+
+def _store_failure(study: optuna.Study, trial: optuna.Trial, message: str, status: str = "failed") -> None:
+    try:
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("error", message)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # already finished elsewhere (e.g. marked stale); nothing to undo
+        pass
+
+
+def default_out_dir() -> Path:
+    return Path("runs")

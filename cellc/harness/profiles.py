@@ -1,0 +1,79 @@
+"""Study profiles: how many trials and how long each may train.
+
+- ``paper``: the LSTM Odyssey setting: 200 trials per (task, cell), at most 150 epochs, patience 15,
+  the whole training set every epoch.
+- ``quick``: the README default, sized so that all tasks x the paper's nine cells finish in about an
+  hour on a 2-core laptop with two workers (JSB's share: ~20 minutes for nine cells). It keeps the
+  paper's search distributions but caps each trial: few epochs, short patience, and a random subset
+  of the training sequences per epoch (validation and test always use the full splits).
+- ``smoke``: about a minute in total; exercises every code path (used by the tests / CI).
+
+Any field can be overridden from the command line (``--trials``, ``--max-epochs``, ...).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cellc.errors import UsageError
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    low: float
+    high: float
+
+
+class SearchSpace(BaseModel):
+    """The random-search distributions of the paper (ranges configurable)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: Range = Range(low=20, high=200)  # log-uniform integer
+    lr: Range = Range(low=1e-6, high=1e-2)  # log-uniform
+    one_minus_momentum: Range = Range(low=0.01, high=1.0)  # log-uniform; momentum = 1 - this
+    noise: Range = Range(low=0.0, high=1.0)  # uniform
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    trials: int = Field(ge=1, description="trials per (task, cell)")
+    max_epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    train_subset: int | None = Field(default=None, ge=1, description="training sequences per epoch")
+    batch_size: int = Field(default=1, ge=1)
+    space: SearchSpace = SearchSpace()
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        trials=2,
+        max_epochs=2,
+        patience=2,
+        train_subset=8,
+        space=SearchSpace(hidden=Range(low=8, high=16)),
+    ),
+    "quick": Profile(name="quick", trials=8, max_epochs=12, patience=4, train_subset=60),
+    "paper": Profile(name="paper", trials=200, max_epochs=150, patience=15),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise UsageError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def parse_range(text: str, setting: str) -> Range:
+    """``LOW:HIGH`` -> Range (UsageError naming ``setting`` on bad input)."""
+    try:
+        low_text, high_text = text.split(":")
+        low, high = float(low_text), float(high_text)
+    except ValueError:
+        raise UsageError(f"{setting}: expected LOW:HIGH, got {text!r}") from None
+    if not low <= high:
+        raise UsageError(f"{setting}: LOW must not exceed HIGH in {text!r}")
+    return Range(low=low, high=high)

@@ -1,0 +1,182 @@
+"""The stored format of studies and trials (what analysis and reports read).
+
+Storage is Optuna's (any SQLAlchemy URL; default ``sqlite:///<out>/studies.db``). A *bench*
+(named after its profile unless ``--name`` is given) holds one Optuna study per (task, cell),
+named ``"<bench>/<task>/<cell>"``.
+
+Study user attributes (``study.user_attrs``), written when the study is created:
+
+==================  ==========================================================================
+``format``          ``STUDY_FORMAT`` (int), bumped on incompatible changes
+``bench``           bench name, e.g. ``"quick"``
+``task``            task CLI name, e.g. ``"jsb"``
+``cell``            cell name (spec name or path), e.g. ``"vanilla"``
+``task_info``       :meth:`cellc.tasks.base.Task.describe` (title, metric, lower_is_better, ...)
+``settings``        the :class:`StudySettings` dump: profile name, target trials, max_epochs,
+                    patience, train_subset, batch_size, init_std, backend, search space, seed
+``data_source``     ``"real"``, ``"rebuilt from music21"``, ``"proxy"``; also per trial
+``command``         the ``cellc bench ...`` command that reproduces the bench
+==================  ==========================================================================
+
+Trial states: ``COMPLETE`` (status ``ok``; value = best validation metric), ``PRUNED`` (status
+``diverged``; kept and counted, no value), ``FAIL`` (status ``failed`` / ``interrupted``: a crashed
+worker, an exception, or a killed run; *not* counted, the search runs another trial instead),
+``RUNNING`` (in flight; the ``owner`` attribute says which process).
+
+Trial params (Optuna): ``hidden`` (int), ``lr``, ``one_minus_momentum``, ``noise``.
+
+Trial user attributes (:class:`TrialRecord` is their typed view):
+
+==================  ==========================================================================
+``owner``           ``"host:pid:start"`` of the process running it (for stale-trial detection)
+``seed``            training seed (search seed + trial number)
+``hyperparams``     ``{"hidden", "lr", "momentum", "noise"}`` as used for training
+``status``          ``"ok"`` | ``"diverged"`` | ``"failed"`` | ``"interrupted"``
+``param_count``     trainable parameters of the whole network (recurrent layer + output layer)
+``train_curve``     list per epoch: metric over the epoch's training updates (noisy inputs)
+``valid_curve``     list per epoch: validation metric
+``best_valid``      best validation metric (None if the first epoch diverged)
+``best_epoch``      1-based epoch of ``best_valid``
+``test_at_best``    test metric with the weights of ``best_epoch`` (None if none)
+``epochs``          epochs run
+``wall_time_s``     wall-clock seconds of the trial (in its worker)
+``cpu_time_s``      CPU seconds of the trial's worker process
+``data_source``     as in the study attributes
+``error``           message for failed trials, else None
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict
+
+from cellc.harness.profiles import SearchSpace
+from cellc.harness.train import TrialOutcome
+
+STUDY_FORMAT = 1
+
+
+class StudySettings(BaseModel):
+    """Everything that must match when a study is resumed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str
+    trials: int
+    max_epochs: int
+    patience: int
+    train_subset: int | None
+    batch_size: int
+    init_std: float | None
+    backend: str
+    space: SearchSpace
+    seed: int
+
+    def comparable(self) -> dict[str, Any]:
+        """Settings that change what a trial means (the target trial count may change on resume)."""
+        return self.model_dump(exclude={"trials"})
+
+
+class TrialRecord(BaseModel):
+    """One stored trial, as analysis code sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    state: str  # Optuna state name: COMPLETE, PRUNED, FAIL, RUNNING, ...
+    task: str
+    cell: str
+    status: str
+    hyperparams: dict[str, float]
+    param_count: int | None
+    train_curve: list[float]
+    valid_curve: list[float]
+    best_valid: float | None
+    best_epoch: int | None
+    test_at_best: float | None
+    epochs: int
+    wall_time_s: float
+    cpu_time_s: float
+    data_source: str
+    error: str | None
+
+    @property
+    def finished(self) -> bool:
+        """Kept and counted toward the target (ok or diverged)."""
+        return self.state in ("COMPLETE", "PRUNED")
+
+
+def study_name(bench: str, task: str, cell: str) -> str:
+    return f"{bench}/{task}/{cell}"
+
+
+def owner_id() -> str:
+    """Identifies this process across machines sharing a storage: host, pid and process start time."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def _process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def owner_is_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host; None when it lives on another host (cannot tell)."""
+    try:
+        host, pid_text, start = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start == "?" or _process_start(pid) == start
+
+
+def outcome_attrs(outcome: TrialOutcome, data_source: str) -> dict[str, Any]:
+    attrs = outcome.model_dump()
+    attrs["data_source"] = data_source
+    return attrs
+
+
+def record_from_trial(trial: FrozenTrial, study_attrs: dict[str, Any]) -> TrialRecord:
+    attrs = trial.user_attrs
+    status = attrs.get("status") or ("interrupted" if trial.state == TrialState.FAIL else "running")
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        task=study_attrs.get("task", "?"),
+        cell=study_attrs.get("cell", "?"),
+        status=status,
+        hyperparams=attrs.get("hyperparams", {}),
+        param_count=attrs.get("param_count"),
+        train_curve=attrs.get("train_curve", []),
+        valid_curve=attrs.get("valid_curve", []),
+        best_valid=attrs.get("best_valid"),
+        best_epoch=attrs.get("best_epoch"),
+        test_at_best=attrs.get("test_at_best"),
+        epochs=attrs.get("epochs", 0),
+        wall_time_s=attrs.get("wall_time_s", 0.0),
+        cpu_time_s=attrs.get("cpu_time_s", 0.0),
+        data_source=attrs.get("data_source", study_attrs.get("data_source", "?")),
+        error=attrs.get("error"),
+    )
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    attrs = study.user_attrs
+    return [record_from_trial(t, attrs) for t in study.get_trials(deepcopy=False)]

@@ -1,0 +1,101 @@
+"""Opening the study storage, creating / resuming studies, and cleaning up after killed runs."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from cellc.errors import UsageError
+from cellc.harness.record import STUDY_FORMAT, StudySettings, owner_is_alive, study_name
+
+HEARTBEAT_S = 20  # in-flight trials are marked alive this often
+GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+def default_storage_url(out_dir: Path) -> str:
+    return f"sqlite:///{(out_dir / 'studies.db').resolve()}"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage (SQLite file, PostgreSQL, ...) with heartbeats for stale-trial detection."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
+    except Exception as err:  # bad URL, unreachable server, unreadable file
+        raise UsageError(f"--storage {url}: cannot open the study storage ({err})") from None
+
+
+def open_study(
+    storage: optuna.storages.RDBStorage,
+    bench: str,
+    task: str,
+    cell: str,
+    settings: StudySettings,
+    attrs: dict[str, Any],
+    sampler: optuna.samplers.BaseSampler,
+    direction: str,
+) -> optuna.Study:
+    """Create the (bench, task, cell) study or resume it, refusing to mix different settings."""
+    name = study_name(bench, task, cell)
+    study = optuna.create_study(
+        storage=storage, study_name=name, sampler=sampler, direction=direction, load_if_exists=True
+    )
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("format", STUDY_FORMAT)
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("settings", settings.model_dump())
+    else:
+        previous = StudySettings.model_validate(stored)
+        if previous.comparable() != settings.comparable():
+            changed = sorted(k for k, v in settings.comparable().items() if previous.comparable().get(k) != v)
+            raise UsageError(
+                f"study {name!r} was created with different settings ({', '.join(changed)}); "
+                "rerun with the same settings to resume, or give a new --name"
+            )
+        if previous.trials != settings.trials:
+            study.set_user_attr("settings", settings.model_dump())
+        if attrs.get("command"):
+            study.set_user_attr("command", attrs["command"])
+    return study
+
+
+def fail_abandoned_trials(study: optuna.Study) -> int:
+    """Mark RUNNING trials of dead processes as FAIL so that their slots are run again.
+
+    A trial owned by a process on this host that no longer exists is failed at once (a killed
+    ``cellc bench``); a trial owned by another host is failed only when its heartbeat is stale.
+    Returns how many trials were failed.
+    """
+    storage = study._storage  # noqa: SLF001 - optuna exposes no public per-trial state setter
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        alive = owner_is_alive(str(trial.user_attrs.get("owner", "")))
+        if alive is False:
+            storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")  # noqa: SLF001
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
+                failed += 1
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
+    return failed
+
+
+def list_bench_studies(storage: optuna.storages.RDBStorage, bench: str) -> list[optuna.study.StudySummary]:
+    return [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(f"{bench}/")]
