@@ -1,0 +1,118 @@
+"""IAM Online (IAM-OnDB-t1): handwritten text lines from pen trajectories, with CTC.
+
+Data: IAM-OnDB at ``<data root>/iam-ondb`` (``lineStrokes/``, ``ascii/``, and the t1
+split lists there, in a folder just below, or in ``<data root>/iam-ondb-t1``), or, when
+absent, a generated proxy in the same layout (:mod:`cellc.data.proxy_handwriting`),
+labelled "proxy". Inputs per pen point: Δx, Δy, time since the stroke began, pen-lifted
+flag (the first three normalised with training statistics). Network: one bidirectional
+recurrent layer, outputs = characters of the training transcriptions + the CTC blank.
+Loss: CTC. Metric: character error rate % of best-path decoding against the transcription
+(characters unseen in training count as errors: they cannot be produced).
+
+``output_size`` depends on the corpus: it is set on the instance by :meth:`IamOnline.load`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence as Seq
+
+import torch
+
+from cellc.data.iam_corpus import LoadReport, PointNormaliser, charset, load_iam, point_features
+from cellc.data.proxy_handwriting import ProxyHandwritingConfig, generate_handwriting_proxy
+from cellc.tasks.base import Batch, Sequence, Task, TaskData, resolve_data_root
+from cellc.tasks.corpus_source import CorpusLocation, locate_corpus
+from cellc.tasks.ctc import best_path, ctc_loss, edit_distance
+
+T1_SUBDIR = "iam-ondb-t1"  # split lists kept beside the corpus (as in ../shared/data)
+
+
+@dataclass(frozen=True)
+class LineTarget:
+    labels: torch.Tensor  # int64 (L,), characters as 1..K (0 is the CTC blank)
+    text: str
+
+
+@dataclass(frozen=True)
+class LineBatchTargets:
+    labels: torch.Tensor  # concatenated labels of the batch
+    label_lengths: torch.Tensor  # (B,)
+    texts: list[str]
+
+
+class IamOnline(Task):
+    name = "iam"
+    title = "IAM Online"
+    metric_name = "character error rate % (best-path decoding)"
+    metric_short = "CER %"
+    lower_is_better = True
+    bidirectional = True
+    input_size = 4
+    output_size = 80  # replaced in load(): characters of the training set + blank
+    data_subdir = "iam-ondb"
+
+    def __init__(self, data_dir: str | Path | None = None, auto_generate: bool = True) -> None:
+        super().__init__(data_dir)
+        self.auto_generate = auto_generate
+        self.characters: list[str] = []
+        self.report = LoadReport()
+
+    def locate(self) -> CorpusLocation:
+        return locate_corpus(
+            "iam", self.data_dir, self.data_subdir,
+            lambda target: generate_handwriting_proxy(target, ProxyHandwritingConfig()),
+            auto_generate=self.auto_generate,
+        )
+
+    def split_dir(self, where: CorpusLocation) -> Path | None:
+        """The t1 lists: in the corpus folder (or one below), else a sibling ``iam-ondb-t1``."""
+        if where.source == "real":
+            for candidate in [where.root, *sorted(d for d in where.root.iterdir() if d.is_dir())]:
+                if (candidate / "trainset.txt").is_file():
+                    return candidate
+            root, _ = resolve_data_root(self.data_dir, T1_SUBDIR)
+            if root is not None:
+                return root / T1_SUBDIR
+        return None
+
+    def load(self) -> TaskData:
+        where = self.locate()
+        self.report = LoadReport()
+        lines = load_iam(where.root, self.split_dir(where), self.report)
+        self.characters = charset(lines["train"])
+        self.output_size = len(self.characters) + 1
+        index = {ch: i + 1 for i, ch in enumerate(self.characters)}
+        features = {name: [point_features(line) for line in items] for name, items in lines.items()}
+        normalise = PointNormaliser.fit(features["train"])
+
+        def to_seq(feats, line) -> Sequence:
+            labels = torch.tensor([index[c] for c in line.text if c in index], dtype=torch.int64)
+            return Sequence(inputs=torch.from_numpy(normalise(feats)), targets=LineTarget(labels, line.text))
+
+        splits = {name: [to_seq(f, line) for f, line in zip(features[name], lines[name])] for name in lines}
+        return TaskData(**splits, source=where.source, location=str(where.root))
+
+    def collate(self, sequences: Seq[Sequence]) -> Batch:
+        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
+        inputs = torch.nn.utils.rnn.pad_sequence([s.inputs for s in sequences])
+        targets = LineBatchTargets(
+            labels=torch.cat([s.targets.labels for s in sequences]),
+            label_lengths=torch.tensor([len(s.targets.labels) for s in sequences], dtype=torch.int64),
+            texts=[s.targets.text for s in sequences],
+        )
+        return Batch(inputs=inputs, lengths=lengths, targets=targets)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        t = batch.targets
+        return ctc_loss(outputs, batch.lengths, t.labels, t.label_lengths) / batch.size
+
+    def decode(self, outputs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        return ["".join(self.characters[i - 1] for i in labels) for labels in best_path(outputs, lengths)]
+
+    def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
+        texts = batch.targets.texts
+        hypotheses = self.decode(outputs, batch.lengths)
+        errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, texts))
+        return 100.0 * errors, float(sum(len(r) for r in texts))

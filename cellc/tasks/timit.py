@@ -1,0 +1,110 @@
+"""TIMIT: framewise phone classification (61 classes), as in the LSTM study.
+
+Data: the LDC TIMIT tree at ``<data root>/timit`` (see :mod:`cellc.data.timit_corpus`),
+or, when absent, a generated proxy corpus in the same layout (:mod:`cellc.data.proxy_speech`),
+labelled "proxy". Inputs: 39 MFCC-based features per 10 ms frame, normalised with
+training-set statistics. Network: one bidirectional recurrent layer and a softmax over 61
+phones. Loss: cross-entropy summed over frames, averaged over sequences. Metric: frame
+error %; a second column gives the error after the standard 61->39 folding (frames of the
+deleted glottal stop "q" are left out of that column).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cellc.data.features import FeatureConfig, Normaliser, frame_labels, mfcc_features
+from cellc.data.proxy_speech import ProxySpeechConfig, generate_speech_proxy
+from cellc.data.sphere import read_audio
+from cellc.data.timit_corpus import SPLITS, Utterance, load_splits, read_phn
+from cellc.data.timit_phones import PHONES_61, fold_index_table
+from cellc.errors import DataError
+from cellc.tasks.base import Batch, Sequence, Task, TaskData
+from cellc.tasks.corpus_source import CorpusLocation, locate_corpus
+
+
+def utterance_features(utt: Utterance, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(features (T, 39) float32, labels (T,) int64) for one utterance, unnormalised."""
+    audio = read_audio(utt.wav)
+    if audio.sample_rate != cfg.sample_rate:
+        raise DataError(f"{utt.wav}: sample rate {audio.sample_rate} Hz, expected {cfg.sample_rate}")
+    features = mfcc_features(audio.samples, cfg)
+    if len(features) == 0:
+        raise DataError(f"{utt.wav}: shorter than one 25 ms window")
+    return features, frame_labels(read_phn(utt.phn), len(features), cfg)
+
+
+def load_timit_features(root: Path, progress: bool = True) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Normalised features and labels per split (normaliser fitted on train)."""
+    cfg = FeatureConfig()
+    splits = load_splits(root)
+    total = sum(len(v) for v in splits.values())
+    raw: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    with tqdm(total=total, desc="timit: features", unit="utt", disable=None if progress else True, leave=False) as bar:
+        for name in SPLITS:
+            raw[name] = []
+            for utt in splits[name]:
+                raw[name].append(utterance_features(utt, cfg))
+                bar.update(1)
+    normalise = Normaliser.fit([f for f, _ in raw["train"]])
+    return {name: [(normalise(f), y) for f, y in items] for name, items in raw.items()}
+
+
+class Timit(Task):
+    name = "timit"
+    title = "TIMIT"
+    metric_name = "frame error % (61 phones)"
+    metric_short = "FER %"
+    lower_is_better = True
+    bidirectional = True
+    input_size = 39
+    output_size = len(PHONES_61)
+    data_subdir = "timit"
+    # Extra columns a report may show: name -> description; see secondary_scores.
+    secondary_metrics: ClassVar[dict[str, str]] = {"FER39 %": "frame error % after folding 61 -> 39 phones"}
+
+    def __init__(self, data_dir: str | Path | None = None, auto_generate: bool = True) -> None:
+        super().__init__(data_dir)
+        self.auto_generate = auto_generate
+        self._fold = torch.tensor(fold_index_table(), dtype=torch.int64)
+
+    def locate(self) -> CorpusLocation:
+        return locate_corpus(
+            "timit", self.data_dir, self.data_subdir,
+            lambda target: generate_speech_proxy(target, ProxySpeechConfig()),
+            auto_generate=self.auto_generate,
+        )
+
+    def load(self) -> TaskData:
+        where = self.locate()
+        data = load_timit_features(where.root)
+        to_seq = lambda f, y: Sequence(inputs=torch.from_numpy(f), targets=torch.from_numpy(y))  # noqa: E731
+        return TaskData(
+            train=[to_seq(f, y) for f, y in data["train"]],
+            valid=[to_seq(f, y) for f, y in data["valid"]],
+            test=[to_seq(f, y) for f, y in data["test"]],
+            source=where.source,
+            location=str(where.root),
+        )
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        per_frame = F.cross_entropy(outputs.flatten(0, 1), batch.targets.flatten(), reduction="none")
+        return (per_frame * batch.mask.flatten()).sum() / batch.size
+
+    def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
+        wrong = (outputs.argmax(-1) != batch.targets) & batch.mask
+        return 100.0 * float(wrong.sum()), float(batch.mask.sum())
+
+    def secondary_scores(self, outputs: torch.Tensor, batch: Batch) -> dict[str, tuple[float, float]]:
+        """Folded error as (numerator, denominator), summed over batches like :meth:`score`."""
+        predicted = self._fold[outputs.argmax(-1)]
+        truth = self._fold[batch.targets]
+        counted = batch.mask & (truth >= 0)
+        wrong = (predicted != truth) & counted
+        return {"FER39 %": (100.0 * float(wrong.sum()), float(counted.sum()))}
