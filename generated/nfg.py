@@ -222,6 +222,8 @@ class Nfg(nn.Module):
             if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > T).any()):
                 raise ValueError(f"lengths must be {B} values in [1, {T}]")
             mask = (torch.arange(T, device=x.device).unsqueeze(1) < lengths).unsqueeze(2)
+            # Padding may hold anything (even NaN); zero it so that no gradient sees it.
+            x = x.masked_fill(~mask, 0.0)
         state = self._initial_state(state, B, x)
         finals = [[] for _ in STATE_NAMES]
         layer_input = x

@@ -87,12 +87,20 @@ def _fold(node: ir.Expr) -> ir.Expr | None:
     return None
 
 
+def _fold_finite(node: ir.Expr) -> ir.Expr | None:
+    out = _fold(node)
+    if out is not None:
+        for part in (out, *ir.children(out)):  # folding leaves its constant on top or one level down
+            if isinstance(part, ir.Const) and not math.isfinite(part.value):
+                # e.g. 1e300 * 1e300: only finite numbers may reach generated code.
+                raise SpecError("these constants combine to a number that is not finite", part.loc or node.loc)
+    return out
+
+
 def fold_constants(cell: ir.Cell) -> ir.Cell:
     equations = []
     for eq in cell.equations:
-        expr = ir.transform(eq.expr, _fold)
-        if isinstance(expr, ir.Const) and not math.isfinite(expr.value):
-            raise SpecError(f"'{eq.name}' folds to a non-finite constant", eq.loc)
+        expr = ir.transform(eq.expr, _fold_finite)
         equations.append(ir.Equation(eq.name, expr, loc=eq.loc))
     return _replace(cell, equations)
 

@@ -51,6 +51,28 @@ class CompiledCell:
         return a * hidden_size * input_size + b * hidden_size**2 + c * hidden_size
 
 
+def _check_state(cell: ir.Cell, spec: Spec) -> ir.Cell:
+    """A recurrent cell needs state; drop inherited `initial` entries for states edits removed."""
+    if not cell.states:
+        raise SpecError(
+            f"the cell has no recurrent state: no value is read at the previous step "
+            f"(e.g. {cell.output}[-1]), so it is not a recurrent cell",
+            spec.key_locations.get("output"),
+        )
+    initial = {k: v for k, v in cell.initial.items()
+               if k in cell.states or f"initial.{k}" not in spec.inherited_keys}
+    cell = ir.Cell(cell.name, cell.input, cell.output, cell.equations, initial)
+    _check_initial(cell, spec)
+    return cell
+
+
+def _init_in_use(cell: ir.Cell, spec: Spec) -> dict[str, float]:
+    """The spec's `init`, less inherited entries whose parameter an edit removed."""
+    used = {n.param if isinstance(n, ir.MatMul) else n.name
+            for eq in cell.equations for n in ir.walk(eq.expr) if isinstance(n, (ir.MatMul, ir.Param))}
+    return {k: v for k, v in spec.init.items() if k in used or f"init.{k}" not in spec.inherited_keys}
+
+
 def _check_initial(cell: ir.Cell, spec: Spec) -> None:
     states = set(cell.states)
     for name in cell.initial:
@@ -78,7 +100,7 @@ def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load_spec(spec_or_path)
     cell = lower(spec)
     cell = eliminate_dead_code(fold_constants(cell))
-    _check_initial(cell, spec)
-    params = infer_parameters(cell, spec.init, spec.key_locations)
+    cell = _check_state(cell, spec)
+    params = infer_parameters(cell, _init_in_use(cell, spec), spec.key_locations)
     sched = schedule(cell, params)
     return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params))

@@ -3,6 +3,7 @@ here (and finite numbers) ever reach generated code."""
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 
@@ -24,7 +25,12 @@ RESERVED = frozenset(
         "None", "True", "False", "print", "len", "range", "tuple", "list", "dict",
         "int", "float", "str", "type", "object", "super", "getattr", "setattr",
         "exec", "eval", "compile", "open", "globals", "locals", "vars", "id",
+        # Modules an injected name could reach for.
+        "os", "sys", "subprocess", "builtins", "importlib", "shutil", "socket", "pickle", "functools",
+        "F", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
     }
+    # Every builtin (getattr, hash, max, ...): no spec name may even look like one.
+    | {name for name in dir(builtins) if not name.startswith("_")}
 )
 
 

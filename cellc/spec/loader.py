@@ -82,6 +82,8 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
         init = {**parent.init, **{k: float(v) for k, v in model.init.items()}}
         key_locations = dict(parent.key_locations)
         lineage = [model.name, *parent.lineage]
+        inherited_keys = ({f"initial.{k}" for k in parent.initial} - {f"initial.{k}" for k in model.initial}) | (
+            {f"init.{k}" for k in parent.init} - {f"init.{k}" for k in model.init})
         input_name, output_name = parent.input, parent.output
         if "input" in model.model_fields_set or "output" in model.model_fields_set:
             raise SpecError("'input' and 'output' are inherited from the parent spec",
@@ -92,6 +94,7 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
         init = {k: float(v) for k, v in model.init.items()}
         key_locations = {}
         lineage = [model.name]
+        inherited_keys = set()
         input_name, output_name = model.input, model.output
 
     for key in ("initial", "init"):
@@ -114,6 +117,7 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
         key_locations=key_locations,
         lineage=lineage,
         edits=edits,
+        inherited_keys=inherited_keys,
     )
 
 

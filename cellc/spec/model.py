@@ -76,4 +76,7 @@ class Spec:
     # Where each `initial` / `init` key was written, for errors about them.
     key_locations: dict[str, object] = field(default_factory=dict)
     lineage: list[str] = field(default_factory=list)  # this spec and the ones it extends
+    # 'init.<p>' / 'initial.<s>' keys taken from a parent: dropped quietly when an edit removed
+    # their parameter or state (a parent's `init: {b_f: 1}` must not break `drop gate f`).
+    inherited_keys: set[str] = field(default_factory=set)
     edits: list[ast.Edit] = field(default_factory=list)  # this spec's own edits, for display

@@ -50,6 +50,22 @@ def _syntax_error(err: UnexpectedInput, origin: ast.Origin, what: str) -> SpecEr
     return SpecError(message, origin.locate(line, column))
 
 
+# Deeper than any real cell; keeps every recursive pass (and Python's parser) far from its limit.
+MAX_DEPTH = 100
+
+
+def _check_depth(tree: Tree, origin: ast.Origin, what: str) -> None:
+    """Reject absurdly nested expressions before the recursive passes see them (iteratively)."""
+    work = [(tree, 1)]
+    while work:
+        node, depth = work.pop()
+        if depth > MAX_DEPTH:
+            line, column = getattr(node.meta, "line", 1), getattr(node.meta, "column", 1)
+            raise SpecError(f"{what} nested more than {MAX_DEPTH} levels deep; split it into several equations",
+                            origin.locate(line, column))
+        work.extend((kid, depth + 1) for kid in node.children if isinstance(kid, Tree))
+
+
 def _end_position(origin: ast.Origin) -> tuple[int, int]:
     text = getattr(origin, "text", "")
     lines = text.rstrip("\n").split("\n") or [""]
@@ -132,6 +148,7 @@ def parse_equations(text: str, origin: ast.Origin) -> list[ast.Equation]:
         tree = _parser().parse(text, start="equations")
     except UnexpectedInput as err:
         raise _syntax_error(err, origin, "equations") from None
+    _check_depth(tree, origin, "expression")
     return [_Builder(origin).equation(eq) for eq in tree.children]
 
 
@@ -153,4 +170,5 @@ def parse_edit(text: str, origin: ast.Origin) -> ast.Edit:
         error = _syntax_error(err, origin, "edit")
         error.message += "; edits are one of: " + ", ".join(f"'{f}'" for f in EDIT_FORMS)
         raise error from None
+    _check_depth(tree, origin, "expression")
     return _Builder(origin).edit(tree, text)

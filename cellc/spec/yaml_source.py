@@ -40,11 +40,16 @@ class YamlSource:
             raise SpecError(f"bad YAML: {problem}", self._location(mark.line, mark.column) if mark else None) from None
         except yaml.YAMLError as err:
             raise SpecError(f"bad YAML in {self.file}: {err}") from None
+        except RecursionError:  # PyYAML composes nested collections recursively
+            raise SpecError(f"bad YAML in {self.file}: nested too deeply; not a spec file") from None
         if not isinstance(self.data, dict) or not isinstance(node, yaml.MappingNode):
             raise SpecError("a spec file must be a YAML mapping (name: ..., equations: ...)", self._location(0, 0))
         self.keys: dict[str, yaml.Node] = {}
         self.values: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
+            if str(key_node.value) in self.keys:
+                # PyYAML keeps the last of two equal keys; a spec must not say two things.
+                raise SpecError(f"bad YAML: key '{key_node.value}' appears twice", self.node_location(key_node))
             self.keys[str(key_node.value)] = key_node
             self.values[str(key_node.value)] = value_node
 
