@@ -51,7 +51,15 @@ def _scalar(dtype: Any, data: Any) -> int | float:
     return struct.unpack(("<" if order == "little" else ">") + formats[dtype.size], data)[0]
 
 
+def _latin1_bytes(text: Any, encoding: Any = "utf-8") -> bytes:
+    """Stands in for ``_codecs.encode``, which protocol-2 pickles use to spell bytes as latin-1 text."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode used for something other than latin-1 bytes")
+    return text.encode("latin1")
+
+
 _NUMPY_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): _DType,
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,

@@ -1,0 +1,144 @@
+"""`cellc bench`: smoke profile, resume, refusing mixed settings, clear data errors, crashes, divergence."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+
+from cellc.cli import main
+from cellc.harness.bench import BenchOptions, run_bench
+from cellc.harness.profiles import get_profile
+from cellc.harness.storage import default_storage_url, open_storage
+
+DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not (DATA_ROOT / "jsb-chorales").is_dir(), reason="../shared/data missing")
+
+
+def bench(tmp_path: Path, *args: str, data_dir: Path | str = DATA_ROOT) -> int:
+    return main(["bench", "--tasks", "jsb", "--profile", "smoke", "--out", str(tmp_path / "runs"),
+                 "--report-dir", str(tmp_path / "reports"), "--data-dir", str(data_dir), *args])
+
+
+def stored(tmp_path: Path, name: str = "smoke") -> dict[str, list[optuna.trial.FrozenTrial]]:
+    storage = open_storage(default_storage_url(tmp_path / "runs"))
+    return {
+        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).get_trials()
+        for s in optuna.get_all_study_summaries(storage)
+        if s.study_name.startswith(f"{name}/")
+    }
+
+
+def snapshot(tmp_path: Path) -> dict[str, list[tuple]]:
+    return {k: [(t.number, t.state.name, t.params, t.user_attrs) for t in v] for k, v in stored(tmp_path).items()}
+
+
+def test_smoke_profile_with_two_workers_writes_report(tmp_path):
+    assert bench(tmp_path, "--cells", "vanilla,nfg", "--workers", "2") == 0
+    studies = stored(tmp_path)
+    assert sorted(studies) == ["smoke/jsb/nfg", "smoke/jsb/vanilla"]
+    for trials in studies.values():
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+        for t in trials:
+            attrs = t.user_attrs
+            assert attrs["status"] == "ok" and attrs["epochs"] == len(attrs["valid_curve"]) >= 1
+            assert t.value == attrs["best_valid"] == min(attrs["valid_curve"])
+            assert attrs["test_at_best"] > 0 and attrs["param_count"] > 0 and attrs["data_source"] == "real"
+            assert 8 <= attrs["hyperparams"]["hidden"] <= 16
+    report = (tmp_path / "reports" / "smoke.md").read_text()
+    assert "| vanilla " in report and "| nfg " in report and "**real**" in report
+    assert "cellc bench --tasks jsb --cells vanilla,nfg --profile smoke" in report
+
+
+def test_rerun_resumes_and_keeps_each_trial_once(tmp_path):
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "2") == 0
+    before = snapshot(tmp_path)["smoke/jsb/vanilla"]
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "2") == 0
+    assert snapshot(tmp_path)["smoke/jsb/vanilla"] == before  # nothing rerun
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "3") == 0
+    after = snapshot(tmp_path)["smoke/jsb/vanilla"]
+    assert after[:2] == before and len(after) == 3 and after[2][1] == "COMPLETE"
+
+
+def test_same_trial_number_draws_same_hyperparameters(tmp_path):
+    assert bench(tmp_path / "a", "--cells", "vanilla", "--workers", "0", "--no-report") == 0
+    assert bench(tmp_path / "b", "--cells", "vanilla", "--workers", "0", "--no-report") == 0
+    params = [[t.params for t in stored(tmp_path / d)["smoke/jsb/vanilla"]] for d in "ab"]
+    assert params[0] == params[1] and params[0][0] != params[0][1]
+
+
+def test_changed_settings_are_refused(tmp_path, capsys):
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0") == 0
+    before = snapshot(tmp_path)
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--max-epochs", "3") == 2
+    assert "different settings (max_epochs)" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def test_missing_data_dir_clear_message_study_intact(tmp_path, capsys):
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0") == 0
+    before = snapshot(tmp_path)
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "4",
+                 data_dir=tmp_path / "no-such-dir") == 2
+    err = capsys.readouterr().err
+    assert "JSB Chorales data not found" in err and "no-such-dir" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_corrupt_data_file_clear_message_study_intact(tmp_path, capsys):
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0") == 0
+    before = snapshot(tmp_path)
+    bad = tmp_path / "bad"
+    (bad / "jsb-chorales").mkdir(parents=True)
+    (bad / "jsb-chorales" / "jsb-chorales-quarter.json").write_text('{"train": [[[60], [61]]], "valid": ')
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "4", data_dir=bad) == 2
+    err = capsys.readouterr().err
+    assert "jsb-chorales-quarter.json: corrupt JSON" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_diverging_trials_are_recorded_and_counted(tmp_path):
+    args = ["--cells", "vanilla", "--workers", "0", "--space", "lr=1e35:1e35", "--space", "one_minus_momentum=1:1"]
+    assert bench(tmp_path, *args) == 0
+    trials = stored(tmp_path)["smoke/jsb/vanilla"]
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    assert all(t.user_attrs["status"] == "diverged" for t in trials)
+    report = (tmp_path / "reports" / "smoke.md").read_text()
+    assert "| vanilla | 2        | 2 " in report
+
+
+CRASH_MARKER = "CELLC_TEST_CRASH_MARKER"
+
+
+def crash_once_factory(cell: str, backend: str):
+    """Layer factory whose first instantiation (per marker file) kills its worker process."""
+    import cellc
+
+    real = cellc.build("vanilla", backend=backend)
+
+    class CrashOnce(real):
+        def __init__(self, *args, **kwargs):
+            marker = Path(os.environ[CRASH_MARKER])
+            if not marker.exists():
+                marker.write_text("crashed")
+                os._exit(9)
+            super().__init__(*args, **kwargs)
+
+    return CrashOnce
+
+
+def test_crashing_worker_loses_only_its_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv(CRASH_MARKER, str(tmp_path / "marker"))
+    profile = get_profile("smoke").model_copy(update={"trials": 3})
+    (tmp_path / "runs").mkdir()
+    options = BenchOptions(name="smoke", tasks=["jsb"], cells=["vanilla"], profile=profile, workers=2,
+                           storage=default_storage_url(tmp_path / "runs"), data_dir=str(DATA_ROOT),
+                           layer_factory="test_harness_bench:crash_once_factory")
+    summary = run_bench(options, log=lambda text: None)
+    assert summary.complete and summary.failed == 1 and summary.ran == 3
+    trials = stored(tmp_path)["smoke/jsb/vanilla"]
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3 + ["FAIL"]
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    assert "worker process died (exit code 9)" in failed.user_attrs["error"]
