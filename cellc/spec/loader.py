@@ -58,6 +58,8 @@ def _validate(source: YamlSource) -> SpecFile:
         if first["type"] == "extra_forbidden":
             known = ", ".join(SpecFile.model_fields)
             message = f"unknown key '{loc[-1]}' (known keys: {known})"
+            if len(loc) == 1 and str(loc[0]) in source.keys:  # point at the key, not its value
+                raise SpecError(message, source.node_location(source.keys[str(loc[0])])) from None
         else:
             where = ".".join(str(p) for p in loc)
             message = f"{where}: {first['msg']}" if where else first["msg"]

@@ -1,0 +1,283 @@
+"""Every class of bad spec: one clear message with file:line:column, the line and a caret,
+exit code 2, no traceback (`cellc check <file>`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cellc.cli import main
+
+GOOD_HEAD = "name: bad\n"
+
+# (id, spec text, (line, column), message fragment). Line/column are 1-based in the file.
+CASES = [
+    (
+        "undefined-name",
+        GOOD_HEAD + "equations: |\n  z = tanh(W_z x + R_z y[-1] + q)\n  y = z\n",
+        (3, 32),
+        "undefined name 'q'",
+    ),
+    (
+        "cycle",
+        GOOD_HEAD + "equations: |\n  a = tanh(W_a x + R_a y[-1] + b)\n  b = a\n  y = b\n",
+        (4, 7),
+        "'a' is used before it is computed within a step (cycle a -> b -> a)",
+    ),
+    (
+        "redefinition",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\n  y = tanh(W_b x)\n",
+        (4, 3),
+        "'y' is defined twice",
+    ),
+    (
+        "unknown-activation",
+        GOOD_HEAD + "equations: |\n  z = swish(W_b x)\n  y = tanh(W_a x + R_a y[-1]) * z\n",
+        (3, 7),
+        "unknown activation 'swish'",
+    ),
+    (
+        "state-never-produced",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a q[-1])\n",
+        (3, 24),
+        "state 'q' is read as q[-1] but no equation produces it",
+    ),
+    (
+        "unused-parameter",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\ninit:\n  b_f: 1\n",
+        (5, 3),
+        "init: parameter 'b_f' is not used by the cell (unused parameter)",
+    ),
+    (
+        "bad-yaml",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\n bad: [1\n",
+        (4, 2),
+        "bad YAML",
+    ),
+    (
+        "bad-yaml-tab",
+        GOOD_HEAD + "equations: |\n\ty = tanh(W_a x + R_a y[-1])\n",
+        (3, 1),
+        "bad YAML: found character '\\t'",
+    ),
+    (
+        "duplicate-key",
+        GOOD_HEAD + "name: other\nequations: 'y = tanh(W_a x + R_a y[-1])'\n",
+        (2, 1),
+        "key 'name' appears twice",
+    ),
+    (
+        "unknown-key",
+        GOOD_HEAD + "colour: red\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n",
+        (2, 1),
+        "unknown key 'colour'",
+    ),
+    (
+        "wrong-type",
+        GOOD_HEAD + "extends: vanilla\nedits: drop gate i\n",
+        (3, 8),
+        "edits: Input should be a valid list",
+    ),
+    (
+        "bad-identifier",
+        GOOD_HEAD + "equations: |\n  y = tanh(W__a x + R_a y[-1])\n",
+        (3, 12),
+        "name 'W__a' has a leading, trailing or double underscore",
+    ),
+    (
+        "bad-spec-name",
+        "name: Bad-Name\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n",
+        (1, 7),
+        "spec names are lower case letters",
+    ),
+    (
+        "syntax-error",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\n  z = * 2\n",
+        (4, 7),
+        "syntax error in equations: unexpected '*'",
+    ),
+    (
+        "unclosed-paren",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]\n",
+        (3, 29),
+        "syntax error in equations: unexpected end of line",
+    ),
+    (
+        "older-step",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-2])\n",
+        (3, 24),
+        "only the previous step can be read",
+    ),
+    (
+        "input-without-matrix",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * x\n",
+        (3, 33),
+        "the input 'x' can only be read through a matrix",
+    ),
+    (
+        "parameter-twice",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + R_a y[-1])\n",
+        (3, 32),
+        "parameter 'R_a' is used twice",
+    ),
+    (
+        "no-state",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + b_a)\n",
+        (2, 12),
+        "the cell has no recurrent state",
+    ),
+    (
+        "output-missing",
+        GOOD_HEAD + "output: h\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n",
+        (2, 9),
+        "the output 'h' is not computed by any equation",
+    ),
+    (
+        "initial-not-a-state",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\ninitial:\n  c: 1\n",
+        (5, 3),
+        "initial: 'c' is not a state of the cell",
+    ),
+    (
+        "extends-missing",
+        GOOD_HEAD + "extends: nosuch\n",
+        (2, 10),
+        "extends: no spec named 'nosuch'",
+    ),
+    (
+        "extends-and-equations",
+        GOOD_HEAD + "extends: vanilla\nequations: 'y = tanh(W_a x + R_a y[-1])'\n",
+        (2, 10),
+        "give either 'equations' or 'extends'",
+    ),
+    (
+        "not-finite",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * 1e999\n",
+        (3, 33),
+        "number 1e999 is not finite",
+    ),
+    (
+        "folds-to-infinity",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * 1e300 * 1e300\n",
+        (3, 7),
+        "not finite",
+    ),
+    (
+        "nested-too-deep",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + " + "(" * 300 + "b_a" + ")" * 300 + ")\n",
+        None,
+        "nested more than 100 levels deep",
+    ),
+]
+
+EDIT_CASES = [
+    ("drop-gate", "vanilla", "drop gate q", "the cell has no value 'q' (values: z, i, f, c, o, y)"),
+    ("drop-gate-output", "vanilla", "drop gate y", "'y' is the cell's output and cannot be dropped"),
+    ("drop-activation-value", "vanilla", "drop activation in q", "the cell has no value 'q'"),
+    ("drop-activation-absent", "vanilla", "drop activation sigmoid in z", "equation 'z' has no activation 'sigmoid'"),
+    ("drop-activation-unknown", "vanilla", "drop activation swish in z", "unknown activation 'swish'"),
+    ("drop-activation-twice", "niaf", "drop activation in z", "equation 'z' has no activation to drop"),
+    ("couple", "vanilla", "couple q = 1 - z", "the cell has no value 'q'"),
+    ("couple-constant", "vanilla", "couple f = 0.5", "a coupled gate must be computed from another value"),
+    ("override", "vanilla", "override q = z", "the cell has no value 'q'"),
+    ("remove-peepholes", "np", "remove peepholes", "the cell has no peepholes"),
+    ("full-gate-recurrence", "fgr", "add full gate recurrence", "cannot add matrix 'R_ii': the name is taken"),
+    ("unknown-edit", "vanilla", "frobnicate", "syntax error in edit: unexpected 'frobnicate'; edits are one of"),
+]
+
+
+def run_check(tmp_path, monkeypatch, capsys, text, name="bad.yaml"):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(text)
+    code = main(["check", name])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_located(err, text, file, line, column, fragment):
+    lines = err.rstrip("\n").split("\n")
+    assert lines[0].startswith(f"{file}:{line}:{column}: error: "), err
+    assert fragment in lines[0], err
+    source = text.split("\n")[line - 1].expandtabs(1)
+    assert lines[1] == "    " + source, err
+    assert lines[2] == "    " + " " * (column - 1) + "^", err
+    assert len(lines) == 3, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_spec(tmp_path, monkeypatch, capsys, case):
+    _, text, where, fragment = case
+    code, out, err = run_check(tmp_path, monkeypatch, capsys, text)
+    assert code == 2
+    assert "Traceback" not in err and "Traceback" not in out
+    if where is None:
+        assert err.startswith("bad.yaml:") and fragment in err
+    else:
+        assert_located(err, text, "bad.yaml", *where, fragment)
+
+
+@pytest.mark.parametrize("case", EDIT_CASES, ids=[c[0] for c in EDIT_CASES])
+def test_bad_edit(tmp_path, monkeypatch, capsys, case):
+    _, parent, edit, fragment = case
+    # A valid edit first, so the failing one is the second list item (line 5).
+    text = f"name: bad\nextends: {parent}\nedits:\n  - drop activation tanh in y\n  - {edit}\n"
+    code, out, err = run_check(tmp_path, monkeypatch, capsys, text)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert_located(err, text, "bad.yaml", 5, 5, fragment)
+    if "syntax" not in fragment:
+        assert f"edit '{edit}': " in err
+
+
+def test_full_gate_recurrence_needs_gates(tmp_path, monkeypatch, capsys):
+    (tmp_path / "plain.yaml").write_text("name: plain\nequations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\n")
+    text = "name: bad\nextends: plain\nedits:\n  - add full gate recurrence\n"
+    code, _, err = run_check(tmp_path, monkeypatch, capsys, text)
+    assert code == 2
+    assert_located(err, text, "bad.yaml", 4, 5, "the cell has no gates")
+
+
+def test_error_in_parent_points_into_the_parent(tmp_path, monkeypatch, capsys):
+    (tmp_path / "parent.yaml").write_text("name: parent\nequations: |\n  y = tanh(W_a x + R_a y[-1] + q)\n")
+    code, _, err = run_check(tmp_path, monkeypatch, capsys, "name: child\nextends: parent\n")
+    assert code == 2
+    assert err.startswith("parent.yaml:3:32: error: undefined name 'q'")
+
+
+def test_extends_cycle(tmp_path, monkeypatch, capsys):
+    (tmp_path / "one.yaml").write_text("name: one\nextends: two\n")
+    (tmp_path / "two.yaml").write_text("name: two\nextends: one\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "one.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "a cycle of 'extends'" in err and ":2:10:" in err
+
+
+def test_missing_file_and_unknown_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "nothere.yaml"]) == 2
+    assert "spec file not found: nothere.yaml" in capsys.readouterr().err
+    assert main(["show", "nosuchspec"]) == 2
+    err = capsys.readouterr().err
+    assert "no spec named 'nosuchspec'" in err and "vanilla" in err
+
+
+def test_compile_reports_spec_errors_too(tmp_path, monkeypatch, capsys):
+    code, _, _ = run_check(tmp_path, monkeypatch, capsys, CASES[0][1])
+    assert main(["compile", "bad.yaml", "--out", str(tmp_path / "out")]) == 2
+    assert "undefined name 'q'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_subprocess_prints_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent(CASES[1][1]))
+    proc = subprocess.run([sys.executable, "-m", "cellc.cli", "check", str(bad)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("bad.yaml:4:7: error: 'a' is used before it is computed")
+    assert proc.stdout == ""
