@@ -1,0 +1,110 @@
+"""The searched hyper-parameters as model inputs: (log10 lr, log10 hidden, log10(1 - momentum), noise).
+
+In these coordinates the paper's random search is uniform over a box (log-uniform learning rate,
+hidden size and 1 - momentum; uniform noise), so the uniform measure over :func:`search_box` is
+the search distribution itself, which is what functional ANOVA integrates over.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cellc.harness.record import TrialRecord
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str  # search-space key in the study settings
+    short: str  # column / table name
+    label: str  # axis label, with units
+    log: bool  # stored as log10 of the value
+
+    def to_model(self, value: float) -> float:
+        return math.log10(value) if self.log else value
+
+
+AXES: tuple[Axis, ...] = (
+    Axis("lr", "learning rate", "learning rate (log scale)", True),
+    Axis("hidden", "hidden size", "hidden blocks per direction (log scale)", True),
+    Axis("one_minus_momentum", "momentum", "1 - momentum (log scale)", True),
+    Axis("noise", "input noise", "input noise std (input units)", False),
+)
+PAIRS: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(len(AXES)) for j in range(i + 1, len(AXES)))
+
+# The paper's defaults (used when a study does not record its search space).
+DEFAULT_SPACE: dict[str, dict[str, float]] = {
+    "hidden": {"low": 20, "high": 200},
+    "lr": {"low": 1e-6, "high": 1e-2},
+    "one_minus_momentum": {"low": 0.01, "high": 1.0},
+    "noise": {"low": 0.0, "high": 1.0},
+}
+
+
+def trial_point(record: TrialRecord) -> list[float] | None:
+    """A trial's hyper-parameters in model coordinates (None if any is missing or invalid)."""
+    hp = record.hyperparams
+    raw = {
+        "lr": hp.get("lr"),
+        "hidden": hp.get("hidden"),
+        "one_minus_momentum": None if hp.get("momentum") is None else 1.0 - float(hp["momentum"]),
+        "noise": hp.get("noise"),
+    }
+    point = []
+    for axis in AXES:
+        value = raw[axis.key]
+        if value is None or (axis.log and float(value) <= 0):
+            return None
+        point.append(axis.to_model(float(value)))
+    return point
+
+
+def search_box(space: Mapping[str, Any] | None) -> np.ndarray:
+    """(len(AXES), 2) lower/upper bounds in model coordinates from a stored search space."""
+    space = space or DEFAULT_SPACE
+    rows = []
+    for axis in AXES:
+        rng = space.get(axis.key) or DEFAULT_SPACE[axis.key]
+        rows.append([axis.to_model(float(rng["low"])), axis.to_model(float(rng["high"]))])
+    return np.asarray(rows, dtype=float)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Trials as arrays: X (n, 4) in model coordinates, the test metric and the training time."""
+
+    x: np.ndarray
+    metric: np.ndarray
+    seconds: np.ndarray
+    cells: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.metric)
+
+
+def scored_samples(records: Sequence[TrialRecord]) -> Samples:
+    """Every finished trial (ok or diverged) with a finite test score and valid hyper-parameters.
+
+    Diverged trials that reached a best epoch are kept: they show where training becomes unstable.
+    Order: by (cell, trial number), so the arrays do not depend on storage order.
+    """
+    rows = []
+    for r in sorted(records, key=lambda r: (r.cell, r.number)):
+        if not r.finished or r.test_at_best is None or not math.isfinite(r.test_at_best):
+            continue
+        point = trial_point(r)
+        if point is None:
+            continue
+        rows.append((point, float(r.test_at_best), float(r.wall_time_s), r.cell))
+    if not rows:
+        return Samples(np.zeros((0, len(AXES))), np.zeros(0), np.zeros(0), ())
+    return Samples(
+        x=np.asarray([row[0] for row in rows], dtype=float),
+        metric=np.asarray([row[1] for row in rows], dtype=float),
+        seconds=np.asarray([row[2] for row in rows], dtype=float),
+        cells=tuple(row[3] for row in rows),
+    )
