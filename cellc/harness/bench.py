@@ -81,16 +81,32 @@ class _Unit:
         return self.target - self.finished() - self.in_flight - self.running_elsewhere()
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+class _StopFlag:
+    """Set by SIGINT / SIGTERM; the coordinator loop checks it between events.
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    A flag rather than an exception, so that a signal never lands between asking Optuna for a
+    trial and recording it as in flight: every trial this process started is either stored
+    or marked "interrupted" before exiting.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.raised:  # a second signal: stop now, even inside an inline trial
+            raise KeyboardInterrupt
+        self.raised = True
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_inputs(options: BenchOptions) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -155,8 +171,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     last_heartbeat = time.monotonic()
     cursor = 0
     try:
-        with _sigterm_as_interrupt():
-            while True:
+        with _stop_on_signals() as stop:
+            while not stop.raised:
                 # Fill idle workers round-robin over studies that still want trials.
                 for slot in pool.idle_slots():
                     unit = None
@@ -165,12 +181,14 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                         if candidate.wanted() > 0:
                             unit, cursor = candidate, (cursor + step + 1) % len(units)
                             break
-                    if unit is None:
+                    if unit is None or stop.raised:
                         break
                     with warnings.catch_warnings():
                         # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
                         warnings.simplefilter("ignore", UserWarning)
                         trial = unit.study.ask(space)
+                    flights[next_job] = (unit, trial)
+                    unit.in_flight += 1
                     hp = hyperparameters(trial.params)
                     seed = options.seed + trial.number
                     trial.set_user_attr("owner", owner_id())
@@ -185,13 +203,11 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir, cell=unit.cell,
                               backend=options.backend, config=config.model_dump(),
                               report_epochs=options.verbose, layer_factory=options.layer_factory)
-                    flights[next_job] = (unit, trial)
-                    unit.in_flight += 1
                     next_job += 1
                     pool.submit(slot, job)
                 if not flights:
                     break
-                for event in pool.events(timeout=2.0):
+                for event in pool.events(timeout=0.5):
                     if event.job_id not in flights:
                         continue
                     unit, trial = flights[event.job_id]
@@ -226,11 +242,14 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     for unit, trial in flights.values():
                         storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
                     last_heartbeat = time.monotonic()
+            interrupted = stop.raised
     finally:
         pool.close()
         for unit, trial in flights.values():
             _store_failure(unit.study, trial, "interrupted", status="interrupted")
         bar.close()
+    if interrupted:
+        raise KeyboardInterrupt
     complete = all(u.finished() >= u.target for u in units)
     return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
 

@@ -85,8 +85,12 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def worker_main(conn: multiprocessing.connection.Connection, parent_pid: int, threads: int) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group; the coordinator decides and terminates workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     runner = JobRunner()
