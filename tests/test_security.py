@@ -1,0 +1,209 @@
+"""Spec text is untrusted: only validated identifiers and finite numbers reach generated code.
+
+Hostile specs are rejected with a clear SpecError; what is accepted renders to source whose
+every identifier is either the template's own or a prefixed, validated spec name.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+import yaml
+
+import cellc
+from cellc.codegen import naming
+from cellc.codegen.eager import number
+from cellc.codegen.render import render_module
+from cellc.errors import SpecError
+from cellc.ir.pipeline import compile_spec
+from cellc.spec.loader import builtin_specs_dir
+from cellc.spec.yaml_source import MAX_SPEC_BYTES
+
+BODY = "  y = tanh(W_a x + R_a y[-1] + b_a)\n"
+
+
+def spec(tmp_path, text, name="hostile.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def rejected(path, fragment):
+    with pytest.raises(SpecError) as info:
+        compile_spec(path)
+    assert fragment in info.value.message, info.value.message
+    return info.value
+
+
+HOSTILE_VALUES = ["__import__", "os", "sys", "self", "torch", "nn", "import", "lambda", "class", "None",
+                  "exec", "eval", "getattr", "match", "print", "sum", "x__y", "_x", "F", "builtins"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_VALUES)
+def test_hostile_value_names(tmp_path, name):
+    path = spec(tmp_path, f"name: h\nequations: |\n  {name} = tanh(W_a x + R_a y[-1])\n  y = {name}\n")
+    err = rejected(path, name[:40])
+    assert err.location is not None and err.location.line == 3
+
+
+@pytest.mark.parametrize("name", ["__class___x", "W__a", "b_", "_W_a", "W_a__", "W_" + "a" * 40])
+def test_hostile_parameter_names(tmp_path, name):
+    path = spec(tmp_path, f"name: h\nequations: |\n  y = tanh(W_a x + R_a y[-1] + {name})\n")
+    rejected(path, "name")
+
+
+@pytest.mark.parametrize("field", ["input", "output"])
+@pytest.mark.parametrize("value", ['x"; import os; "', "a\\nb", "a;b", "__import__", "self", "o s", "'q'"])
+def test_hostile_input_output_names(tmp_path, field, value):
+    path = spec(tmp_path, f"name: h\n{field}: \"{value}\"\nequations: |\n{BODY}")
+    with pytest.raises(SpecError) as info:
+        compile_spec(path)
+    assert info.value.location is not None and info.value.location.line == 2
+
+
+@pytest.mark.parametrize("value", ['a"; import os; "', "../../evil", "A", "a b", "a\\nb", "__init__", "x" * 40,
+                                   "a.b", "a/b", ""])
+def test_hostile_spec_names(tmp_path, value):
+    path = spec(tmp_path, yaml.safe_dump({"name": value.replace("\\n", "\n"), "equations": BODY}))
+    rejected(path, "spec names are lower case")
+
+
+@pytest.mark.parametrize("key", ["initial", "init"])
+@pytest.mark.parametrize("name", ['y"; import os; "', "__class__", "os", "a b"])
+def test_hostile_mapping_keys(tmp_path, key, name):
+    path = spec(tmp_path, f"name: h\nequations: |\n{BODY}{key}:\n  '{name}': 1\n")
+    with pytest.raises(SpecError) as info:
+        compile_spec(path)
+    assert info.value.location is not None
+
+
+@pytest.mark.parametrize("text", [
+    "initial:\n  y: .nan\n", "initial:\n  y: .inf\n", "initial:\n  y: -.inf\n", "init:\n  b_a: .nan\n",
+    "initial:\n  y: 1e400\n", "init:\n  b_a: '1'\n",
+])
+def test_non_finite_or_non_numeric_settings(tmp_path, text):
+    path = spec(tmp_path, f"name: h\nequations: |\n{BODY}{text}")
+    rejected(path, "")
+
+
+@pytest.mark.parametrize("expr", ["1e999", "1e300 * 1e300", "(1e308 + 1e308)", "nan", "inf"])
+def test_non_finite_numbers_in_equations(tmp_path, expr):
+    path = spec(tmp_path, f"name: h\nequations: |\n  y = tanh(W_a x + R_a y[-1]) * {expr}\n")
+    rejected(path, "")
+
+
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "specs/vanilla", "vanilla.yaml", "..", ".",
+                                 "~", "Vanilla", "vanilla; rm -rf /", "$HOME", ""])
+def test_extends_takes_names_not_paths(tmp_path, ref):
+    path = spec(tmp_path, f"name: h\nextends: \"{ref}\"\n")
+    err = rejected(path, "extends")
+    assert err.location is not None and err.location.line == 2
+
+
+def test_yaml_tags_and_huge_or_binary_files(tmp_path):
+    rejected(spec(tmp_path, f"name: !!python/object/apply:os.system ['true']\nequations: |\n{BODY}"),
+             "bad YAML")
+    big = tmp_path / "big.yaml"
+    big.write_text("name: h\ndescription: '" + "a" * (MAX_SPEC_BYTES + 1) + "'\n")
+    rejected(big, "larger than")
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"name: h\n\xff\xfe\x00")
+    rejected(binary, "not UTF-8")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    rejected(deep, "nested too deeply")
+
+
+def test_output_file_name_comes_only_from_a_validated_spec_name(tmp_path, monkeypatch, capsys):
+    from cellc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    spec(tmp_path, f"name: ../escape\nequations: |\n{BODY}", "esc.yaml")
+    assert main(["compile", "esc.yaml", "--out", "out"]) == 2
+    assert not (tmp_path / "escape.py").exists() and not (tmp_path / "out").exists()
+
+
+# --- what reaches generated code ----------------------------------------------------------
+
+INJECTED = "__import__('os').system('echo pwned')"
+
+
+def identifiers(source: str) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            out.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            out.add(node.attr)
+        elif isinstance(node, ast.arg):
+            out.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.alias):
+            out.add(node.asname or node.name)
+    return out
+
+
+PREFIXED = re.compile(r"^[vswm]_[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+
+# Every name this spec chooses carries the marker "Zq", so its traces in the source can be found.
+MARKED = (
+    "name: zq_cell\ninput: Zqin\noutput: Zqout\ninitial:\n  Zqout: 0.5\ninit:\n  b_Zq1: 1\n"
+    "equations: |\n"
+    "  ZqGate = sigmoid(W_Zq1 Zqin + R_Zq1 Zqout[-1] + b_Zq1)\n"
+    "  ZqC = ZqGate * ZqC[-1] + tanh(W_Zq2 Zqin + R_Zq2 (ZqGate * Zqout[-1])) + p_Zq * ZqC[-1]\n"
+    "  Zqout = tanh(ZqC) * ZqGate\n"
+)
+
+
+def test_spec_names_reach_the_source_only_prefixed_or_as_plain_name_strings(tmp_path):
+    compiled = compile_spec(spec(tmp_path, MARKED))
+    source = render_module(compiled)
+    names = set(compiled.params) | set(compiled.cell.values)
+    assert {"W_Zq2", "R_Zq2", "p_Zq", "ZqC"} <= names  # all kinds are present
+    for ident in identifiers(source):
+        if "Zq" in ident or "zq" in ident:
+            assert ident == "ZqCell" or (PREFIXED.match(ident) and ident[2:] in names | {"Zqin"}), ident
+    tree = ast.parse(source)
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "Zq" in node.value:
+            if id(node) not in docstrings:  # docstrings list equations and parameters as text
+                assert node.value in names, node.value
+    namespace: dict = {}
+    exec(compile(source, "<zq>", "exec"), namespace)  # it is valid, runnable Python
+    assert namespace["ZqCell"](2, 3).spec_parameter("W_Zq2").shape == (3, 2)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in builtin_specs_dir().glob("*.yaml")))
+def test_generated_modules_import_only_torch_and_math(name):
+    tree = ast.parse(render_module(compile_spec(name)))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id not in ("exec", "eval", "compile", "__import__", "open"), node.func.id
+    assert imported <= {"torch", "math", "__future__"}
+
+
+def test_codegen_refuses_unvalidated_names_and_numbers():
+    with pytest.raises(ValueError):
+        naming.value_var("__import__")
+    with pytest.raises(ValueError):
+        naming.param_var("a;b")
+    with pytest.raises(ValueError):
+        number(float("nan"))
+    with pytest.raises(ValueError):
+        number(float("inf"))
+
+
+def test_build_of_hostile_spec_never_executes_it(tmp_path, capfd):
+    path = spec(tmp_path, f"name: h\ndescription: \"{INJECTED}\"\nequations: |\n{BODY}")
+    cls = cellc.build(path)
+    assert cls.__name__ == "H"
+    assert "pwned" not in capfd.readouterr().out
