@@ -17,9 +17,10 @@ _MODULES: dict[tuple[str, str, str], types.ModuleType] = {}  # (name, hash, back
 
 
 def resolve_backend(backend: str) -> str:
-    """'auto' picks the fastest correct backend available here."""
+    """'auto' picks the fastest correct backend available here: 'compiled' (C++ time loops), which
+    itself falls back to the fused Python loops, with one warning, where no compiler works."""
     if backend == "auto":
-        return "eager"
+        return "compiled"
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}' (choose from auto, {', '.join(BACKENDS)})")
     return backend

@@ -11,7 +11,8 @@ from cellc.codegen.eager import number, step_context
 from cellc.ir.pipeline import CompiledCell
 from cellc.ir.schedule import GROUPS
 
-BACKENDS = ("eager",)
+BACKENDS = ("eager", "fused", "compiled")
+TEMPLATES = {"eager": "module.py.j2", "fused": "fused.py.j2", "compiled": "compiled.py.j2"}
 
 
 @lru_cache(maxsize=1)
@@ -66,4 +67,8 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
         "first_param": next(iter(compiled.params), ""),
         **step_context(compiled),
     }
-    return _environment().get_template("module.py.j2").render(**context)
+    if backend != "eager":  # the fast backends add their step program (cellc/codegen/fused.py)
+        from cellc.codegen.fused import backend_context
+
+        context.update(backend_context(compiled, backend))
+    return _environment().get_template(TEMPLATES[backend]).render(**context)

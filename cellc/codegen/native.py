@@ -1,0 +1,272 @@
+"""The compiled backend's time loops: C++ generated from the same step program as the fused backend.
+
+Why this shape (measured, see reports/speed.md and README): the per-step cost that matters
+at the study's sizes (batch 1, N ~ 100) is dispatch overhead, not arithmetic. The forward and
+backward time loops therefore run as plain C++ over raw pointers: the step's pointwise work
+is one element loop (one per stage when a current-step product splits it), and the per-step
+GEMMs call the BLAS that torch itself uses (MKL's ``sgemm_``/``dgemm_`` exported by
+libtorch_cpu, handed over as function pointers at load time). The file includes no torch
+header and links to nothing, so it compiles in about a second with any C++ compiler and is
+loaded with ctypes; everything outside the loops (the input GEMM, the weight-gradient GEMMs,
+reductions) stays in PyTorch and is shared with the fused backend.
+"""
+
+from __future__ import annotations
+
+from cellc.codegen import naming
+from cellc.codegen.eager import number
+from cellc.codegen.fused import Layout, grad_var, saved_var, target_var
+from cellc.ir import autodiff as ad
+from cellc.ir import nodes as ir
+from cellc.ir.printer import Printer
+
+CPP_ACTIVATIONS = {
+    "sigmoid": ("act_sigmoid<F>({x})", "({y} * (F(1) - {y}))"),
+    "tanh": ("std::tanh({x})", "(F(1) - {y} * {y})"),
+    "identity": ("({x})", "F(1)"),
+    "relu": ("act_relu<F>({x})", "({y} > F(0) ? F(1) : F(0))"),
+    "hard_sigmoid": ("act_hard_sigmoid<F>({x})", "(({y} > F(0) && {y} < F(1)) ? F(1) / F(6) : F(0))"),
+}
+
+
+class CppPrinter(Printer):
+    """C++ scalar expressions for element (b, n) of a step; ``ref`` resolves targets and leaves."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def expr(self, node: ir.Expr) -> str:
+        if isinstance(node, (ir.Value, ad.Temp, ad.Grad, ad.Carry, ad.OutGrad, ad.MatGrad, ir.State, ir.Slot,
+                             ir.Param)):
+            return self.ref(node)
+        if isinstance(node, ad.Deriv):
+            return CPP_ACTIVATIONS[node.fn][1].format(y=self.expr(node.output))
+        return super().expr(node)
+
+    def const(self, value: float) -> str:
+        return f"F({number(value)})"
+
+    def call(self, fn: str, arg: str) -> str:
+        return CPP_ACTIVATIONS[fn][0].format(x=arg)
+
+
+def _stage_of(stages: list[list]) -> dict[int, int]:
+    return {id(op): k for k, stage in enumerate(stages) for op in stage}
+
+
+def _leaves_of(op) -> list[ir.Expr]:
+    if isinstance(op, ad.Pointwise):
+        return list(ad.forward_leaves(op.expr))
+    if isinstance(op, ad.CurrentGemm):
+        return [op.operand]
+    if isinstance(op, ad.GradAssign):
+        return list(ad.forward_leaves(op.expr))
+    return [ad.Grad(op.result)]  # GradGemm reads its result's gradient
+
+
+class _Emitter:
+    def __init__(self, layout: Layout):
+        self.lay = layout
+        self.prog = layout.program
+        self.saved_index = {node: k for k, node in enumerate(layout.saved)}
+        self.scratch: list[str] = []  # names of (B, N) scratch arrays
+
+    def scratch_slot(self, name: str) -> str:
+        if name not in self.scratch:
+            self.scratch.append(name)
+        return f"scr_{name}"
+
+    # -- leaves common to both directions -------------------------------------------------------
+    def state(self, name: str, t: str = "S_t") -> str:
+        return f"{t}[b * KN + {self.lay.state_block[name]} * N + n]"
+
+    def slot(self, node: ir.Slot) -> str:
+        if node.stage == "s" and not self.lay.fused:
+            return f"gs_t[b * SN + {node.index} * N + n]"
+        return f"xw_t[b * XN + {node.index} * N + n]"
+
+    def param(self, name: str) -> str:
+        return f"{naming.param_var(name)}[n]"
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self) -> tuple[list[str], int]:
+        lay, prog = self.lay, self.prog
+        stages = self.prog.stages(prog.forward)
+        stage_of = _stage_of(stages)
+        last = len(stages) - 1
+        define: dict[ir.Expr, int] = {}
+        for op in prog.forward:
+            define[op.target] = stage_of[id(op)]
+        stored: set[ir.Expr] = set()
+        for op in prog.forward:
+            for leaf in _leaves_of(op):
+                if leaf in define and define[leaf] != stage_of[id(op)]:
+                    stored.add(leaf)
+        for s in lay.state_order:  # state updates happen in the last stage
+            if define.get(ir.Value(s), last) != last:
+                stored.add(ir.Value(s))
+        out_value = ir.Value(lay.compiled.cell.output)
+        if define.get(out_value, last) != last:
+            stored.add(out_value)
+
+        def home(node: ir.Expr) -> str:
+            if node in self.saved_index:
+                return f"{saved_var(node)}_t[e]"
+            return f"{self.scratch_slot(target_var(node))}[e]"
+
+        def make_ref(k: int):
+            def ref(node: ir.Expr) -> str:
+                if isinstance(node, (ir.Value, ad.Temp)):
+                    if define[node] == k and not self._is_gemm_result(node):
+                        return target_var(node)
+                    return home(node)
+                if isinstance(node, ir.State):
+                    return self.state(node.name)
+                if isinstance(node, ir.Slot):
+                    return self.slot(node)
+                if isinstance(node, ir.Param):
+                    return self.param(node.name)
+                raise AssertionError(node)
+            return ref
+
+        lines: list[str] = []
+        for k, stage in enumerate(stages):
+            if stage and isinstance(stage[0], ad.CurrentGemm):
+                op = stage[0]
+                operand = home(op.operand).replace("[e]", "")
+                result = home(op.target).replace("[e]", "")
+                lines.append(f"mm_nt<F>(B, N, N, {operand}, N, mat_{op.index}, N, F(0), {result}, N);")
+                continue
+            if not stage and k != last:
+                continue
+            p = CppPrinter(make_ref(k))
+            body: list[str] = []
+            for op in stage:
+                var = target_var(op.target)
+                body.append(f"const F {var} = {p.expr(op.expr)};")
+                if op.target in self.saved_index or op.target in stored:
+                    body.append(f"{home(op.target)} = {var};")
+            if k == last:
+                ref = make_ref(k)
+                for s in lay.state_order:
+                    v = ref(ir.Value(s))
+                    body.append(f"{self.state(s, 'S_n')} = m ? {v} : {self.state(s)};")
+                body.append(f"out_t[e] = m ? {ref(out_value)} : F(0);")
+            lines += self._element_loop(body)
+        return lines, len(self.scratch)
+
+    def _is_gemm_result(self, node: ir.Expr) -> bool:
+        return any(isinstance(op, ad.CurrentGemm) and op.target == node for op in self.prog.forward)
+
+    def _element_loop(self, body: list[str]) -> list[str]:
+        return [
+            "for (int64_t b = 0; b < B; ++b) {",
+            "    const bool m = MASK ? mask_t[b] != 0 : true;",
+            "    (void)m;",
+            "    for (int64_t n = 0; n < N; ++n) {",
+            "        const int64_t e = b * N + n;",
+            "        (void)e;",
+            *[f"        {line}" for line in body],
+            "    }",
+            "}",
+        ]
+
+    # -- backward -----------------------------------------------------------------------------
+    def backward(self) -> tuple[list[str], int]:
+        lay, prog = self.lay, self.prog
+        self.scratch = []
+        stages = prog.stages(prog.backward)
+        stage_of = _stage_of(stages)
+        last = len(stages) - 1
+        define: dict[ir.Expr, int] = {}
+        for op in prog.backward:
+            if isinstance(op, ad.GradAssign):
+                define[ad.Grad(op.target)] = stage_of[id(op)]
+        stored: set[ir.Expr] = set()
+        gemm_inputs = {ad.Grad(op.result): op.index for op in prog.backward if isinstance(op, ad.GradGemm)}
+        tail = list(prog.slot_grads.values()) + list(prog.param_grads.values()) + list(prog.prev_grads.values())
+        uses: list[tuple[int, ir.Expr]] = []
+        for op in prog.backward:
+            uses += [(stage_of[id(op)], leaf) for leaf in _leaves_of(op)]
+        uses += [(last, leaf) for e in tail for leaf in ad.forward_leaves(e)]
+        for k, leaf in uses:
+            if leaf in define and define[leaf] != k:
+                stored.add(leaf)
+
+        def grad_home(node: ad.Grad) -> str:
+            if node in gemm_inputs:
+                return f"dm_{gemm_inputs[node]}_t[e]"
+            return f"{self.scratch_slot(grad_var(node.target))}[e]"
+
+        def make_ref(k: int):
+            def ref(node: ir.Expr) -> str:
+                if isinstance(node, ad.Grad):
+                    if define[node] == k:
+                        return grad_var(node.target)
+                    return grad_home(node)
+                if isinstance(node, (ir.Value, ad.Temp)):
+                    return f"{saved_var(node)}_t[e]"
+                if isinstance(node, ir.State):
+                    return self.state(node.name)
+                if isinstance(node, ir.Slot):
+                    return self.slot(node)
+                if isinstance(node, ir.Param):
+                    return self.param(node.name)
+                if isinstance(node, ad.Carry):
+                    return f"(m ? {self.state(node.name, 'carry')} : F(0))"
+                if isinstance(node, ad.OutGrad):
+                    return "(m ? dout_t[e] : F(0))"
+                if isinstance(node, ad.MatGrad):
+                    return f"{self.scratch_slot(f'mg{node.index}')}[e]"
+                raise AssertionError(node)
+            return ref
+
+        lines: list[str] = []
+        for k, stage in enumerate(stages):
+            if stage and isinstance(stage[0], ad.GradGemm):
+                op = stage[0]
+                mg = self.scratch_slot(f"mg{op.index}")
+                lines.append(f"mm_nn<F>(B, N, N, dm_{op.index}_t, N, mat_{op.index}, N, F(0), {mg}, N);")
+                continue
+            if not stage and k != last:
+                continue
+            p = CppPrinter(make_ref(k))
+            body: list[str] = []
+            for op in stage:
+                g = ad.Grad(op.target)
+                var = grad_var(op.target)
+                body.append(f"const F {var} = {p.expr(op.expr)};")
+                if g in stored or g in gemm_inputs:
+                    body.append(f"{grad_home(g)} = {var};")
+            if k == last:
+                for (stage_name, idx), expr in prog.slot_grads.items():
+                    home, col = lay.slot_home[(stage_name, idx)]
+                    target = f"dxw_t[b * XN + {col} * N + n]" if home == "dxw" else f"dg_t[b * SN + {col} * N + n]"
+                    body.append(f"{target} = {p.expr(expr)};")
+                for name in lay.vector_grads:
+                    body.append(f"acc_{naming.checked(name)}[e] += {p.expr(prog.param_grads[name])};")
+                for s in lay.state_order:
+                    keep = f"(m ? F(0) : {self.state(s, 'carry')})"
+                    expr = prog.prev_grads.get(s)
+                    value = keep if expr is None else f"{p.expr(expr)} + {keep}"
+                    body.append(f"{self.state(s, 'carry_new')} = {value};")
+            lines += self._element_loop(body)
+        return lines, len(self.scratch)
+
+
+def native_context(layout: Layout) -> dict:
+    emitter = _Emitter(layout)
+    forward_lines, n_forward_scratch = emitter.forward()
+    forward_scratch = list(emitter.scratch)
+    backward_lines, n_backward_scratch = emitter.backward()
+    backward_scratch = list(emitter.scratch)
+    return {
+        "cpp_forward": forward_lines,
+        "cpp_backward": backward_lines,
+        "forward_scratch": forward_scratch,
+        "backward_scratch": backward_scratch,
+        "cpp_saved": [saved_var(n) for n in layout.saved],
+        "cpp_vectors": [naming.param_var(v) for v in layout.vectors],
+        "cpp_accs": [f"acc_{naming.checked(v)}" for v in layout.vector_grads],
+        "n_mats": len(layout.current),
+    }

@@ -1,0 +1,321 @@
+"""Symbolic backward of one step, derived from the scheduled IR (no hand-written derivative per cell).
+
+The scheduled equations (``CompiledCell.schedule.equations``) are first flattened into a
+*step program*: a list of operations, each defining one target —
+
+- ``Pointwise``: a target computed elementwise from leaves (slots of the scheduled GEMMs,
+  values and temporaries of this step, previous-step states, parameter vectors, constants);
+- ``CurrentGemm``: a current-step matrix product ``operand @ R^T`` (e.g. a GRU-style
+  ``R (r * y[-1])``), which splits the pointwise work into stages.
+
+Nested activations and matrix-product operands become temporaries so that every
+activation's derivative is taken from its *output* (``cellc.ir.activations``) and every
+matrix product's operand is available for the weight gradient.
+
+Reverse mode over that program yields, per step, the gradient of every target, of every
+GEMM slot (the pre-activations that feed the input and recurrent GEMMs), the per-step
+contributions to the parameter vectors (biases outside the input GEMM, peepholes), and the
+gradient flowing to each previous-step state. Which forward values the backward reads is
+computed from the derived expressions: exactly those are saved per step (``saved``).
+
+Backends print the same program: the fused Python backend as torch expressions, the
+compiled backend as C++ element loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cellc.ir import nodes as ir
+from cellc.ir.params import Kind
+from cellc.ir.pipeline import CompiledCell
+
+
+@dataclass(frozen=True)
+class Temp(ir.Expr):
+    """An intermediate of the step (a nested activation, a product's operand or result)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Grad(ir.Expr):
+    """Gradient of the loss with respect to a target (a ``Value`` or a ``Temp``) at this step."""
+
+    target: ir.Expr
+
+
+@dataclass(frozen=True)
+class Deriv(ir.Expr):
+    """Derivative of activation ``fn`` at the point whose output is ``output``."""
+
+    fn: str
+    output: ir.Expr
+
+
+@dataclass(frozen=True)
+class Carry(ir.Expr):
+    """Gradient arriving at state ``name`` from the next step (or the final state)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class OutGrad(ir.Expr):
+    """Gradient arriving at this step's output from above."""
+
+
+@dataclass(frozen=True)
+class MatGrad(ir.Expr):
+    """``Grad(result) @ R`` for current-step product ``index``: the gradient of its operand."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    target: ir.Expr  # Value or Temp
+    expr: ir.Expr
+
+
+@dataclass(frozen=True)
+class CurrentGemm:
+    target: Temp  # = operand @ R^T
+    param: str
+    operand: ir.Expr  # Value or Temp
+    index: int  # k-th current-step product (storage order follows schedule.current)
+
+
+@dataclass(frozen=True)
+class GradAssign:
+    """Backward, pointwise: ``Grad(target) = expr``."""
+
+    target: ir.Expr
+    expr: ir.Expr
+
+
+@dataclass(frozen=True)
+class GradGemm:
+    """Backward of a current-step product: ``MatGrad(index) = Grad(result) @ R``."""
+
+    index: int
+    param: str
+    result: Temp
+
+
+@dataclass
+class StepProgram:
+    forward: list  # Pointwise | CurrentGemm, in evaluation order
+    backward: list  # GradAssign | GradGemm, in evaluation order
+    slot_grads: dict[tuple[str, int], ir.Expr]  # gradient of each GEMM slot
+    param_grads: dict[str, ir.Expr]  # per-step (B, N) contribution to each vector parameter
+    prev_grads: dict[str, ir.Expr]  # pointwise gradient reaching each previous-step state
+    saved: list[ir.Expr]  # Values and Temps the backward reads (kept per step)
+    saved_slots: list[tuple[str, int]]  # GEMM slots the backward reads
+    gemms: list[CurrentGemm] = field(default_factory=list)
+
+    def stages(self, ops: list) -> list[list]:
+        """Split a list of ops at every GEMM: [pointwise..., gemm, pointwise..., ...]."""
+        out: list[list] = [[]]
+        for op in ops:
+            if isinstance(op, (CurrentGemm, GradGemm)):
+                out.append([op])
+                out.append([])
+            else:
+                out[-1].append(op)
+        return out
+
+
+def _zero() -> ir.Const:
+    return ir.Const(0.0)
+
+
+def _sum(terms: list[ir.Expr]) -> ir.Expr:
+    terms = [t for t in terms if not (isinstance(t, ir.Const) and t.value == 0.0)]
+    if not terms:
+        return _zero()
+    return terms[0] if len(terms) == 1 else ir.Sum(tuple(terms))
+
+
+def _prod(factors: list[ir.Expr]) -> ir.Expr:
+    const = 1.0
+    rest: list[ir.Expr] = []
+    for f in factors:
+        if isinstance(f, ir.Const):
+            const *= f.value
+        else:
+            rest.append(f)
+    if const == 0.0:
+        return _zero()
+    if const != 1.0:
+        rest.insert(0, ir.Const(const))
+    if not rest:
+        return ir.Const(const)
+    return rest[0] if len(rest) == 1 else ir.Prod(tuple(rest))
+
+
+class _Flattener:
+    def __init__(self, compiled: CompiledCell):
+        self.compiled = compiled
+        self.ops: list = []
+        self.count = 0
+        self.gemm_index = {name: k for k, name in enumerate(compiled.schedule.current)}
+
+    def temp(self) -> Temp:
+        self.count += 1
+        return Temp(f"t{self.count - 1}")
+
+    def leafify(self, node: ir.Expr) -> ir.Expr:
+        """Pull nested activations and current-step products out into temporaries."""
+        if isinstance(node, ir.MatMul):
+            operand = self.leafify(node.operand)
+            if not isinstance(operand, (ir.Value, Temp)):
+                t = self.temp()
+                self.ops.append(Pointwise(t, operand))
+                operand = t
+            result = self.temp()
+            self.ops.append(CurrentGemm(result, node.param, operand, self.gemm_index[node.param]))
+            return result
+        if isinstance(node, ir.Act):
+            t = self.temp()
+            self.ops.append(Pointwise(t, ir.Act(node.fn, self.leafify(node.operand))))
+            return t
+        kids = ir.children(node)
+        if kids:
+            return ir.rebuild(node, tuple(self.leafify(k) for k in kids))
+        return node
+
+    def equation(self, eq: ir.Equation) -> None:
+        expr = eq.expr
+        if isinstance(expr, ir.Act):  # the equation's own activation: its output is the value
+            expr = ir.Act(expr.fn, self.leafify(expr.operand))
+        else:
+            expr = self.leafify(expr)
+        self.ops.append(Pointwise(ir.Value(eq.name), expr))
+
+
+def flatten(compiled: CompiledCell) -> list:
+    f = _Flattener(compiled)
+    for eq in compiled.schedule.equations:
+        f.equation(eq)
+    return f.ops
+
+
+def _leaves(node: ir.Expr):
+    for n in _walk(node):
+        if not _kids(n):
+            yield n
+
+
+def _kids(node: ir.Expr) -> tuple[ir.Expr, ...]:
+    if isinstance(node, Grad):
+        return ()
+    if isinstance(node, Deriv):
+        return (node.output,)
+    return ir.children(node)
+
+
+def _walk(node: ir.Expr):
+    yield node
+    for k in _kids(node):
+        yield from _walk(k)
+
+
+def derive(compiled: CompiledCell) -> StepProgram:
+    """The forward step program and its symbolic backward."""
+    forward = flatten(compiled)
+    params = compiled.params
+    state_names = set(compiled.states)
+    output = compiled.cell.output
+
+    contribs: dict[ir.Expr, list[ir.Expr]] = {}  # target -> gradient terms
+    slot_terms: dict[tuple[str, int], list[ir.Expr]] = {}
+    param_terms: dict[str, list[ir.Expr]] = {}
+    prev_terms: dict[str, list[ir.Expr]] = {}
+
+    # Gradients entering the step from outside: the output and the carried states.
+    for op in forward:
+        if isinstance(op, Pointwise) and isinstance(op.target, ir.Value):
+            name = op.target.name
+            if name == output:
+                contribs.setdefault(op.target, []).append(OutGrad())
+            if name in state_names:
+                contribs.setdefault(op.target, []).append(Carry(name))
+
+    def push(node: ir.Expr, g: ir.Expr) -> None:
+        if isinstance(g, ir.Const) and g.value == 0.0:
+            return
+        if isinstance(node, (ir.Value, Temp)):
+            contribs.setdefault(node, []).append(g)
+        elif isinstance(node, ir.State):
+            prev_terms.setdefault(node.name, []).append(g)
+        elif isinstance(node, ir.Slot):
+            slot_terms.setdefault((node.stage, node.index), []).append(g)
+        elif isinstance(node, ir.Param):
+            kind = params[node.name].kind
+            assert kind in (Kind.BIAS, Kind.ELEMENTWISE), node
+            param_terms.setdefault(node.name, []).append(g)
+        elif isinstance(node, ir.Const):
+            pass
+        elif isinstance(node, ir.Sum):
+            for term in node.terms:
+                push(term, g)
+        elif isinstance(node, ir.Neg):
+            push(node.operand, _prod([ir.Const(-1.0), g]))
+        elif isinstance(node, ir.Prod):
+            for i, factor in enumerate(node.factors):
+                if isinstance(factor, ir.Const):
+                    continue
+                push(factor, _prod([g, *node.factors[:i], *node.factors[i + 1:]]))
+        else:  # pragma: no cover - flatten() leaves no other node here
+            raise AssertionError(f"cannot differentiate {node!r}")
+
+    backward: list = []
+    for op in reversed(forward):
+        g_expr = _sum(contribs.get(op.target, []))
+        backward.append(GradAssign(op.target, g_expr))
+        g = Grad(op.target)
+        if isinstance(op, CurrentGemm):
+            backward.append(GradGemm(op.index, op.param, op.target))
+            push(op.operand, MatGrad(op.index))
+        elif isinstance(op.expr, ir.Act):
+            push(op.expr.operand, _prod([g, Deriv(op.expr.fn, op.target)]))
+        else:
+            push(op.expr, g)
+
+    program = StepProgram(
+        forward=forward,
+        backward=backward,
+        slot_grads={k: _sum(v) for k, v in slot_terms.items()},
+        param_grads={k: _sum(v) for k, v in param_terms.items()},
+        prev_grads={k: _sum(v) for k, v in prev_terms.items()},
+        saved=[],
+        saved_slots=[],
+        gemms=[op for op in forward if isinstance(op, CurrentGemm)],
+    )
+    _plan_saves(program)
+    return program
+
+
+def _plan_saves(program: StepProgram) -> None:
+    """Keep exactly the forward values that the backward reads."""
+    exprs: list[ir.Expr] = [op.expr for op in program.backward if isinstance(op, GradAssign)]
+    exprs += list(program.slot_grads.values()) + list(program.param_grads.values())
+    exprs += list(program.prev_grads.values())
+    # A current-step product's weight gradient needs its operand at every step.
+    exprs += [g.operand for g in program.gemms]
+    saved: list[ir.Expr] = []
+    slots: list[tuple[str, int]] = []
+    for e in exprs:
+        for leaf in _leaves(e):
+            if isinstance(leaf, (ir.Value, Temp)) and leaf not in saved:
+                saved.append(leaf)
+            elif isinstance(leaf, ir.Slot) and (leaf.stage, leaf.index) not in slots:
+                slots.append((leaf.stage, leaf.index))
+    program.saved = saved
+    program.saved_slots = slots
+
+
+def forward_leaves(expr: ir.Expr):
+    """Every leaf of an expression (Grad, Carry, OutGrad and MatGrad count as leaves)."""
+    return _leaves(expr)
