@@ -56,7 +56,9 @@ PROFILES: dict[str, Profile] = {
         train_subset=8,
         space=SearchSpace(hidden=Range(low=8, high=16)),
     ),
-    "quick": Profile(name="quick", trials=8, max_epochs=12, patience=4, train_subset=60),
+    # quick: 16 trials x at most 25 epochs of 80 random training pieces (~1/3 of JSB's 229), patience 6.
+    # Measured on JSB with two 1-thread workers: see reports/quick.md for the CPU time it took.
+    "quick": Profile(name="quick", trials=16, max_epochs=25, patience=6, train_subset=80),
     "paper": Profile(name="paper", trials=200, max_epochs=150, patience=15),
 }
 
