@@ -25,7 +25,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def classes():
-    return {name: cellc.build(name) for name in SPECS}
+    # The eager backend is the reference (and what `cellc compile` writes to generated/); the
+    # fast backends are checked against it in test_backends.py.
+    return {name: cellc.build(name, backend="eager") for name in SPECS}
 
 
 def make(classes, name, m=3, n=4, seed=0, **kw):
@@ -471,3 +473,47 @@ def test_writing_a_view_changes_the_output(classes):
     after, _ = module(x)
     assert not torch.allclose(before, after)
     assert after.abs().max() < 1e-15
+
+
+# --- values that read nothing per batch ------------------------------------------------------
+
+EDGE_SPECS = {
+    # After an override o is the constant 1, yet FGR still reads o[-1] as state.
+    "const_gate": "name: const_gate\nextends: fgr\nedits:\n  - override o = 1\n",
+    # A value that is only a parameter, read at the previous step.
+    "param_value": "name: param_value\nequations: |\n  g = b_g\n  y = tanh(W_a x + R_a y[-1] + R_g g[-1])\n",
+}
+
+
+@pytest.mark.parametrize("edge", sorted(EDGE_SPECS))
+def test_values_without_batch_dependence(tmp_path, edge):
+    path = tmp_path / f"{edge}.yaml"
+    path.write_text(EDGE_SPECS[edge])
+    torch.manual_seed(0)
+    module = cellc.build(path, backend="eager")(2, 3, dtype=DT, bidirectional=True)
+    x = torch.randn(4, 2, 2, dtype=DT)
+    k = len(module.state_names)
+    state = tuple(torch.randn(2, 2, 3, dtype=DT) for _ in range(k))
+    out, finals = module(x, state, lengths=[4, 2])
+    assert out.shape == (4, 2, 6) and all(f.shape == (2, 2, 3) for f in finals)
+    if edge == "param_value":  # by hand: g[-1] is the initial state at t=0, then b_g
+        P = module.spec_parameter
+        y, g = state[0][0], state[1][0]
+        for t in range(4):
+            y = tanh(mv(P("W_a"), x[t]) + mv(P("R_a"), y) + mv(P("R_g"), g))
+            g = P("b_g").expand_as(g)
+            if t == 1:
+                torch.testing.assert_close(finals[0][0, 1], y[1], **TOL)
+        torch.testing.assert_close(out[:, 0, :3][-1], y[0], **TOL)
+        torch.testing.assert_close(finals[1][0, 0], P("b_g"), **TOL)
+    else:
+        names = list(module.state_names)
+        assert torch.all(finals[names.index("o")] == 1)
+    # The fast backends agree, forward and backward.
+    for backend in ("fused", "auto"):
+        other = cellc.build(path, backend=backend)(2, 3, dtype=DT, bidirectional=True)
+        other.load_state_dict(module.state_dict())
+        out2, finals2 = other(x, state, lengths=[4, 2])
+        torch.testing.assert_close(out2, out, **TOL)
+        for a, b in zip(finals2, finals):
+            torch.testing.assert_close(a, b, **TOL)

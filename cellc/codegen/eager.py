@@ -98,9 +98,20 @@ def step_context(compiled: CompiledCell) -> dict:
         "x_views": [k for k in range(paired_x, n_x)],
         "vectors": vectors,
         "current": current,
-        "equations": [(naming.value_var(eq.name), printer.expr(eq.expr)) for eq in sched.equations],
+        "equations": [(naming.value_var(eq.name), _batched(eq.expr, printer, compiled)) for eq in sched.equations],
         "states": [(naming.state_var(s), naming.value_var(s)) for s in compiled.states],
         "output_var": naming.value_var(compiled.cell.output),
         "state_targets": ", ".join(state_vars) + ("," if len(state_vars) == 1 else ""),
         "chunk_targets": ", ".join(f"g{j}" for j in range(n_s)) + ("," if n_s == 1 else ""),
     }
+
+
+def _batched(expr: ir.Expr, printer: TorchPrinter, compiled: CompiledCell) -> str:
+    """The equation's code, broadcast to (B, N) where it reads nothing per batch (``o = 1`` after an
+    override, ``g = b_g``): a float or an (N,) vector cannot be carried as state or stacked."""
+    code = printer.expr(expr)
+    per_batch = (ir.Input, ir.State, ir.Value, ir.Slot, ir.MatMul)
+    if any(isinstance(node, per_batch) for node in ir.walk(expr)):
+        return code
+    like = naming.state_var(compiled.states[0])
+    return f"{like}.new_zeros({like}.shape) + {code}"

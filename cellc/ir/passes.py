@@ -98,9 +98,21 @@ def _fold_finite(node: ir.Expr) -> ir.Expr | None:
 
 
 def fold_constants(cell: ir.Cell) -> ir.Cell:
+    """Fold arithmetic, and propagate values that fold to a constant (``override o = 1``) into
+    later equations of the same step. Only this step's reads are replaced: ``o[-1]`` differs
+    from the constant at the first step (it is the initial state there)."""
+    constants: dict[str, float] = {}
+
+    def fold(node: ir.Expr) -> ir.Expr | None:
+        if isinstance(node, ir.Value) and node.name in constants:
+            return ir.Const(constants[node.name], loc=node.loc)
+        return _fold_finite(node)
+
     equations = []
-    for eq in cell.equations:
-        expr = ir.transform(eq.expr, _fold_finite)
+    for eq in cell.equations:  # evaluation order: a value's equation precedes its readers
+        expr = ir.transform(eq.expr, fold)
+        if isinstance(expr, ir.Const):
+            constants[eq.name] = expr.value
         equations.append(ir.Equation(eq.name, expr, loc=eq.loc))
     return _replace(cell, equations)
 
