@@ -46,7 +46,7 @@ SUBSET_TEXT = {
 SUBSET_SHORT = {Subset.ALL: "all trials", Subset.BEST10: "best 10 % by validation"}
 
 
-def tested_trials(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+def trials_under_test(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Non-diverged finished trials with a finite test score, in trial-number order."""
     chosen = [
         r for r in records
@@ -59,13 +59,13 @@ def tested_trials(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 def best_by_validation(records: Sequence[TrialRecord], lower_is_better: bool,
                        fraction: float = BEST_FRACTION) -> list[TrialRecord]:
     """The ceil(``fraction``) of the tested trials with the best validation score (ties by number)."""
-    ranked = [r for r in tested_trials(records) if r.best_valid is not None and math.isfinite(r.best_valid)]
+    ranked = [r for r in trials_under_test(records) if r.best_valid is not None and math.isfinite(r.best_valid)]
     ranked.sort(key=lambda r: ((r.best_valid if lower_is_better else -r.best_valid), r.number))
     return ranked[: math.ceil(fraction * len(ranked))] if ranked else []
 
 
 def subset_scores(records: Sequence[TrialRecord], subset: Subset, lower_is_better: bool) -> list[float]:
-    chosen = tested_trials(records) if subset is Subset.ALL else best_by_validation(records, lower_is_better)
+    chosen = trials_under_test(records) if subset is Subset.ALL else best_by_validation(records, lower_is_better)
     return [float(r.test_at_best) for r in chosen]  # type: ignore[arg-type]
 
 
@@ -156,7 +156,7 @@ def verdict_of(result: WelchResult | None, lower_is_better: bool, is_baseline: b
     return "better" if (result.diff < 0) == lower_is_better else "worse"
 
 
-def test_cell(cell: str, scores: Sequence[float], base_scores: Sequence[float], subset: Subset,
+def compare_cell(cell: str, scores: Sequence[float], base_scores: Sequence[float], subset: Subset,
               lower_is_better: bool, is_baseline: bool) -> CellTest:
     result = None if is_baseline else welch(scores, base_scores)
     verdict = verdict_of(result, lower_is_better, is_baseline)
@@ -179,7 +179,7 @@ def compare_with_baseline(records_by_cell: Mapping[str, Sequence[TrialRecord]], 
     """One :class:`CellTest` per cell, in the mapping's order (no baseline: every cell untested)."""
     base = subset_scores(records_by_cell.get(baseline, []), subset, lower_is_better)
     return [
-        test_cell(cell, subset_scores(records, subset, lower_is_better), base, subset, lower_is_better,
+        compare_cell(cell, subset_scores(records, subset, lower_is_better), base, subset, lower_is_better,
                   cell == baseline)
         for cell, records in records_by_cell.items()
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 
@@ -15,15 +16,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=run_report)
 
 
-def write_report(storage_url: str, bench: str, report_dir: Path) -> Path:
-    from cellc.analysis.load import load_bench
-    from cellc.analysis.report import render_report
+def write_report(storage_url: str, bench: str, report_dir: Path, command: str | None = None) -> Path:
+    """Write ``<report_dir>/<bench>.md`` and its figures in ``<report_dir>/<bench>/`` (the Odyssey report).
 
-    text = render_report(bench, load_bench(storage_url, bench))
-    report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / f"{bench.replace('/', '_')}.md"
-    path.write_text(text)
+    Stale PNGs left in the figure folder by an earlier report are removed, so the folder holds
+    exactly what the markdown links to.
+    """
+    from cellc.analysis.context import gather_context
+    from cellc.analysis.document import build_report
+    from cellc.analysis.load import load_bench
+
+    studies = load_bench(storage_url, bench)
+    stem = bench.replace("/", "_")
+    context = gather_context({s.cell for s in studies}, command or f"cellc report --name {bench}")
+    bundle = build_report(bench, studies, context, figure_dir=stem)
+    figure_dir = report_dir / stem
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(figure_dir.glob("*.png")):
+        if stale.name not in bundle.figures:
+            stale.unlink()
+    for name, data in sorted(bundle.figures.items()):
+        (figure_dir / name).write_bytes(data)
+    path = report_dir / f"{stem}.md"
+    path.write_text(bundle.markdown)
     return path
+
+
+def report_command(args: argparse.Namespace) -> str:
+    """The command as the report prints it (never the storage URL: it may hold a password)."""
+    parts = ["cellc", "report", "--name", args.name]
+    if args.out != "runs" and not args.storage:
+        parts += ["--out", args.out]
+    if args.storage:
+        parts += ["--storage", "<URL>"]
+    return shlex.join(parts).replace("'<URL>'", "<URL>")
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -37,5 +63,5 @@ def run_report(args: argparse.Namespace) -> int:
         if not db.is_file():
             raise UsageError(f"{db}: no study storage here; give --out or --storage")
         storage = default_storage_url(Path(args.out))
-    print(write_report(storage, args.name, Path(args.report_dir)))
+    print(write_report(storage, args.name, Path(args.report_dir), report_command(args)))
     return 0

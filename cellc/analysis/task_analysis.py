@@ -1,0 +1,117 @@
+"""Everything the report says about one task, computed once from its studies (pure, deterministic)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellc.analysis.fanova import FanovaResult, Forest, ForestSettings, decompose
+from cellc.analysis.hyperspace import Samples, scored_samples, search_box
+from cellc.analysis.load import StudyData
+from cellc.analysis.significance import CellTest, Subset, compare_with_baseline
+from cellc.harness.record import TrialRecord
+
+BASELINE = "vanilla"
+MIN_FANOVA_SAMPLES = 8  # below this a forest says nothing useful; the report says so instead
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    finished: int  # ok + diverged (counted toward the target)
+    ok: int
+    diverged: int
+    failed: int  # crashed or interrupted (not counted; rerun)
+    target: int
+    mean_params: float | None
+    cpu_time_s: float
+
+
+@dataclass(frozen=True)
+class TaskAnalysis:
+    task: str
+    title: str
+    metric: str  # long name with units, e.g. "NLL per time step (nats, ...)"
+    metric_short: str
+    lower_is_better: bool
+    source: str  # "real", "proxy", "rebuilt from music21", or several joined by ", "
+    cells: tuple[str, ...]  # in study order
+    records: dict[str, list[TrialRecord]]
+    counts: dict[str, CellCounts]
+    tests: dict[Subset, list[CellTest]]
+    samples: Samples
+    box: np.ndarray
+    importance: FanovaResult | None
+    metric_forest: Forest | None
+    time_forest: Forest | None
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.source != "real" and not self.source.startswith("rebuilt")
+
+    def test(self, subset: Subset, cell: str) -> CellTest | None:
+        return next((t for t in self.tests[subset] if t.cell == cell), None)
+
+
+def cell_counts(records: Sequence[TrialRecord], target: int) -> CellCounts:
+    finished = [r for r in records if r.finished]
+    params = [r.param_count for r in finished if r.param_count is not None]
+    return CellCounts(
+        finished=len(finished),
+        ok=sum(1 for r in finished if r.status == "ok"),
+        diverged=sum(1 for r in finished if r.status == "diverged"),
+        failed=sum(1 for r in records if r.state == "FAIL"),
+        target=target,
+        mean_params=statistics.fmean(params) if params else None,
+        cpu_time_s=sum(r.cpu_time_s for r in records),
+    )
+
+
+def data_source(group: Sequence[StudyData]) -> str:
+    sources = sorted({r.data_source for s in group for r in s.records if r.finished})
+    if not sources:
+        sources = sorted({str(s.attrs.get("data_source", "?")) for s in group})
+    return ", ".join(sources)
+
+
+def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings = ForestSettings(),
+                 baseline: str = BASELINE) -> TaskAnalysis:
+    """Significance tests for both trial subsets and the fANOVA forests of one task's studies."""
+    info = group[0].attrs.get("task_info", {})
+    lower = bool(info.get("lower_is_better", True))
+    records = {s.cell: list(s.records) for s in group}
+    settings = group[0].attrs.get("settings", {})
+    box = search_box(settings.get("space"))
+    samples = scored_samples([r for s in group for r in s.records])
+    importance = metric_forest = time_forest = None
+    if len(samples) >= MIN_FANOVA_SAMPLES:
+        metric_forest = Forest.fit(samples.x, samples.metric, box, forest)
+        time_forest = Forest.fit(samples.x, samples.seconds, box, forest)
+        importance = decompose(metric_forest)
+    return TaskAnalysis(
+        task=task,
+        title=str(info.get("title", task)),
+        metric=str(info.get("metric", "test metric")),
+        metric_short=str(info.get("metric_short", "metric")),
+        lower_is_better=lower,
+        source=data_source(group),
+        cells=tuple(s.cell for s in group),
+        records=records,
+        counts={s.cell: cell_counts(s.records, int(s.attrs.get("settings", {}).get("trials", 0))) for s in group},
+        tests={subset: compare_with_baseline(records, lower, baseline, subset) for subset in Subset},
+        samples=samples,
+        box=box,
+        importance=importance,
+        metric_forest=metric_forest,
+        time_forest=time_forest,
+    )
+
+
+def group_by_task(studies: Sequence[StudyData]) -> dict[str, list[StudyData]]:
+    """Studies per task, tasks in first-seen order, cells within a task in study order."""
+    tasks: dict[str, list[StudyData]] = {}
+    for study in studies:
+        tasks.setdefault(study.task, []).append(study)
+    return tasks

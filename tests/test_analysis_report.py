@@ -1,0 +1,83 @@
+"""`cellc report` on a planted Optuna storage: content, figures, and byte-identical regeneration."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cellc.analysis.fanova import ForestSettings
+from cellc.analysis.load import load_bench
+from cellc.analysis.significance import Subset
+from cellc.analysis.task_analysis import analyse_task, group_by_task
+from cellc.cli import main
+
+from planted_bench import BENCH, plant_bench
+
+FAST = ForestSettings(trees=8, min_samples_leaf=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    plant_bench(root, trials=20)
+    return root
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_report_regenerates_byte_identical_from_storage(planted, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    argv = ["report", "--name", BENCH, "--out", str(planted), "--report-dir", str(reports)]
+    assert main(argv) == 0
+    first = _snapshot(reports)
+    (reports / BENCH / "stale.png").write_bytes(b"old")
+    assert main(argv) == 0
+    assert _snapshot(reports) == first  # identical bytes, and the stale figure is gone
+    text = first[f"{BENCH}.md"].decode()
+    linked = set(re.findall(r"\]\((planted/[^)]+\.png)\)", text))
+    assert linked == {k for k in first if k.endswith(".png")}
+    assert len(linked) == 8  # comparison, importance, marginals, interactions for two tasks
+    for section in ("## 1. Variant comparison", "## 2. Hyper-parameter importance", "## 3. Marginals",
+                    "## 4. Interactions", "## 5. Cells", "## 6. Versus the paper", "## 7. Reproducibility"):
+        assert section in text
+    assert "TIMIT (proxy data)" in text and "Not compared: TIMIT (proxy data)" in text
+    assert "p_{f} \\odot c_{t-1}" in text and "4N(M+N) + 7N" in text  # vanilla, rendered from the IR
+    assert "cellc bench --profile quick --name planted" in text and " cores, " in text
+    assert str(planted) in text  # the report command names the storage folder it read
+
+
+def test_planted_verdicts_and_importance_reach_the_report(planted):
+    studies = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
+    tasks = {t: analyse_task(t, g, FAST) for t, g in group_by_task(studies).items()}
+    jsb = tasks["jsb"]
+    verdicts = {t.cell: t.verdict for t in jsb.tests[Subset.ALL]}
+    assert verdicts == {"vanilla": "baseline", "nfg": "worse", "np": "no difference"}
+    assert jsb.counts["nfg"].diverged == 1 and jsb.counts["nfg"].failed == 1
+    assert jsb.test(Subset.ALL, "nfg").n == 19  # the diverged trial is counted, not tested
+    lr = jsb.importance.main[0]
+    assert lr.name == "learning rate" and lr.fraction > 0.6
+    assert all(c.fraction < lr.fraction / 4 for c in jsb.importance.components if c is not lr)
+    assert not jsb.is_proxy and tasks["timit"].is_proxy
+
+
+def test_versus_paper_marks_agreement(planted):
+    from cellc.analysis.paper import importance_rows, verdict_rows
+
+    studies = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
+    jsb = analyse_task("jsb", group_by_task(studies)["jsb"], FAST)
+    rows = {r.finding: r for r in verdict_rows(jsb)}
+    assert rows["NFG vs V"].agreement is True  # planted worse; the paper: worse on all tasks
+    assert rows["NP vs V"].agreement is True
+    top = {r.finding: r for r in importance_rows(jsb)}["most important hyper-parameter"]
+    assert top.agreement is True
+
+
+def test_report_of_unknown_bench_is_a_clear_error(planted, tmp_path, capsys):
+    code = main(["report", "--name", "nope", "--out", str(planted), "--report-dir", str(tmp_path)])
+    assert code == 2
+    assert "no studies named nope/" in capsys.readouterr().err
