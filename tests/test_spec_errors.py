@@ -272,6 +272,7 @@ def test_compile_reports_spec_errors_too(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter importing every CLI part: several seconds
 def test_subprocess_prints_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent(CASES[1][1]))
