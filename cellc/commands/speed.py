@@ -1,0 +1,79 @@
+"""`cellc speed`: time every backend against torch.nn.LSTM / torch.nn.GRU; writes reports/speed.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from cellc.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from cellc.speed.measure import BACKENDS, CELLS
+
+    p = subparsers.add_parser("speed", help="time the backends against torch.nn.LSTM / GRU; write reports/speed.md")
+    p.add_argument("--cells", nargs="+", default=list(CELLS), help=f"specs to time (default: {' '.join(CELLS)})")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median; default 5)")
+    p.add_argument("--threads", nargs="+", type=int, default=None,
+                   help="thread counts (default: 1 and all cores)")
+    p.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: the four of issue 5)")
+    p.add_argument("--jsb-sequences", type=int, default=20,
+                   help="JSB sequences timed for the end-to-end line (0 skips it; default 20)")
+    p.add_argument("--jsb-hidden", type=int, default=100)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="reports/speed.md")
+    p.set_defaults(func=cmd_speed)
+
+
+def _sizes(texts):
+    from cellc.speed.measure import SIZES
+
+    if not texts:
+        return list(SIZES)
+    out = []
+    for text in texts:
+        try:
+            b, t, m, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise UsageError(f"--sizes: '{text}' is not B,T,M,H (four integers)") from None
+        out.append((b, t, m, h))
+    return out
+
+
+def cmd_speed(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from cellc.speed.measure import jsb_epoch_seconds, make_layer, measure
+    from cellc.speed.report import write_report
+
+    if args.repeat < 1:
+        raise UsageError("--repeat must be at least 1")
+    sizes = _sizes(args.sizes)
+    threads = args.threads or sorted({1, os.cpu_count() or 1})
+    compile_info = {}
+    if "compiled" in args.backends:  # build first, so compile time is reported and never timed
+        for cell in args.cells:
+            layer = make_layer(cell, "compiled", 2, 2)
+            module = sys.modules[type(layer).__module__]
+            module.native()
+            compile_info[cell] = dict(module.NATIVE.get("info", {}))
+    jobs = [(cell, backend, size, n) for n in threads for size in sizes for cell in args.cells
+            for backend in ("torch", *args.backends)]
+    timings = []
+    for cell, backend, size, n in tqdm(jobs, desc="speed", unit="run"):
+        timings.append(measure(cell, backend, size, n, args.repeat, memory=(n == 1)))
+    jsb = []
+    if args.jsb_sequences:
+        fastest = "compiled" if "compiled" in args.backends else args.backends[-1]
+        for backend in dict.fromkeys(["eager", fastest]):
+            seconds, timed, total, source = jsb_epoch_seconds(backend, args.jsb_hidden, args.jsb_sequences, args.data_dir)
+            jsb.append((backend, seconds, timed, total, source, args.jsb_hidden))
+    torch.set_num_threads(os.cpu_count() or 1)
+    out = Path(args.out)
+    write_report(timings, out, args.repeat, jsb, compile_info, "cellc speed " + " ".join(sys.argv[2:]))
+    print(out.read_text())
+    return 0

@@ -1,0 +1,1 @@
+"""`cellc speed`: backend timings against torch.nn.LSTM / torch.nn.GRU, written to reports/speed.md."""

@@ -1,0 +1,121 @@
+"""Timing and peak-memory measurements of one layer (forward, forward + backward)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+import cellc
+
+SIZES = ((1, 100, 39, 128), (32, 100, 39, 128), (16, 300, 39, 256), (1, 60, 88, 100))
+CELLS = ("vanilla", "np", "cifg", "fgr", "gru")
+BACKENDS = ("eager", "fused", "compiled")
+
+
+@dataclass
+class Timing:
+    cell: str
+    backend: str  # 'eager' | 'fused' | 'compiled' | 'torch' (torch.nn.LSTM / torch.nn.GRU)
+    size: tuple[int, int, int, int]
+    threads: int
+    forward_ms: float
+    train_ms: float  # forward + backward
+    peak_mb: float | None = None
+
+
+def reference_layer(cell: str, m: int, h: int) -> torch.nn.Module:
+    """torch.nn.GRU for GRU-like specs, torch.nn.LSTM otherwise (the paper's NP cell, oneDNN)."""
+    return torch.nn.GRU(m, h) if cell == "gru" else torch.nn.LSTM(m, h)
+
+
+def make_layer(cell: str, backend: str, m: int, h: int) -> torch.nn.Module:
+    if backend == "torch":
+        return reference_layer(cell, m, h)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cellc.build(cell, backend=backend)(m, h)
+
+
+def median_ms(fn, repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def peak_memory_mb(fn) -> float:
+    """Peak of live CPU tensor memory during ``fn`` (allocation events from the torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # Each op's own allocations minus frees, in start order: an approximation of live memory.
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def measure(cell: str, backend: str, size, threads: int, repeat: int, memory: bool) -> Timing:
+    torch.set_num_threads(threads)
+    b, t, m, h = size
+    torch.manual_seed(0)
+    layer = make_layer(cell, backend, m, h)
+    x = torch.randn(t, b, m)
+
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def train():
+        out = layer(x)[0]
+        out.sum().backward()
+
+    fwd = median_ms(forward, repeat)
+    both = median_ms(train, repeat)
+    peak = peak_memory_mb(train) if memory else None
+    return Timing(cell, backend, tuple(size), threads, fwd, both, peak)
+
+
+def jsb_epoch_seconds(backend: str, hidden: int, sequences: int, data_dir=None) -> tuple[float, int, int, str]:
+    """Seconds per JSB training epoch at batch 1 (one thread), timed on the first ``sequences``
+    training sequences and extrapolated by total time steps. Returns (seconds, timed, total, source)."""
+    from cellc.tasks import get_task
+
+    torch.set_num_threads(1)
+    task = get_task("jsb", data_dir)
+    data = task.load()
+    train = data.train
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer_class = cellc.build("vanilla", backend=backend)
+    torch.manual_seed(0)
+    net = task.build_network(layer_class, hidden)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    timed = train[: min(sequences, len(train))]
+
+    def step(seq):
+        batch = task.collate([seq])
+        opt.zero_grad()
+        loss = task.loss(net(batch.inputs, batch.lengths), batch)
+        loss.backward()
+        opt.step()
+
+    step(timed[0])  # warm-up (and the compiled loops' load)
+    start = time.perf_counter()
+    for seq in timed:
+        step(seq)
+    elapsed = time.perf_counter() - start
+    steps_timed = sum(len(s) for s in timed)
+    steps_total = sum(len(s) for s in train)
+    return elapsed * steps_total / steps_timed, len(timed), len(train), data.source
