@@ -1,0 +1,54 @@
+"""The music21 fallback: used only when no data is found, cached, and labelled everywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellc.errors import DataError
+from cellc.tasks import base, get_task, jsb_music21
+
+TINY = {"train": [[[60, 64], [62]]], "valid": [[[48], [50]]], "test": [[[72], [74]]]}
+
+
+@pytest.fixture
+def no_data_anywhere(tmp_path, monkeypatch):
+    monkeypatch.delenv("CELLC_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(base, "source_checkout_data_root", lambda: tmp_path / "no-checkout-data")
+    return tmp_path
+
+
+def test_rebuild_used_when_no_data_and_cached(no_data_anywhere, monkeypatch):
+    calls = []
+    monkeypatch.setattr(jsb_music21, "available", lambda: True)
+    monkeypatch.setattr(jsb_music21, "rebuild", lambda: calls.append(1) or TINY)
+    data = get_task("jsb").load()
+    assert data.source == "rebuilt from music21" and data.sizes() == {"train": 1, "valid": 1, "test": 1}
+    assert jsb_music21.cache_path().is_file() and str(no_data_anywhere / "xdg") in data.location
+    assert get_task("jsb").load().source == "rebuilt from music21"
+    assert calls == [1]  # the second load reads the cache
+
+
+def test_without_music21_the_error_says_how_to_get_data(no_data_anywhere, monkeypatch):
+    monkeypatch.setattr(jsb_music21, "available", lambda: False)
+    with pytest.raises(DataError) as err:
+        get_task("jsb").load()
+    text = str(err.value)
+    assert "JSB Chorales data not found" in text and "CELLC_DATA_DIR" in text and "pip install music21" in text
+
+
+def test_explicit_data_dir_never_falls_back(no_data_anywhere, monkeypatch):
+    monkeypatch.setattr(jsb_music21, "available", lambda: True)
+    monkeypatch.setattr(jsb_music21, "rebuild", lambda: pytest.fail("must not rebuild"))
+    with pytest.raises(DataError):
+        get_task("jsb", no_data_anywhere / "given").load()
+
+
+def test_chorale_grid_on_a_real_corpus_score():
+    music21 = pytest.importorskip("music21")
+    score = music21.corpus.parse("bach/bwv66.6")  # f-sharp minor
+    grid = jsb_music21.chorale_grid(score)
+    assert len(grid) >= int(score.highestTime)
+    assert sum(1 for step in grid if len(step) >= 3) > len(grid) // 2  # four voices mostly sound
+    pitch_classes = {p % 12 for step in grid for p in step}
+    assert 0 in pitch_classes and 6 not in pitch_classes  # transposed to C minor: no F sharp left
