@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -270,7 +269,3 @@ def _store_failure(study: optuna.Study, trial: optuna.Trial, message: str, statu
         study.tell(trial, state=TrialState.FAIL)
     except Exception:  # already finished elsewhere (e.g. marked stale); nothing to undo
         pass
-
-
-def default_out_dir() -> Path:
-    return Path("runs")

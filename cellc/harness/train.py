@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cellc.tasks.base import Batch, Sequence, Task, TaskData
+from cellc.tasks.base import Sequence, Task, TaskData
 
 Status = Literal["ok", "diverged", "failed", "interrupted"]
 EVAL_BATCH = 128  # sequences per forward pass when evaluating (no gradients, so big batches are cheap)
@@ -202,9 +202,3 @@ def train_trial(
         cpu_time_s=time.process_time() - cpu_start,
     )
 
-
-def count_parameters(task: Task, layer_class: type[torch.nn.Module], hidden: int) -> int:
-    return sum(p.numel() for p in task.build_network(layer_class, hidden).parameters())
-
-
-__all__ = ["TrainConfig", "TrialOutcome", "EpochReport", "train_trial", "evaluate", "Batch"]
