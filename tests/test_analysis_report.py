@@ -71,8 +71,8 @@ def test_versus_paper_marks_agreement(planted):
     studies = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
     jsb = analyse_task("jsb", group_by_task(studies)["jsb"], FAST)
     rows = {r.finding: r for r in verdict_rows(jsb)}
-    assert rows["NFG vs V"].agreement is True  # planted worse; the paper: worse on all tasks
-    assert rows["NP vs V"].agreement is True
+    assert rows["NFG vs V"].agreement == "agree"  # planted worse; the paper: worse on all tasks
+    assert rows["NP vs V"].agreement == "agree"
     top = {r.finding: r for r in importance_rows(jsb)}["most important hyper-parameter"]
     assert top.agreement is True
 
@@ -81,3 +81,14 @@ def test_report_of_unknown_bench_is_a_clear_error(planted, tmp_path, capsys):
     code = main(["report", "--name", "nope", "--out", str(planted), "--report-dir", str(tmp_path)])
     assert code == 2
     assert "no studies named nope/" in capsys.readouterr().err
+
+
+def test_paper_verdict_agreement_rules():
+    from cellc.analysis.paper import agrees
+
+    assert agrees("worse", "worse") == "agree"
+    assert agrees("worse", "no difference") == "not confirmed"  # fewer trials: lack of power
+    assert agrees("worse", "better") == "disagree"
+    assert agrees("no difference", "worse") == "disagree"
+    assert agrees("not worse", "better") == "agree" and agrees("not better", "worse") == "agree"
+    assert agrees("worse", "not tested") is None

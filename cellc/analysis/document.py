@@ -85,13 +85,13 @@ def _diff(test: CellTest) -> str:
 
 
 def comparison_table(task: TaskAnalysis) -> str:
-    headers = ["cell", "trials (ok / diverged)", "tested", "mean params", "mean [95 % CI]", "median", "std",
+    headers = ["cell", "trials", "diverged", "tested", "mean params", "mean [95 % CI]", "median", "std",
                "best", f"Δ mean vs {BASELINE} [95 % CI]", "Hedges' g", "Welch p", "verdict"]
     rows = []
     for test in task.tests[Subset.ALL]:
         counts = task.counts[test.cell]
         rows.append([
-            test.cell, f"{counts.finished} ({counts.ok} / {counts.diverged})", test.n,
+            test.cell, counts.finished, counts.diverged, test.n,
             "n/a" if counts.mean_params is None else f"{counts.mean_params:,.0f}",
             _mean_ci(test), _num(test.median), _num(test.std), _num(test.best), _diff(test),
             _signed(test.hedges_g, 2), _p_cell(test), _verdict_cell(test),
@@ -282,7 +282,8 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         bundle.figures[name] = comparison_figure(task)
         lines += [
             f"### {fig.data_title(task.title, task.source)}", "",
-            f"Metric: {task.metric}; {'lower' if task.lower_is_better else 'higher'} is better.", "",
+            f"Data: **{task.source}**. Metric: {task.metric}; {'lower' if task.lower_is_better else 'higher'} is "
+            "better. *trials*: finished trials (ok and diverged); *tested*: non-diverged trials with a test score.", "",
             f"![{task.title}: box plots of the test metric per cell, all trials and best 10 %]"
             f"({bundle.figure_dir}/{name})", "",
             "All tested trials:", "", comparison_table(task), "",
@@ -397,10 +398,11 @@ def _paper_section(tasks: Sequence[TaskAnalysis]) -> list[str]:
         if best:
             rows.append(best)
         rows += importance_rows(task)
-        judged = [r for r in rows if r.agreement is not None]
-        agree = sum(1 for r in judged if r.agreement)
+        marks = [mark(r.agreement).strip("*") for r in rows if r.agreement is not None]
         lines += [f"### {fig.data_title(task.title, task.source)}", "", _findings_table(rows), "",
-                  f"Agreement: {agree} of {len(judged)} comparable findings.", ""]
+                  f"Of {len(marks)} comparable findings: {marks.count('agree')} agree, {marks.count('disagree')} "
+                  f"disagree, {marks.count('not confirmed')} not confirmed (the paper found a significant difference, "
+                  "this study none; with fewer trials than the paper's that can be a lack of power).", ""]
     if skipped:
         lines += ["Not compared: " + "; ".join(
             f"{t.title} ({t.source} data)" if t.is_proxy else f"{t.title} (not one of the paper's tasks)"

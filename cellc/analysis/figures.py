@@ -24,6 +24,7 @@ from matplotlib import rc_context  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 DPI = 110
@@ -71,7 +72,7 @@ BASELINE_HATCH = "///"
 
 def set_log_axis(ax, which: str, low: float, high: float) -> None:
     """Log scale with plain tick labels: powers of ten over wide ranges, 1-2-5 steps over narrow ones."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
@@ -81,6 +82,8 @@ def set_log_axis(ax, which: str, low: float, high: float) -> None:
     else:
         ticks = [m * 10.0**k for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
                  for m in (1, 2, 5) if low * (1 - 1e-9) <= m * 10.0**k <= high * (1 + 1e-9)]
+        if len(ticks) < 3:  # a narrow range (e.g. hidden 8..16): evenly spaced round numbers
+            ticks = [t for t in MaxNLocator(5).tick_values(low, high) if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
         text = lambda v, _: f"{v:g}"  # noqa: E731
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_major_formatter(FuncFormatter(text))
@@ -140,7 +143,8 @@ def _axis_limits(groups: Sequence[Sequence[float]]) -> tuple[float, float] | Non
         lows.append(max(min(g), q1 - 3 * spread))
         highs.append(min(max(g), q3 + 3 * spread))
     low, high = min(lows), max(highs)
-    pad = 0.08 * (high - low) if high > low else max(abs(high) * 0.05, 0.5)
+    # At least 2 % of the magnitude, so that near-equal values do not get 6-digit tick labels.
+    pad = max(0.08 * (high - low), 0.02 * max(abs(high), abs(low)), 1e-6)
     return low - pad, high + pad
 
 
@@ -190,6 +194,7 @@ def _draw_boxes(ax, panel: BoxPanel, metric_label: str) -> None:
     ax.set_xticks(positions)
     ax.set_xticklabels([s.cell for s in series])
     ax.set_ylabel(metric_label)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
     ax.set_title(panel.title, loc="left", pad=16)
     ax.grid(axis="x", visible=False)
 
@@ -230,10 +235,11 @@ def variant_boxplot(title: str, metric_label: str, panels: Sequence[BoxPanel],
         handles.append(Line2D([], [], marker="D", linestyle="none", markerfacecolor="white",
                               markeredgecolor="black", label="mean"))
         handles.append(Line2D([], [], color="black", linewidth=1.4, label="median"))
-        fig.legend(handles=handles, loc="upper center", ncol=min(4, len(handles)), frameon=False,
+        fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False,
                    bbox_to_anchor=(0.5, 0.965))
         fig.suptitle(title, y=0.995)
         fig.subplots_adjust(left=0.12, right=0.98, top=0.86, bottom=0.07)
+        fig.align_ylabels([*axes, bars])
     return fig
 
 
@@ -317,7 +323,10 @@ def marginal_grid(title: str, xlabels: Sequence[str], xlog: Sequence[bool], rows
                     ax.scatter(curve.points_x, curve.points_y, s=7, color="black", alpha=0.3, linewidths=0,
                                zorder=1, label="trials")
                 if len(lo):
-                    ax.set_ylim(float(np.min(lo)) - 0.35 * span, float(np.max(hi)) + 0.35 * span)
+                    bottom = float(np.min(lo)) - 0.35 * span
+                    if np.min(curve.mean) >= 0 and (len(curve.points_y) == 0 or np.min(curve.points_y) >= 0):
+                        bottom = max(bottom, 0.0)  # times and error rates cannot be negative
+                    ax.set_ylim(bottom, float(np.max(hi)) + 0.35 * span)
                 if xlog[c]:
                     set_log_axis(ax, "x", curve.x[0], curve.x[-1])
                 if r == len(rows) - 1:

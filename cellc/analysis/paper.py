@@ -31,8 +31,17 @@ PAPER_BEST: dict[str, tuple[float, str]] = {"timit": (29.6, "cifg"), "iam": (9.2
 SMALL_INTERACTION = 0.05  # "small": under 5 % of the variance (the paper gives no number)
 
 
-def agrees(paper: str, ours: str) -> bool | None:
-    """Does our verdict match the paper's? None when ours could not be tested."""
+AGREE, DISAGREE, UNCONFIRMED = "agree", "disagree", "not confirmed"
+
+
+def agrees(paper: str, ours: str) -> str | None:
+    """Our verdict against the paper's: agree, disagree, or not confirmed (None when not tested).
+
+    "Not confirmed": the paper found a significant difference and we found none. With fewer
+    trials than the paper's 200 that is a lack of power, not a contradiction; a disagreement is
+    a significant result the paper rules out (a difference where it found none, or the opposite
+    direction).
+    """
     if ours in ("not tested", "baseline"):
         return None
     allowed = {
@@ -42,11 +51,19 @@ def agrees(paper: str, ours: str) -> bool | None:
         "not worse": {"no difference", "better"},
         "not better": {"no difference", "worse"},
     }[paper]
-    return ours in allowed
+    if ours in allowed:
+        return AGREE
+    if ours == "no difference":
+        return UNCONFIRMED
+    return DISAGREE
 
 
-def mark(agreement: bool | None) -> str:
-    return {True: "agree", False: "**disagree**", None: "-"}[agreement]
+def mark(agreement: str | bool | None) -> str:
+    if agreement is None:
+        return "-"
+    if isinstance(agreement, bool):
+        agreement = AGREE if agreement else DISAGREE
+    return f"**{agreement}**" if agreement == DISAGREE else agreement
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,7 @@ class FindingRow:
     finding: str
     paper: str
     ours: str
-    agreement: bool | None
+    agreement: str | bool | None  # str for significance verdicts (see agrees), bool for other facts
 
 
 def comparable(task: TaskAnalysis) -> bool:
