@@ -49,6 +49,10 @@ def test_report_regenerates_byte_identical_from_storage(planted, tmp_path, capsy
     assert "p_{f} \\odot c_{t-1}" in text and "4N(M+N) + 7N" in text  # vanilla, rendered from the IR
     assert "cellc bench --profile quick --name planted" in text and " cores, " in text
     assert str(planted) in text  # the report command names the storage folder it read
+    assert main([*argv, "--format", "html"]) == 0
+    page = (reports / f"{BENCH}.html").read_text()
+    assert page.count("<img ") == 8 and "<table>" in page and '<h2 id="5-cells">' in page
+    assert "\\begin{aligned}" in page and "<strong>worse</strong>" in page
 
 
 def test_planted_verdicts_and_importance_reach_the_report(planted):
@@ -92,3 +96,14 @@ def test_paper_verdict_agreement_rules():
     assert agrees("no difference", "worse") == "disagree"
     assert agrees("not worse", "better") == "agree" and agrees("not better", "worse") == "agree"
     assert agrees("worse", "not tested") is None
+
+
+def test_html_conversion_of_the_markdown_subset():
+    from cellc.analysis.html import markdown_to_html
+
+    page = markdown_to_html("# T <x>\n\n- **a** and `b<c>`\n\n| h |\n|---|\n| *i* |\n\n![alt](d/f.png)\n"
+                            "\n```text\ny = 1 < 2\n```\n", "t")
+    assert '<h1 id="t-x">T &lt;x&gt;</h1>' in page
+    assert "<li><strong>a</strong> and <code>b&lt;c&gt;</code></li>" in page
+    assert "<th>h</th>" in page and "<td><em>i</em></td>" in page
+    assert '<img alt="alt" src="d/f.png">' in page and "<pre><code>y = 1 &lt; 2</code></pre>" in page

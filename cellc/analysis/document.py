@@ -420,8 +420,8 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
                              context: ReportContext, forest: ForestSettings) -> list[str]:
     settings = studies[0].attrs.get("settings", {})
     commands = sorted({str(s.attrs.get("command")) for s in studies if s.attrs.get("command")})
-    environments = sorted({repr(sorted(s.attrs["environment"].items())) for s in studies
-                           if isinstance(s.attrs.get("environment"), dict)})
+    environments = sorted({", ".join(f"{k}: {v}" for k, v in sorted(s.attrs["environment"].items()))
+                           for s in studies if isinstance(s.attrs.get("environment"), dict)})
     cells = list(dict.fromkeys(c for t in tasks for c in t.cells))
     count_rows = []
     for cell in cells:

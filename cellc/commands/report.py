@@ -13,10 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--out", default="runs", help="bench output directory (default: runs)")
     report.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///<out>/studies.db)")
     report.add_argument("--report-dir", default="reports", help="where to write (default: reports)")
+    report.add_argument("--format", choices=("md", "html"), default="md",
+                        help="md (default), or html: also write <bench>.html beside the markdown")
     report.set_defaults(func=run_report)
 
 
-def write_report(storage_url: str, bench: str, report_dir: Path, command: str | None = None) -> Path:
+def write_report(storage_url: str, bench: str, report_dir: Path, command: str | None = None,
+                 fmt: str = "md") -> Path:
     """Write ``<report_dir>/<bench>.md`` and its figures in ``<report_dir>/<bench>/`` (the Odyssey report).
 
     Stale PNGs left in the figure folder by an earlier report are removed, so the folder holds
@@ -39,12 +42,19 @@ def write_report(storage_url: str, bench: str, report_dir: Path, command: str | 
         (figure_dir / name).write_bytes(data)
     path = report_dir / f"{stem}.md"
     path.write_text(bundle.markdown)
+    if fmt == "html":
+        from cellc.analysis.html import markdown_to_html
+
+        path = report_dir / f"{stem}.html"
+        path.write_text(markdown_to_html(bundle.markdown, f"LSTM Odyssey report: {bench}"))
     return path
 
 
 def report_command(args: argparse.Namespace) -> str:
     """The command as the report prints it (never the storage URL: it may hold a password)."""
     parts = ["cellc", "report", "--name", args.name]
+    if args.format != "md":
+        parts += ["--format", args.format]
     if args.out != "runs" and not args.storage:
         parts += ["--out", args.out]
     if args.storage:
@@ -63,5 +73,5 @@ def run_report(args: argparse.Namespace) -> int:
         if not db.is_file():
             raise UsageError(f"{db}: no study storage here; give --out or --storage")
         storage = default_storage_url(Path(args.out))
-    print(write_report(storage, args.name, Path(args.report_dir), report_command(args)))
+    print(write_report(storage, args.name, Path(args.report_dir), report_command(args), args.format))
     return 0
