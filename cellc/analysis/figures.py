@@ -262,16 +262,22 @@ def importance_bars(title: str, bars: Sequence[Bar], note: str = "") -> Figure:
         ax = fig.add_subplot(1, 1, 1)
         y = np.arange(len(bars))[::-1]
         values = [100 * b.value for b in bars]
-        errors = [100 * b.error for b in bars]
-        ax.barh(y, values, xerr=errors, color=[colours[b.kind] for b in bars], edgecolor=DARK, linewidth=0.6,
-                error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": DARK},
-                hatch=None)
-        top = max([v + e for v, e in zip(values, errors)] + [1.0])
-        for yy, v, e in zip(y, values, errors):
-            ax.text(v + e + 0.012 * top, yy, f"{v:.1f} %", va="center", fontsize=8.5)
+        # Fractions live in [0, 100] %: clip the error bars there (a tree spread past 100 % means nothing).
+        err_lo = [min(100 * b.error, v) for b, v in zip(bars, values)]
+        err_hi = [min(100 * b.error, 100 - v) for b, v in zip(bars, values)]
+        ax.barh(y, values, xerr=[err_lo, err_hi], color=[colours[b.kind] for b in bars], edgecolor=DARK,
+                linewidth=0.6, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": DARK})
+        top = max([v + e for v, e in zip(values, err_hi)] + [1.0])
+        right = min(100.0, top) * 1.12 + 2
+        for yy, v, e in zip(y, values, err_hi):
+            if v + e + 0.14 * right > right:  # no room to the right: label inside the bar
+                ax.text(v - 0.01 * right, yy + 0.18, f"{v:.1f} %", va="center", ha="right", fontsize=8.5,
+                        color="white", fontweight="bold")
+            else:
+                ax.text(v + e + 0.012 * right, yy, f"{v:.1f} %", va="center", fontsize=8.5)
         ax.set_yticks(y)
         ax.set_yticklabels([b.label for b in bars])
-        ax.set_xlim(0, min(110.0, top * 1.15 + 3))
+        ax.set_xlim(0, right)
         ax.set_xlabel("fraction of variance of the predicted test metric (%)")
         ax.grid(axis="y", visible=False)
         kinds = [k for k in ("main", "interaction", "rest") if any(b.kind == k for b in bars)]
