@@ -142,3 +142,18 @@ def test_crashing_worker_loses_only_its_trial(tmp_path, monkeypatch):
     assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3 + ["FAIL"]
     failed = next(t for t in trials if t.state.name == "FAIL")
     assert "worker process died (exit code 9)" in failed.user_attrs["error"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--space", "lr=0:1e-2"], "LOW must be positive"),
+    (["--space", "hidden=50"], "expected LOW:HIGH"),
+    (["--space", "depth=1:2"], "KEY in hidden"),
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--tasks", "nope"], "unknown task 'nope'"),
+    (["--profile", "huge"], "unknown profile 'huge'"),
+])
+def test_bad_bench_settings_are_one_line_errors(tmp_path, capsys, args, expected):
+    assert main(["bench", "--out", str(tmp_path / "runs"), "--no-report", *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "studies.db").exists()

@@ -97,3 +97,25 @@ def test_config_rejects_bad_values():
         TrainConfig(hidden=0, lr=1e-3, momentum=0.9, noise=0)
     with pytest.raises(ValueError):
         TrainConfig(hidden=10, lr=1e-3, momentum=1.0, noise=0)
+
+
+def test_train_command_prints_curve_and_result(capsys):
+    from pathlib import Path
+
+    from cellc.cli import main
+
+    data_root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (data_root / "jsb-chorales").is_dir():
+        pytest.skip("../shared/data missing")
+    code = main(["train", "--task", "jsb", "--cell", "vanilla", "--hidden", "8", "--max-epochs", "2",
+                 "--train-subset", "5", "--data-dir", str(data_root)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "epoch    1" in out and "epoch    2" in out and "test at best valid" in out and "real" in out
+
+
+def test_train_command_rejects_bad_momentum(capsys):
+    from cellc.cli import main
+
+    assert main(["train", "--momentum", "1.5", "--max-epochs", "1"]) == 2
+    assert "bad training setting" in capsys.readouterr().err

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cellc.errors import UsageError
 
 PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")
@@ -67,6 +69,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="compiled-cell backend (default: auto)")
 
 
+def _one_line(err: ValidationError) -> str:
+    """A pydantic error as '--flag: message (got value)' items on one line."""
+    parts = []
+    for item in err.errors():
+        flag = "--" + "-".join(str(part) for part in item["loc"]).replace("_", "-")
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{flag}: {item['msg'].removeprefix('Value error, ')}{shown}")
+    return "; ".join(parts)
+
+
 def _split(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
@@ -88,8 +101,8 @@ def run_train(args: argparse.Namespace) -> int:
             max_epochs=args.max_epochs, patience=args.patience, train_subset=args.train_subset,
             init_std=args.init_std or None, seed=args.seed,
         )
-    except ValueError as err:
-        raise UsageError(f"bad training setting: {err}") from None
+    except ValidationError as err:
+        raise UsageError(f"bad training setting: {_one_line(err)}") from None
     task = get_task(args.task, args.data_dir)
     data = task.load()
     layer = layer_class(args.cell, args.backend)
@@ -149,7 +162,10 @@ def bench_options_from_args(args: argparse.Namespace):
         overrides["space"] = ranges
     if args.workers < 0:
         raise UsageError("--workers must be 0 (inline) or more")
-    profile = profile.model_validate({**profile.model_dump(), **overrides})
+    try:
+        profile = profile.model_validate({**profile.model_dump(), **overrides})
+    except ValidationError as err:
+        raise UsageError(f"bad bench setting: {_one_line(err)}") from None
     out = Path(args.out)
     if args.storage:
         storage = args.storage

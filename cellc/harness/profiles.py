@@ -13,7 +13,7 @@ Any field can be overridden from the command line (``--trials``, ``--max-epochs`
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cellc.errors import UsageError
 
@@ -33,6 +33,18 @@ class SearchSpace(BaseModel):
     lr: Range = Range(low=1e-6, high=1e-2)  # log-uniform
     one_minus_momentum: Range = Range(low=0.01, high=1.0)  # log-uniform; momentum = 1 - this
     noise: Range = Range(low=0.0, high=1.0)  # uniform
+
+    @model_validator(mode="after")
+    def _within_domains(self) -> "SearchSpace":
+        if self.hidden.low < 1:
+            raise ValueError("hidden: LOW must be at least 1")
+        if self.lr.low <= 0 or self.one_minus_momentum.low <= 0:
+            raise ValueError("lr and one_minus_momentum are log-uniform: LOW must be positive")
+        if self.one_minus_momentum.high > 1:
+            raise ValueError("one_minus_momentum: HIGH must be at most 1 (momentum >= 0)")
+        if self.noise.low < 0:
+            raise ValueError("noise: LOW must not be negative")
+        return self
 
 
 class Profile(BaseModel):
