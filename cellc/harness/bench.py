@@ -188,6 +188,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                         trial = unit.study.ask(space)
                     flights[next_job] = (unit, trial)
                     unit.in_flight += 1
+                    # A first heartbeat at once: a trial without any is never detected as stale.
+                    storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
                     hp = hyperparameters(trial.params)
                     seed = options.seed + trial.number
                     trial.set_user_attr("owner", owner_id())

@@ -1,0 +1,90 @@
+"""Storage: owners of RUNNING trials, abandoned-trial recovery, reproducible sampling, study settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cellc.errors import UsageError
+from cellc.harness.profiles import SearchSpace
+from cellc.harness.record import StudySettings, owner_id, owner_is_alive
+from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
+from cellc.harness.storage import fail_abandoned_trials, open_storage, open_study
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+
+
+def settings(**overrides) -> StudySettings:
+    base = dict(profile="smoke", trials=2, max_epochs=2, patience=2, train_subset=8, batch_size=1,
+                init_std=0.1, backend="auto", space=SearchSpace(), seed=0)
+    return StudySettings(**{**base, **overrides})
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+
+
+def make_study(storage, **overrides):
+    return open_study(storage, "b", "jsb", "vanilla", settings(**overrides), {"task": "jsb", "cell": "vanilla"},
+                      SeededRandomSampler(0), "minimize")
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_owner_liveness():
+    assert owner_is_alive(owner_id()) is True
+    assert owner_is_alive(f"{socket.gethostname()}:{dead_pid()}:123") is False
+    assert owner_is_alive(f"{socket.gethostname()}:{os.getpid()}:not-my-start-time") is False  # pid reused
+    assert owner_is_alive("some-other-host:1:1") is None
+    assert owner_is_alive("garbage") is False
+
+
+def test_abandoned_local_trials_fail_but_other_hosts_live_trials_stay(storage):
+    study = make_study(storage)
+    dead = study.ask(distributions(SearchSpace()))
+    dead.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}:1")
+    remote = study.ask(distributions(SearchSpace()))
+    remote.set_user_attr("owner", "other-host:42:7")
+    storage.record_heartbeat(remote._trial_id)
+    mine = study.ask(distributions(SearchSpace()))
+    mine.set_user_attr("owner", owner_id())
+    assert fail_abandoned_trials(study) == 1
+    states = {t.number: (t.state, t.user_attrs.get("status")) for t in study.get_trials()}
+    assert states[dead.number] == (TrialState.FAIL, "interrupted")
+    assert states[remote.number][0] == TrialState.RUNNING
+    assert states[mine.number][0] == TrialState.RUNNING
+
+
+def test_sampler_draws_depend_only_on_trial_number(storage, tmp_path):
+    space = distributions(SearchSpace())
+    first = [make_study(storage).ask(space).params for _ in range(3)]
+    other = open_storage(f"sqlite:///{tmp_path / 'other.db'}")
+    second = [make_study(other).ask(space).params for _ in range(3)]
+    assert first == second and len({p["lr"] for p in first}) == 3
+    for params in first:
+        hp = hyperparameters(params)
+        assert 20 <= hp["hidden"] <= 200 and 1e-6 <= hp["lr"] <= 1e-2
+        assert 0 <= hp["momentum"] <= 0.99 and 0 <= hp["noise"] <= 1
+
+
+def test_resuming_with_other_settings_is_refused_but_target_may_change(storage):
+    make_study(storage)
+    make_study(storage, trials=5)  # a new target is fine
+    with pytest.raises(UsageError, match="different settings \\(backend, patience\\)"):
+        make_study(storage, patience=9, backend="eager")
+
+
+def test_bad_storage_url():
+    with pytest.raises(UsageError, match="cannot open the study storage"):
+        open_storage("nosuchdialect://x")
