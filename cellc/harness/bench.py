@@ -62,22 +62,30 @@ class BenchSummary(BaseModel):
 
 
 class _Unit:
-    """One (task, cell) study and its bookkeeping during this run."""
+    """One (task, cell) study and its bookkeeping during this run.
+
+    Counts of finished trials and of trials running elsewhere (other processes sharing the
+    storage) are read from storage by ``refresh`` (at start and every few seconds, not on every
+    loop turn: loading trials with their curves is not free at paper scale).
+    """
 
     def __init__(self, task: str, cell: str, study: optuna.Study, target: int) -> None:
         self.task, self.cell, self.study, self.target = task, cell, study, target
         self.in_flight = 0
+        self.finished = 0
+        self.running_elsewhere = 0
+        self.refresh()
 
-    def finished(self) -> int:
-        return len(self.study.get_trials(deepcopy=False, states=FINISHED))
-
-    def running_elsewhere(self) -> int:
+    def refresh(self) -> None:
         mine = owner_id()
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return sum(1 for t in running if t.user_attrs.get("owner") != mine)
+        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        self.finished = sum(1 for t in trials if t.state in FINISHED)
+        self.running_elsewhere = sum(
+            1 for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("owner") != mine
+        )
 
     def wanted(self) -> int:
-        return self.target - self.finished() - self.in_flight - self.running_elsewhere()
+        return self.target - self.finished - self.in_flight - self.running_elsewhere
 
 
 class _StopFlag:
@@ -165,7 +173,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     ran = failed = consecutive_failures = 0
     next_job = 0
     total = sum(u.target for u in units)
-    bar = tqdm(total=total, initial=min(total, sum(u.finished() for u in units)), unit="trial",
+    bar = tqdm(total=total, initial=min(total, sum(u.finished for u in units)), unit="trial",
                desc=f"bench {options.name}", file=sys.stderr, dynamic_ncols=True)
     last_heartbeat = time.monotonic()
     cursor = 0
@@ -222,6 +230,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     if event.kind == "done":
                         outcome = TrialOutcome(**event.payload)
                         _store_outcome(unit.study, trial, outcome)
+                        unit.finished += 1
                         ran += 1
                         consecutive_failures = 0
                         bar.update(1)
@@ -242,6 +251,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                 if time.monotonic() - last_heartbeat > store.HEARTBEAT_S / 2:
                     for unit, trial in flights.values():
                         storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+                    for unit in units:
+                        unit.refresh()
                     last_heartbeat = time.monotonic()
             interrupted = stop.raised
     finally:
@@ -251,7 +262,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
         bar.close()
     if interrupted:
         raise KeyboardInterrupt
-    complete = all(u.finished() >= u.target for u in units)
+    for unit in units:
+        unit.refresh()
+    complete = all(u.finished >= u.target for u in units)
     return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
 
 
