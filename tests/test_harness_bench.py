@@ -157,3 +157,14 @@ def test_bad_bench_settings_are_one_line_errors(tmp_path, capsys, args, expected
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "studies.db").exists()
+
+
+def test_task_sizes_profile_and_command_line_wins(tmp_path, monkeypatch):
+    from cellc.tasks.jsb import JSBChorales
+
+    monkeypatch.setattr(JSBChorales, "profile_overrides", {"smoke": {"max_epochs": 1, "patience": 1}})
+    assert bench(tmp_path / "a", "--cells", "vanilla", "--workers", "0", "--no-report") == 0
+    assert [t.user_attrs["epochs"] for t in stored(tmp_path / "a")["smoke/jsb/vanilla"]] == [1, 1]
+    assert bench(tmp_path / "b", "--cells", "vanilla", "--workers", "0", "--no-report", "--max-epochs", "3",
+                 "--patience", "3") == 0
+    assert [t.user_attrs["epochs"] for t in stored(tmp_path / "b")["smoke/jsb/vanilla"]] == [3, 3]

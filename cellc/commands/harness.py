@@ -128,7 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def bench_options_from_args(args: argparse.Namespace):
     from cellc.harness.bench import BenchOptions
-    from cellc.harness.profiles import get_profile, parse_range
+    from cellc.harness.profiles import apply_overrides, get_profile, parse_range
     from cellc.harness.storage import default_storage_url
     from cellc.tasks import task_classes
 
@@ -153,7 +153,7 @@ def bench_options_from_args(args: argparse.Namespace):
     if args.train_subset is not None:
         overrides["train_subset"] = args.train_subset or None
     if args.space:
-        ranges = profile.space.model_dump()
+        ranges = {}
         for item in args.space:
             key, sep, text = item.partition("=")
             if not sep or key not in SPACE_KEYS:
@@ -163,7 +163,7 @@ def bench_options_from_args(args: argparse.Namespace):
     if args.workers < 0:
         raise UsageError("--workers must be 0 (inline) or more")
     try:
-        profile = profile.model_validate({**profile.model_dump(), **overrides})
+        apply_overrides(profile, overrides)  # validate now; tasks may size the profile further
     except ValidationError as err:
         raise UsageError(f"bad bench setting: {_one_line(err)}") from None
     out = Path(args.out)
@@ -174,7 +174,7 @@ def bench_options_from_args(args: argparse.Namespace):
         storage = default_storage_url(out)
     name = args.name or profile.name
     return BenchOptions(
-        name=name, tasks=tasks, cells=cells, profile=profile, workers=args.workers, storage=storage,
+        name=name, tasks=tasks, cells=cells, profile=profile, overrides=overrides, workers=args.workers, storage=storage,
         data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
         verbose=args.verbose, command=_reproducing_command(args, tasks, cells, name),
     )

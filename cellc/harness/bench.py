@@ -23,9 +23,9 @@ from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
-from cellc.errors import CellcError
+from cellc.errors import CellcError, UsageError
 from cellc.harness import storage as store
-from cellc.harness.profiles import Profile
+from cellc.harness.profiles import Profile, apply_overrides
 from cellc.harness.record import StudySettings, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
 from cellc.harness.train import EpochReport, TrainConfig, TrialOutcome
@@ -41,7 +41,8 @@ class BenchOptions(BaseModel):
     name: str
     tasks: list[str]
     cells: list[str]
-    profile: Profile
+    profile: Profile  # the named profile, before task sizing and command-line overrides
+    overrides: dict[str, Any] = {}  # command-line overrides of Profile fields (win over the task's)
     workers: int = 2  # 0 = inline in this process with all torch threads
     storage: str
     data_dir: str | None = None
@@ -116,21 +117,32 @@ def _stop_on_signals() -> Iterator[_StopFlag]:
             signal.signal(sig, handler)
 
 
-def _check_inputs(options: BenchOptions) -> dict[str, tuple[str, dict[str, Any]]]:
+class _TaskInfo(BaseModel):
+    source: str
+    info: dict[str, Any]
+    profile: Profile  # the profile as this task runs it
+
+
+def _check_inputs(options: BenchOptions) -> dict[str, _TaskInfo]:
     """Load every task's data and build every cell before touching the storage (clear errors first)."""
-    tasks: dict[str, tuple[str, dict[str, Any]]] = {}
+    tasks: dict[str, _TaskInfo] = {}
     for name in options.tasks:
         task = get_task(name, options.data_dir)
+        try:
+            profile = apply_overrides(
+                options.profile, task.profile_overrides.get(options.profile.name), options.overrides
+            )
+        except ValueError as err:
+            raise UsageError(f"bad settings for task {name}: {err}") from None
         data = task.load()
-        tasks[name] = (data.source, task.describe())
+        tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile)
     factory = _resolve(options.layer_factory)
     for cell in options.cells:
         factory(cell, options.backend)
     return tasks
 
 
-def _settings(options: BenchOptions) -> StudySettings:
-    p = options.profile
+def _settings(options: BenchOptions, p: Profile) -> StudySettings:
     return StudySettings(
         profile=p.name,
         trials=p.trials,
@@ -149,26 +161,25 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     """Run (or resume) the bench until every study has its target number of finished trials."""
     log = log or (lambda text: tqdm.write(text, file=sys.stderr))
     task_info = _check_inputs(options)
-    settings = _settings(options)
+    settings = {task: _settings(options, task_info[task].profile) for task in options.tasks}
     storage = store.open_storage(options.storage)
     sampler = SeededRandomSampler(options.seed)
     units: list[_Unit] = []
     recovered = 0
     for task in options.tasks:
-        source, info = task_info[task]
+        source, info = task_info[task].source, task_info[task].info
         direction = "minimize" if info["lower_is_better"] else "maximize"
         for cell in options.cells:
             attrs = {"bench": options.name, "task": task, "cell": cell, "task_info": info,
                      "data_source": source, "command": options.command}
-            study = store.open_study(storage, options.name, task, cell, settings, attrs, sampler, direction)
+            study = store.open_study(storage, options.name, task, cell, settings[task], attrs, sampler, direction)
             recovered += store.fail_abandoned_trials(study)
-            units.append(_Unit(task, cell, study, settings.trials))
+            units.append(_Unit(task, cell, study, settings[task].trials))
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
 
     pool = InlinePool() if options.workers == 0 else ProcessPool(options.workers, threads=1)
-    space = distributions(settings.space)
-    sources = {task: task_info[task][0] for task in options.tasks}
+    spaces = {task: distributions(settings[task].space) for task in options.tasks}
     flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
     ran = failed = consecutive_failures = 0
     next_job = 0
@@ -193,7 +204,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     with warnings.catch_warnings():
                         # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
                         warnings.simplefilter("ignore", UserWarning)
-                        trial = unit.study.ask(space)
+                        trial = unit.study.ask(spaces[unit.task])
                     flights[next_job] = (unit, trial)
                     unit.in_flight += 1
                     # A first heartbeat at once: a trial without any is never detected as stale.
@@ -203,11 +214,11 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     trial.set_user_attr("owner", owner_id())
                     trial.set_user_attr("seed", seed)
                     trial.set_user_attr("hyperparams", hp)
-                    trial.set_user_attr("data_source", sources[unit.task])
+                    trial.set_user_attr("data_source", task_info[unit.task].source)
+                    run = settings[unit.task]
                     config = TrainConfig(
-                        **hp, batch_size=settings.batch_size, max_epochs=settings.max_epochs,
-                        patience=settings.patience, train_subset=settings.train_subset,
-                        init_std=settings.init_std, seed=seed,
+                        **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
+                        train_subset=run.train_subset, init_std=run.init_std, seed=seed,
                     )
                     job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir, cell=unit.cell,
                               backend=options.backend, config=config.model_dump(),

@@ -8,10 +8,14 @@
   of the training sequences per epoch (validation and test always use the full splits).
 - ``smoke``: about a minute in total; exercises every code path (used by the tests / CI).
 
-Any field can be overridden from the command line (``--trials``, ``--max-epochs``, ...).
+A task may size a profile for itself (``Task.profile_overrides``, e.g. fewer sequences per epoch
+for long speech utterances); any field can then be overridden from the command line
+(``--trials``, ``--max-epochs``, ...), which wins over both.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,6 +77,23 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(name="quick", trials=16, max_epochs=25, patience=6, train_subset=80),
     "paper": Profile(name="paper", trials=200, max_epochs=150, patience=15),
 }
+
+
+def apply_overrides(profile: Profile, *layers: dict[str, Any] | None) -> Profile:
+    """``profile`` with each layer of field overrides applied in turn (later layers win).
+
+    ``space`` is merged per hyper-parameter, so a layer may change one range only. Layers are
+    a task's own sizing (:attr:`cellc.tasks.base.Task.profile_overrides`) and then the command line.
+    Raises pydantic's ValidationError for bad values.
+    """
+    data = profile.model_dump()
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key == "space":
+                data["space"] = {**data["space"], **value}
+            else:
+                data[key] = value
+    return Profile.model_validate(data)
 
 
 def get_profile(name: str) -> Profile:

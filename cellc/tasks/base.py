@@ -142,6 +142,9 @@ class Task(ABC):
     input_size: ClassVar[int]
     output_size: ClassVar[int]
     data_subdir: ClassVar[str]  # directory below the data root
+    # Per profile name, Profile fields this task changes (e.g. {"quick": {"train_subset": 40}}) so
+    # that a profile's time budget holds for a costlier task; command-line overrides still win.
+    profile_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         """``data_dir``: an explicit data root (``--data-dir``); None means the default search."""
