@@ -8,6 +8,7 @@ which is what makes a phone-aligned proxy corpus possible without any aligner. O
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,21 +52,35 @@ class Synthesis:
     events: list[PhonemeEvent]
 
 
+def library_paths() -> tuple[str, str]:
+    """(shared library, data folder) of the bundled eSpeak NG; DataError with an install hint."""
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise DataError("the speech proxy needs eSpeak NG: `pip install espeakng-loader` (it bundles the engine)") from None
+    try:
+        return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+    except RuntimeError as err:
+        raise DataError(f"eSpeak NG from espeakng-loader is incomplete ({err})") from None
+
+
+@functools.cache
+def shared_engine() -> "ESpeak":
+    """The process's one engine. The C library is process-global (one callback, one voice,
+    state that survives re-initialisation), so a second instance would break the first."""
+    return ESpeak()
+
+
 class ESpeak:
-    """eSpeak NG through ctypes; raises DataError with an install hint when unavailable."""
+    """eSpeak NG through ctypes. Use :func:`shared_engine`: one instance per process."""
 
     def __init__(self) -> None:
+        library, data = library_paths()
         try:
-            import espeakng_loader
-        except ImportError:
-            raise DataError(
-                "the speech proxy needs eSpeak NG: `pip install espeakng-loader` (it bundles the engine)"
-            ) from None
-        try:
-            self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-            data_path = espeakng_loader.get_data_path().encode()
-        except (OSError, RuntimeError) as err:
+            self._lib = ctypes.CDLL(library)
+        except OSError as err:
             raise DataError(f"eSpeak NG from espeakng-loader could not be loaded ({err})") from None
+        data_path = data.encode()
         lib = self._lib
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -93,8 +108,14 @@ class ESpeak:
             i += 1
         return 0
 
-    def synthesise(self, text: str, voice: str, rate: int = 160, pitch: int = 50, pitch_range: int = 50) -> Synthesis:
-        """Speak ``text`` with ``voice`` (e.g. ``"en-us+f3"``) at ``rate`` words/min."""
+    def synthesise(
+        self, text: str, voice: str, rate: int = 160, pitch: int = 50, pitch_range: int = 50, seed: int = 0
+    ) -> Synthesis:
+        """Speak ``text`` with ``voice`` (e.g. ``"en-us+f3"``) at ``rate`` words/min.
+
+        ``seed`` seeds eSpeak's noise source (breathiness of some voices), for reproducibility."""
+        if hasattr(self._lib, "espeak_ng_SetRandSeed"):
+            self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise DataError(f"eSpeak NG has no voice {voice!r}")
         for param, value in ((PARAM_RATE, rate), (PARAM_PITCH, pitch), (PARAM_RANGE, pitch_range), (PARAM_VOLUME, 100)):

@@ -21,8 +21,8 @@ from cellc.data import proxy_corpus, proxy_text
 from cellc.errors import DataError
 
 FONTS = ("futural", "scripts", "cursive", "rowmans")
-SAMPLING_HZ = 100.0  # IAM-OnDB's whiteboard pen reports at roughly this rate
-MAX_LINE_CHARS = 30  # short lines keep quick-profile trials quick (real IAM-OnDB lines are longer)
+SAMPLING_HZ = 60.0  # pen reports per second; IAM-OnDB's are denser, fewer points keep trials quick
+MAX_LINE_CHARS = 26  # short lines keep quick-profile trials quick (real IAM-OnDB lines are longer)
 GENERATOR = "Hershey single-stroke fonts via hershey-fonts"
 
 

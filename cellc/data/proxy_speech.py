@@ -4,6 +4,8 @@ Why eSpeak NG: it ships as a wheel (``espeakng-loader``, ~20 MB with its data), 
 project installs it from its own dependency list with no system packages, and its phoneme
 events give each phone's start time, so the alignment comes from the synthesiser itself.
 Measured here: ~20 ms of CPU for 4 s of speech. (Festival would need a system install.)
+eSpeak keeps state between utterances in C statics, so each speaker is synthesised in a
+fresh process (:mod:`cellc.data.espeak_worker`): that is what makes the corpus reproducible.
 
 Each speaker is a voice variant (male ``m*`` or female ``f*`` to match the TIMIT-style
 speaker name), with its own pitch, pitch range, speaking rate, background noise and a
@@ -16,7 +18,13 @@ lists so that the TIMIT loader splits the proxy exactly as it splits the real co
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +34,15 @@ from scipy.signal import lfilter, resample_poly
 from tqdm import tqdm
 
 from cellc.data import proxy_corpus, proxy_text
-from cellc.data.espeak import ESpeak, PhonemeEvent
+from cellc.data.espeak import PhonemeEvent, Synthesis
 from cellc.data.sphere import write_sphere
 from cellc.data.timit_corpus import CORE_TEST_SPEAKERS, DEV_SPEAKERS, PhoneSegment, write_phn
 from cellc.data.timit_phones import PHONE_INDEX
+from cellc.errors import DataError
 
 SAMPLE_RATE = 16000
 GENERATOR = "eSpeak NG via espeakng-loader"
+MAX_CHARS = 34  # ~1.7 s utterances (real TIMIT sentences last ~3 s): keeps quick-profile trials quick
 
 # eSpeak NG English phoneme mnemonics (stress marks stripped) -> TIMIT phones.
 ESPEAK_TO_TIMIT: dict[str, tuple[str, ...]] = {
@@ -149,53 +159,86 @@ def _voice(name: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _render(engine: ESpeak, text: str, voice: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, list[PhoneSegment]]:
-    synth = engine.synthesise(text, voice["voice"], rate=voice["rate"], pitch=voice["pitch"], pitch_range=voice["pitch_range"])
+def synthesise_speaker(texts: list[str], voice: dict[str, Any]) -> list[Synthesis]:
+    """eSpeak NG output for one speaker's sentences, from a fresh process (see espeak_worker)."""
+    job = {k: voice[k] for k in ("voice", "rate", "pitch", "pitch_range")} | {"texts": texts}
+    with tempfile.TemporaryDirectory(prefix="cellc-espeak-") as out:
+        job["out"] = out
+        done = subprocess.run(
+            [sys.executable, "-m", "cellc.data.espeak_worker"], input=json.dumps(job), text=True,
+            capture_output=True, check=False,
+        )
+        if done.returncode != 0:
+            raise DataError(f"eSpeak NG worker failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        results = []
+        for i in range(len(texts)):
+            meta = json.loads((Path(out) / f"{i}.json").read_text())
+            samples = np.load(Path(out) / f"{i}.npy", allow_pickle=False)
+            events = [PhonemeEvent(int(t), str(p)) for t, p in meta["events"]]
+            results.append(Synthesis(samples, int(meta["sample_rate"]), events))
+    return results
+
+
+def _render(synth: Synthesis, voice: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, list[PhoneSegment]]:
+    """Resample to 16 kHz, colour the channel, pad with silence, add the speaker's noise."""
     audio = synth.samples.astype(np.float64)
     if synth.sample_rate != SAMPLE_RATE:
         g = np.gcd(SAMPLE_RATE, synth.sample_rate)
         audio = resample_poly(audio, SAMPLE_RATE // g, synth.sample_rate // g)
     audio = lfilter([1.0, voice["tilt"]], [1.0], audio)
-    lead = int(rng.integers(1600, 4000))  # 100-250 ms of leading and trailing silence, as in TIMIT
-    tail = int(rng.integers(1600, 4000))
+    lead = int(rng.integers(800, 2400))  # 50-150 ms of leading and trailing silence, as in TIMIT
+    tail = int(rng.integers(800, 2400))
     audio = np.concatenate([np.zeros(lead), audio, np.zeros(tail)])
     audio += rng.normal(0.0, 32768 * 10 ** (voice["noise_db"] / 20), size=audio.shape)
     pcm = np.clip(np.round(audio), -32768, 32767).astype(np.int16)
     return pcm, align(synth.events, len(pcm), lead)
 
 
+def check_espeak() -> None:
+    """Fail early, with the install hint, when eSpeak NG cannot be loaded."""
+    from cellc.data.espeak import library_paths
+
+    library_paths()
+
+
 def generate_speech_proxy(root: Path | str, config: ProxySpeechConfig = ProxySpeechConfig(), progress: bool = True) -> Path:
     """Write the proxy corpus under ``root`` (replacing an older proxy there). Deterministic in ``config``."""
     root = Path(root)
-    engine = ESpeak()
+    check_espeak()
     proxy_corpus.prepare_target(root)
     rng = random.Random(config.seed)
     speakers = _speaker_names(config, rng)
     text_rng = random.Random(config.seed + 1)
-    sa_texts = [proxy_text.sentence(text_rng), proxy_text.sentence(text_rng)]
+    sa_texts = [proxy_text.sentence(text_rng, MAX_CHARS), proxy_text.sentence(text_rng, MAX_CHARS)]
     jobs: list[tuple[str, str, str, int]] = []  # (split, part, speaker, dialect)
     for split, members in speakers.items():
         for k, (part, name) in enumerate(members):
             dialect = 1 + (CORE_TEST_SPEAKERS.index(name) // 3 if split == "test" else k % 8)
             jobs.append((split, part, name, dialect))
-    total = len(jobs) * (config.sentences_per_speaker + 2)
-    bar = tqdm(total=total, desc="timit proxy: synthesising", unit="utt", disable=None if progress else True)
+    plans = []
     for index, (split, part, name, dialect) in enumerate(jobs):
         voice_rng = random.Random(f"{config.seed}/{name}")
         voice = _voice(name, voice_rng)
-        noise_rng = np.random.default_rng([config.seed, index])
-        folder = root / part / f"DR{dialect}" / name
-        folder.mkdir(parents=True, exist_ok=True)
         sentences = [("SA1", sa_texts[0]), ("SA2", sa_texts[1])]
         for j in range(config.sentences_per_speaker):
             sid = f"SX{100 + 5 * index + j}" if j % 2 == 0 else f"SI{1000 + 7 * index + j}"
-            sentences.append((sid, proxy_text.sentence(voice_rng)))
-        for sid, text in sentences:
-            pcm, segments = _render(engine, text, voice, noise_rng)
-            write_sphere(folder / f"{sid}.WAV", pcm, SAMPLE_RATE, extra={"database_id": "CELLC_PROXY", "utterance_id": f"{name.lower()}_{sid.lower()}"})
-            write_phn(folder / f"{sid}.PHN", segments)
-            (folder / f"{sid}.TXT").write_text(f"0 {len(pcm)} {text[0].upper() + text[1:]}.\n", encoding="ascii")
-            bar.update(1)
+            sentences.append((sid, proxy_text.sentence(voice_rng, MAX_CHARS)))
+        plans.append((index, part, name, dialect, voice, sentences))
+    bar = tqdm(total=sum(len(p[-1]) for p in plans), desc="timit proxy: synthesising", unit="utt",
+               disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        futures = [pool.submit(synthesise_speaker, [t for _, t in p[-1]], p[4]) for p in plans]
+        for (index, part, name, dialect, voice, sentences), future in zip(plans, futures):
+            noise_rng = np.random.default_rng([config.seed, index])
+            folder = root / part / f"DR{dialect}" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for (sid, text), synth in zip(sentences, future.result()):
+                pcm, segments = _render(synth, voice, noise_rng)
+                write_sphere(folder / f"{sid}.WAV", pcm, SAMPLE_RATE,
+                             extra={"database_id": "CELLC_PROXY", "utterance_id": f"{name.lower()}_{sid.lower()}"})
+                write_phn(folder / f"{sid}.PHN", segments)
+                (folder / f"{sid}.TXT").write_text(f"0 {len(pcm)} {text[0].upper() + text[1:]}.\n", encoding="ascii")
+                bar.update(1)
     bar.close()
     proxy_corpus.finish(
         root,

@@ -37,8 +37,16 @@ def _noun_phrase(rng: random.Random) -> str:
     return " ".join(words)
 
 
-def sentence(rng: random.Random) -> str:
-    """One lower-case sentence of roughly 4-10 words, no punctuation (for speech)."""
+def sentence(rng: random.Random, max_chars: int | None = None) -> str:
+    """One lower-case sentence of roughly 4-10 words, no punctuation (for speech), cut at a
+    word boundary to at most ``max_chars`` characters when given."""
+    text = _sentence(rng)
+    if max_chars is not None and len(text) > max_chars:
+        text = text[: max_chars + 1].rsplit(" ", 1)[0]
+    return text
+
+
+def _sentence(rng: random.Random) -> str:
     pattern = rng.randrange(4)
     subject = _noun_phrase(rng)
     if pattern == 0:
@@ -52,7 +60,7 @@ def sentence(rng: random.Random) -> str:
 
 def text_line(rng: random.Random, max_chars: int = 40) -> str:
     """One written line: capitalised, sometimes with a name, a number, or punctuation."""
-    words = sentence(rng).split()
+    words = _sentence(rng).split()
     if rng.random() < 0.3:
         words.insert(rng.randrange(1, len(words)), str(rng.randrange(2, 100)))
     line = " ".join(words)

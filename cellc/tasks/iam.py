@@ -53,16 +53,21 @@ class IamOnline(Task):
     output_size = 80  # replaced in load(): characters of the training set + blank
     data_subdir = "iam-ondb"
 
-    def __init__(self, data_dir: str | Path | None = None, auto_generate: bool = True) -> None:
+    def __init__(
+        self, data_dir: str | Path | None = None, auto_generate: bool = True, proxy_config: ProxyHandwritingConfig | None = None
+    ) -> None:
+        """``auto_generate``: write the default proxy when no corpus is found (else DataError);
+        ``proxy_config``: the size of that proxy (default: sized for the quick profile)."""
         super().__init__(data_dir)
         self.auto_generate = auto_generate
+        self.proxy_config = proxy_config or ProxyHandwritingConfig()
         self.characters: list[str] = []
         self.report = LoadReport()
 
     def locate(self) -> CorpusLocation:
         return locate_corpus(
             "iam", self.data_dir, self.data_subdir,
-            lambda target: generate_handwriting_proxy(target, ProxyHandwritingConfig()),
+            lambda target: generate_handwriting_proxy(target, self.proxy_config),
             auto_generate=self.auto_generate,
         )
 

@@ -69,15 +69,20 @@ class Timit(Task):
     # Extra columns a report may show: name -> description; see secondary_scores.
     secondary_metrics: ClassVar[dict[str, str]] = {"FER39 %": "frame error % after folding 61 -> 39 phones"}
 
-    def __init__(self, data_dir: str | Path | None = None, auto_generate: bool = True) -> None:
+    def __init__(
+        self, data_dir: str | Path | None = None, auto_generate: bool = True, proxy_config: ProxySpeechConfig | None = None
+    ) -> None:
+        """``auto_generate``: write the default proxy when no corpus is found (else DataError);
+        ``proxy_config``: the size of that proxy (default: sized for the quick profile)."""
         super().__init__(data_dir)
         self.auto_generate = auto_generate
+        self.proxy_config = proxy_config or ProxySpeechConfig()
         self._fold = torch.tensor(fold_index_table(), dtype=torch.int64)
 
     def locate(self) -> CorpusLocation:
         return locate_corpus(
             "timit", self.data_dir, self.data_subdir,
-            lambda target: generate_speech_proxy(target, ProxySpeechConfig()),
+            lambda target: generate_speech_proxy(target, self.proxy_config),
             auto_generate=self.auto_generate,
         )
 
