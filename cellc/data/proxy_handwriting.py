@@ -30,7 +30,7 @@ class ProxyHandwritingConfig(BaseModel):
     """Size and seed of the handwriting proxy. The default suits the harness's quick profile."""
 
     seed: int = 0
-    train_writers: int = Field(10, ge=1, le=500)
+    train_writers: int = Field(16, ge=1, le=500)
     valid_writers: int = Field(4, ge=1, le=500)
     test_writers: int = Field(4, ge=1, le=500)
     forms_per_writer: int = Field(2, ge=1, le=50)

@@ -68,9 +68,9 @@ class ProxySpeechConfig(BaseModel):
     """Size and seed of the speech proxy. The default suits the harness's quick profile."""
 
     seed: int = 0
-    train_speakers: int = Field(12, ge=1, le=400)
-    valid_speakers: int = Field(4, ge=1, le=len(DEV_SPEAKERS))
-    test_speakers: int = Field(4, ge=1, le=len(CORE_TEST_SPEAKERS))
+    train_speakers: int = Field(24, ge=1, le=400)
+    valid_speakers: int = Field(6, ge=1, le=len(DEV_SPEAKERS))
+    test_speakers: int = Field(6, ge=1, le=len(CORE_TEST_SPEAKERS))
     sentences_per_speaker: int = Field(8, ge=1, le=50)  # SI/SX sentences; 2 SA sentences come on top
 
 
