@@ -61,14 +61,18 @@ def test_killed_bench_resumes_keeping_each_finished_trial_once(tmp_path, sig):
                      if t.state.name in ("COMPLETE", "PRUNED")}
               for name, trials in trials_by_study(out).items()}
     assert 2 <= sum(len(v) for v in before.values()) < TARGET * len(CELLS)
+    running = [t for ts in trials_by_study(out).values() for t in ts if t.state.name == "RUNNING"]
     if sig == signal.SIGTERM:  # the coordinator had time to mark its in-flight trials itself
-        running = [t for ts in trials_by_study(out).values() for t in ts if t.state.name == "RUNNING"]
         assert running == []
+    failed_before = sum(1 for ts in trials_by_study(out).values() for t in ts if t.state.name == "FAIL")
 
     rerun = subprocess.run(command(out), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
 
     after = trials_by_study(out)
+    # Trials a SIGKILL left RUNNING are now FAIL ("interrupted"); no new failures otherwise.
+    failed_after = sum(1 for ts in after.values() for t in ts if t.state.name == "FAIL")
+    assert failed_after == failed_before + len(running)
     assert sorted(after) == [f"smoke/jsb/{cell}" for cell in sorted(CELLS)]
     for name, trials in after.items():
         finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
