@@ -157,13 +157,22 @@ class ProcessPool:
         return out
 
     def close(self) -> None:
+        """Ask idle workers to exit, then terminate any still running (an interrupted trial)."""
         for slot in range(self.size):
-            proc = self._procs[slot]
-            if proc is not None and proc.is_alive():
-                proc.terminate()
+            if self._jobs[slot] is None and self._procs[slot].is_alive():
+                try:
+                    self._conns[slot].send(None)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 5
         for proc in self._procs:
-            if proc is not None:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
                 proc.join(timeout=5)
+        for conn in self._conns:
+            conn.close()
 
 
 class InlinePool:
