@@ -47,6 +47,9 @@ def test_smoke_profile_with_two_workers_writes_report(tmp_path):
             assert t.value == attrs["best_valid"] == min(attrs["valid_curve"])
             assert attrs["test_at_best"] > 0 and attrs["param_count"] > 0 and attrs["data_source"] == "real"
             assert 8 <= attrs["hyperparams"]["hidden"] <= 16
+    study = optuna.load_study(study_name="smoke/jsb/vanilla", storage=open_storage(default_storage_url(tmp_path / "runs")))
+    assert study.user_attrs["environment"]["workers"] == 2 and study.user_attrs["data_source"] == "real"
+    assert study.user_attrs["settings"]["profile"] == "smoke" and study.user_attrs["task"] == "jsb"
     report = (tmp_path / "reports" / "smoke.md").read_text()
     assert "| vanilla " in report and "| nfg " in report and "**real**" in report
     assert "cellc bench --tasks jsb --cells vanilla,nfg --profile smoke" in report

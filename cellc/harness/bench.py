@@ -26,7 +26,7 @@ from tqdm import tqdm
 from cellc.errors import CellcError, UsageError
 from cellc.harness import storage as store
 from cellc.harness.profiles import Profile, apply_overrides
-from cellc.harness.record import StudySettings, owner_id
+from cellc.harness.record import StudySettings, environment, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
 from cellc.harness.train import EpochReport, TrainConfig, TrialOutcome
 from cellc.harness.workers import DEFAULT_LAYER_FACTORY, Event, InlinePool, Job, ProcessPool, _resolve
@@ -166,12 +166,13 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     sampler = SeededRandomSampler(options.seed)
     units: list[_Unit] = []
     recovered = 0
+    machine = environment(options.workers)
     for task in options.tasks:
         source, info = task_info[task].source, task_info[task].info
         direction = "minimize" if info["lower_is_better"] else "maximize"
         for cell in options.cells:
             attrs = {"bench": options.name, "task": task, "cell": cell, "task_info": info,
-                     "data_source": source, "command": options.command}
+                     "data_source": source, "command": options.command, "environment": machine}
             study = store.open_study(storage, options.name, task, cell, settings[task], attrs, sampler, direction)
             recovered += store.fail_abandoned_trials(study)
             units.append(_Unit(task, cell, study, settings[task].trials))

@@ -16,6 +16,8 @@ Study user attributes (``study.user_attrs``), written when the study is created:
                     patience, train_subset, batch_size, init_std, backend, search space, seed
 ``data_source``     ``"real"``, ``"rebuilt from music21"``, ``"proxy"``; also per trial
 ``command``         the ``cellc bench ...`` command that reproduces the bench
+``environment``     ``{"cpu", "cores", "system", "python", "torch", "cellc", "workers"}`` of the
+                    latest run that worked on the study (updated on resume, like ``command``)
 ==================  ==========================================================================
 
 Trial states: ``COMPLETE`` (status ``ok``; value = best validation metric), ``PRUNED`` (status
@@ -110,6 +112,27 @@ class TrialRecord(BaseModel):
     def finished(self) -> bool:
         """Kept and counted toward the target (ok or diverged)."""
         return self.state in ("COMPLETE", "PRUNED")
+
+
+def environment(workers: int) -> dict[str, Any]:
+    """Where trials run: CPU model, cores, OS, Python / torch / cellc versions, worker processes."""
+    import platform
+
+    import torch
+
+    from cellc import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count() or 1, "system": f"{platform.system()} {platform.machine()}",
+            "python": platform.python_version(), "torch": torch.__version__, "cellc": __version__,
+            "workers": workers}
 
 
 def study_name(bench: str, task: str, cell: str) -> str:

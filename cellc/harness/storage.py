@@ -69,8 +69,9 @@ def open_study(
             )
         if previous.trials != settings.trials:
             study.set_user_attr("settings", settings.model_dump())
-        if attrs.get("command"):
-            study.set_user_attr("command", attrs["command"])
+        for key in ("command", "environment"):  # describe the latest run
+            if attrs.get(key):
+                study.set_user_attr(key, attrs[key])
     return study
 
 
