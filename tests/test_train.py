@@ -119,3 +119,19 @@ def test_train_command_rejects_bad_momentum(capsys):
 
     assert main(["train", "--momentum", "1.5", "--max-epochs", "1"]) == 2
     assert "bad training setting" in capsys.readouterr().err
+
+
+def test_batched_evaluation_equals_one_sequence_at_a_time(vanilla):
+    from cellc.harness.train import evaluate
+
+    task, data = JSBChorales(), toy_data()
+    sequences = data.train + data.valid  # lengths 12 and 9: padding inside the batch
+    torch.manual_seed(0)
+    network = task.build_network(vanilla, 8)
+    numerator = denominator = 0.0
+    with torch.no_grad():
+        for seq in sequences:
+            batch = task.collate([seq])
+            num, den = task.score(network(batch.inputs, None), batch)
+            numerator, denominator = numerator + num, denominator + den
+    assert evaluate(network, task, sequences) == pytest.approx(numerator / denominator, rel=1e-5)
