@@ -11,8 +11,9 @@ from cellc.codegen.eager import number, step_context
 from cellc.ir.pipeline import CompiledCell
 from cellc.ir.schedule import GROUPS
 
-BACKENDS = ("eager", "fused", "compiled")
-TEMPLATES = {"eager": "module.py.j2", "fused": "fused.py.j2", "compiled": "compiled.py.j2"}
+BACKENDS = ("eager", "fused", "compiled", "triton", "lowered")
+TEMPLATES = {"eager": "module.py.j2", "fused": "fused.py.j2", "compiled": "compiled.py.j2",
+             "triton": "triton.py.j2", "lowered": "lowered.py.j2"}
 
 
 @lru_cache(maxsize=1)
@@ -67,8 +68,16 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
         "first_param": next(iter(compiled.params), ""),
         **step_context(compiled),
     }
-    if backend != "eager":  # the fast backends add their step program (cellc/codegen/fused.py)
+    if backend in ("fused", "compiled", "triton"):  # the step program (cellc/codegen/fused.py)
         from cellc.codegen.fused import backend_context
 
-        context.update(backend_context(compiled, backend))
+        context.update(backend_context(compiled, "compiled" if backend == "triton" else backend))
+    if backend in ("triton", "lowered"):  # torch's own kernels where the cell is exactly LSTM / GRU
+        from cellc.codegen.lowered import lowered_context
+
+        context.update(lowered_context(compiled, required=backend == "lowered"))
+    if backend == "triton":  # GPU kernels generated from the same step program (cellc/codegen/triton_gen.py)
+        from cellc.codegen.triton_gen import triton_context
+
+        context.update(triton_context(compiled))
     return _environment().get_template(TEMPLATES[backend]).render(**context)

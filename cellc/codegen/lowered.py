@@ -1,0 +1,59 @@
+"""Lowering onto torch's own RNN kernels (cuDNN on GPU) for cells that are exactly LSTM or GRU.
+
+The spec's parameters keep their storage (``weight_x``, ``weight_s``, ``bias``, the layout
+every backend shares); each forward assembles torch's ``w_ih, w_hh, b_ih, b_hh`` from them
+in torch's gate order: a view where the blocks already lie in that order, one ``torch.cat``
+otherwise (np stores z, i, f, o; torch wants i, f, g, o). torch's second bias is a zero
+block except the GRU's ``b_hn``.
+"""
+
+from __future__ import annotations
+
+from cellc.errors import UsageError
+from cellc.ir.lowering import LoweringPlan, lowering_plan
+from cellc.ir.pipeline import CompiledCell
+
+
+def blocks_expr(compiled: CompiledCell, names: tuple[str | None, ...], like: str) -> str:
+    """Python source for the (len(names)*N, ...) tensor made of the named parameters' blocks."""
+    layout = compiled.schedule.layout
+    runs: list[tuple[str | None, int, int]] = []  # (group or None for zeros, first block, count)
+    for name in names:
+        group, index = (layout[name].group, layout[name].index) if name else (None, 0)
+        if runs and runs[-1][0] == group and (group is None or runs[-1][1] + runs[-1][2] == index):
+            runs[-1] = (group, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((group, index, 1))
+    parts = []
+    for group, first, count in runs:
+        if group is None:
+            parts.append(f"{like}.new_zeros({count} * N)")
+        elif first == 0 and count == compiled.schedule.group_sizes[group]:
+            parts.append(group)
+        else:
+            parts.append(f"{group}[{first} * N : {first + count} * N]")
+    return parts[0] if len(parts) == 1 else "torch.cat([" + ", ".join(parts) + "])"
+
+
+def lowered_context(compiled: CompiledCell, required: bool) -> dict:
+    """Template context for the lowered layer; ``lowering`` is None when the cell is not torch's."""
+    plan: LoweringPlan | None = lowering_plan(compiled)
+    if plan is None:
+        if required:
+            raise UsageError(
+                f"backend 'lowered' runs only cells whose equations are exactly torch.nn.LSTM's or "
+                f"torch.nn.GRU's; '{compiled.name}' is neither (use auto, compiled, fused, triton or eager)")
+        return {"lowering": None}
+    return {
+        "lowering": {
+            "mode": plan.mode,
+            "w_ih": blocks_expr(compiled, plan.weight_ih, "weight_x"),
+            "w_hh": blocks_expr(compiled, plan.weight_hh, "weight_s"),
+            "b_ih": blocks_expr(compiled, plan.bias_ih, "bias"),
+            "b_hh": blocks_expr(compiled, plan.bias_hh, "bias"),
+            # Position in the module's state tuple of torch's h (and c).
+            "state_index": [compiled.states.index(s) for s in plan.states],
+            # For each module state: its position among torch's states.
+            "torch_index": [plan.states.index(s) for s in compiled.states],
+        }
+    }
