@@ -1,0 +1,128 @@
+"""The fused and compiled backends against eager on huge and NaN inputs, float32 and float64.
+
+The compiled loops are built with -ffast-math, which once made sigmoid NaN for pre-activations
+below -88.7 in float32 (exp overflowed to inf and the vectorized division by inf gave NaN), so
+training runs with large inputs falsely "diverged". Here, wherever eager is finite the fast
+backends must be finite and close; and a NaN input must still come out as NaN (divergence
+detection relies on it), in the batch element that holds it and nowhere else.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import cellc
+from cellc.ir.activations import ACTIVATIONS
+from cellc.spec.loader import spec_search_dirs
+
+SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
+FAST = ("fused", "compiled")
+DTYPES = {"f64": torch.float64, "f32": torch.float32}
+# float64 keeps the 1e-10 of tests/test_backends.py, relative to the value's size (inputs up to 1e4);
+# float32 is a few ulps of its own rounding (summation order and vectorized exp/tanh differ).
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-4)}
+M, N, T, B = 3, 4, 6, 3
+
+
+def _one_activation_spec(tmp_path, act: str):
+    """y = act(W x + R y[-1] + b): the output is the activation itself, so each one is seen alone."""
+    path = tmp_path / f"only_{act}.yaml"
+    path.write_text(f"name: only_{act}\nequations: |\n  y = {act}(W_a x + R_a y[-1] + b_a)\n")
+    return path
+
+
+def _layers(spec, backend, dtype):
+    eager = cellc.build(spec, backend="eager")(M, N, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missing compiler falls back (tested separately)
+        fast = cellc.build(spec, backend=backend)(M, N, dtype=dtype)
+    fast.load_state_dict(eager.state_dict())
+    return eager, fast
+
+
+def _run(layer, x, state):
+    """Output, final states and every gradient (input, initial states, parameters)."""
+    x = x.clone().requires_grad_(True)
+    state = tuple(s.clone().requires_grad_(True) for s in state)
+    out, final = layer(x, state)
+    g = torch.Generator().manual_seed(7)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for f in final:
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
+    names = ["x", *[f"state{k}" for k in range(len(state))], *[n for n, _ in layer.named_parameters()]]
+    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()])
+    results = {"out": out.detach(), **{f"final{k}": f.detach() for k, f in enumerate(final)}}
+    results.update({f"grad_{n}": g for n, g in zip(names, grads)})
+    return results
+
+
+def _inputs(eager, dtype, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = scale * torch.randn(T, B, M, generator=g, dtype=torch.float64)
+    state = tuple(0.5 * torch.randn(1, B, N, generator=g, dtype=torch.float64) for _ in eager.state_names)
+    return x.to(dtype), tuple(s.to(dtype) for s in state)
+
+
+def _assert_matches(fast: dict, eager: dict, dtype, values=lambda name: True):
+    """Same NaN positions, finite where eager is finite, close there (only the entries ``values`` names)."""
+    assert fast.keys() == eager.keys()
+    for name, want in eager.items():
+        got = fast[name]
+        finite = torch.isfinite(want)
+        assert torch.isfinite(got[finite]).all(), f"{name}: non-finite where eager is finite"
+        assert torch.equal(torch.isnan(got), torch.isnan(want)), f"{name}: NaN where eager has none, or not where it has"
+        if values(name):
+            torch.testing.assert_close(got[finite], want[finite], **TOL[dtype], msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("scale", [100.0, 1e4])
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("spec", SPECS)
+def test_huge_inputs_match_eager(spec, backend, dtype, scale):
+    eager, fast = _layers(spec, backend, dtype)
+    x, state = _inputs(eager, dtype, scale, seed=len(spec))
+    want = _run(eager, x, state)
+    assert torch.isfinite(want["out"]).all()  # saturating gates: the reference itself stays finite
+    _assert_matches(_run(fast, x, state), want, dtype)
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0, 1e4])
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_each_activation_huge_both_signs(tmp_path, monkeypatch, act, backend, dtype, scale):
+    """Pre-activations of both signs far beyond exp's range (about +-1e4 and more), forward and backward."""
+    # PyTorch's own hardsigmoid backward multiplies by the float32 constant 1.0f/6 even in float64
+    # (0.16666667163...), 3e-8 off; the same function through clamp has an exact float64 gradient.
+    monkeypatch.setattr(torch.nn.functional, "hardsigmoid", lambda x: (x + 3).clamp(0, 6) / 6)
+    eager, fast = _layers(_one_activation_spec(tmp_path, act), backend, dtype)
+    x, state = _inputs(eager, dtype, scale, seed=3)
+    x[0, 0] = scale  # make sure both extremes appear at the first step, whatever the weights
+    x[0, 1] = -scale
+    want = _run(eager, x, state)
+    _assert_matches(_run(fast, x, state), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("spec", [*SPECS, *[f"only_{a}" for a in sorted(ACTIVATIONS)]])
+def test_nan_input_stays_nan(tmp_path, spec, backend, dtype):
+    """A NaN in one batch element's input gives NaN there (as eager does) and leaves the others alone.
+
+    Gradients must be NaN exactly where eager's are; their finite values are not compared: at a NaN
+    pre-activation PyTorch's relu backward passes the gradient (NaN <= 0 is false), while the
+    derivative from the output, (y > 0), blocks it."""
+    if spec.startswith("only_"):
+        spec = _one_activation_spec(tmp_path, spec.removeprefix("only_"))
+    eager, fast = _layers(spec, backend, dtype)
+    x, state = _inputs(eager, dtype, 1.0, seed=5)
+    x[2, 1, 0] = float("nan")
+    want = _run(eager, x, state)
+    assert torch.isnan(want["out"][2:, 1]).all() and torch.isfinite(want["out"][:, [0, 2]]).all()
+    got = _run(fast, x, state)
+    assert torch.isnan(got["out"][2:, 1]).all()
+    _assert_matches(got, want, dtype, values=lambda name: not name.startswith("grad_"))
