@@ -1,0 +1,401 @@
+"""Triton kernels generated from the step program (the same one the fused backend prints).
+
+Two families, both written into the generated module as source text and compiled lazily
+(the module imports triton only when a CUDA tensor, or TRITON_INTERPRET=1, asks for them):
+
+- Per-step kernels: after the recurrent GEMM (torch.addmm / torch.mm, cuBLAS), one launch
+  per step does all pointwise work of the step, forward and backward (gate activations,
+  state update, peepholes, derivatives). Current-step products (``R (r * y[-1])``) split a
+  step into stages: a kernel, torch.mm, the next kernel; values that cross a stage go
+  through a small scratch buffer.
+- Persistent kernels: one launch runs the whole time loop (and one its backward). Each
+  program owns a tile of batch rows and ALL hidden units, and keeps every block of R (and
+  of any current-step matrix) resident on chip for the whole loop; the recurrent products
+  are ``tl.dot``. A step's full ``h`` is in the program's registers when the next step
+  needs it, so no synchronisation between programs is needed. This limits the hidden size
+  (``PERSISTENT_MAX_N``); larger layers use the per-step kernels.
+
+Element (b, n) of every (B, N) block is owned by one program, so accumulations (the
+peephole and bias gradients, summed over steps) need no atomics. Arithmetic is float32
+whatever the storage dtype (bf16 / fp16 inputs and weights keep float32 state).
+"""
+
+from __future__ import annotations
+
+from cellc.codegen import naming
+from cellc.codegen.eager import number
+from cellc.codegen.fused import FusedPrinter, Layout, grad_var, target_var
+from cellc.ir import autodiff as ad
+from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.pipeline import CompiledCell
+
+# Triton forms of each activation (over {x}) and its derivative from the output (over {y}).
+TRITON_ACTIVATIONS = {
+    "sigmoid": ("tl.sigmoid({x})", "{y} * (1.0 - {y})"),
+    "tanh": ("_tanh({x})", "(1.0 - {y} * {y})"),
+    "identity": ("({x})", "1.0"),
+    "relu": ("tl.maximum({x}, 0.0)", "tl.where({y} > 0.0, 1.0, 0.0)"),
+    "hard_sigmoid": ("tl.minimum(tl.maximum({x} / 6.0 + 0.5, 0.0), 1.0)",
+                     "tl.where(({y} > 0.0) & ({y} < 1.0), 1.0 / 6.0, 0.0)"),
+}
+assert set(TRITON_ACTIVATIONS) == set(ACTIVATIONS), "every activation needs a Triton form"
+
+# Largest hidden size the persistent kernels take (R resident on chip; see the module docstring).
+PERSISTENT_MAX_N = 128
+
+
+class TritonPrinter(FusedPrinter):
+    def expr(self, node: ir.Expr) -> str:
+        if isinstance(node, ad.Deriv):
+            return "(" + TRITON_ACTIVATIONS[node.fn][1].format(y=self.expr(node.output)) + ")"
+        if isinstance(node, ir.Const):
+            return number(node.value)
+        return super().expr(node)
+
+    def call(self, fn: str, arg: str) -> str:
+        return TRITON_ACTIVATIONS[fn][0].format(x=arg)
+
+
+def _per_batch(expr: ir.Expr) -> bool:
+    """Does the expression read anything per batch row (else it must be broadcast to the tile)?"""
+    per_batch = (ir.Input, ir.State, ir.Value, ir.Slot, ad.Temp, ad.Grad, ad.Carry, ad.OutGrad, ad.MatGrad)
+    return any(isinstance(n, per_batch) for n in ad._walk(expr))
+
+
+def _assign(var: str, expr: ir.Expr, p: TritonPrinter) -> str:
+    code = p.expr(expr)
+    return f"{var} = {code}" if _per_batch(expr) else f"{var} = zero + {code}"
+
+
+class KernelWriter:
+    """Lines of the generated kernels, from the Layout / StepProgram of the fused backend."""
+
+    def __init__(self, compiled: CompiledCell, layout: Layout):
+        self.c = compiled
+        self.lay = layout
+        self.prog = layout.program
+        sched = compiled.schedule
+        self.slot_vars: dict[tuple[str, int], str] = {}
+        for j in range(layout.n_s):
+            self.slot_vars[("xs" if layout.fused else "s", j)] = f"g{j}"
+        for k in range(layout.n_x):
+            self.slot_vars.setdefault(("x", k), f"x{k}")
+        self.p = TritonPrinter(self.slot_vars)
+        self.saved_index = {node: k for k, node in enumerate(layout.saved)}
+        self.vector_index = {name: k for k, name in enumerate(layout.vectors)}
+        self.acc_index = {name: k for k, name in enumerate(layout.vector_grads)}
+        self.n_gemm = len(sched.current)
+
+    # ---- leaves -------------------------------------------------------------------------
+    def slot_load(self, stage: str, k: int, base: str = "xw") -> str:
+        var = self.slot_vars[(stage, k)]
+        if stage == "s":
+            return f"{var} = _ld(gs + (t * B + r) * ({self.lay.n_s} * N) + {k} * N + c, ok)"
+        return f"{var} = _ld({base} + (t * B + r) * ({self.lay.n_x} * N) + {k} * N + c, ok)"
+
+    def state_ptr(self, name: str, step: str) -> str:
+        return f"S + (({step}) * B + r) * ({self.lay.K} * N) + {self.lay.state_block[name]} * N + c"
+
+    def saved_ptr(self, node: ir.Expr) -> str:
+        return f"SV + (({self.saved_index[node]} * T + t) * B + r) * N + c"
+
+    def leaf_loads(self, exprs, local: set, stage_store: dict, *, states_from_memory: bool = True,
+                   slots_from_memory: bool = True) -> list[str]:
+        """Loads of every leaf the expressions read that is not computed in this block of code."""
+        lines: list[str] = []
+        seen: set[str] = set()
+        for e in exprs:
+            for leaf in ad.forward_leaves(e):
+                line = self.leaf_load(leaf, local, stage_store, states_from_memory, slots_from_memory)
+                if line and line not in seen:
+                    seen.add(line)
+                    lines.append(line)
+        return lines
+
+    def leaf_load(self, leaf, local, stage_store, states_from_memory, slots_from_memory) -> str | None:
+        if isinstance(leaf, ir.Param):
+            return f"{naming.param_var(leaf.name)} = _ld(VEC + {self.vector_index[leaf.name]} * N + c, c < N)"
+        if isinstance(leaf, ir.State):
+            if not states_from_memory:
+                return None
+            return f"{naming.state_var(leaf.name)} = _ld({self.state_ptr(leaf.name, 't')}, ok)"
+        if isinstance(leaf, ir.Slot):
+            if not slots_from_memory and leaf.stage != "x":
+                return None  # computed by tl.dot in the persistent kernel
+            return self.slot_load(leaf.stage, leaf.index)
+        if isinstance(leaf, (ir.Value, ad.Temp)):
+            var = target_var(leaf)
+            if var in local:
+                return None
+            if var in stage_store:
+                return f"{var} = _ld(TMP + ({stage_store[var]} * B + r) * N + c, ok)"
+            return f"{var} = _ld({self.saved_ptr(leaf)}, ok)"
+        if isinstance(leaf, ad.Grad):
+            var = grad_var(leaf.target)
+            if var in local:
+                return None
+            return f"{var} = _ld(TMP + ({stage_store[var]} * B + r) * N + c, ok)"
+        if isinstance(leaf, ad.MatGrad):
+            return None if f"mg{leaf.index}" in local else f"mg{leaf.index} = _ld(MG + ({leaf.index} * B + r) * N + c, ok)"
+        return None  # constants; Carry and OutGrad are loaded by the kernel's prologue
+
+    # ---- per-step forward ---------------------------------------------------------------
+    def step_forward(self) -> list[list[str]]:
+        """Bodies of the forward stage kernels (split at current-step products)."""
+        stages = [s for s in self.prog.stages(self.prog.forward)]
+        bodies: list[list[str]] = []
+        self.fwd_tmp: dict[str, int] = {}
+        self.fwd_gemm_operand: list[tuple[int, str]] = []  # (gemm index, 'SV k' | 'TMP k')
+        kernels: list[list] = []
+        current: list = []
+        for part in stages:
+            if part and isinstance(part[0], ad.CurrentGemm):
+                kernels.append(current)
+                current = []
+                continue
+            current.extend(part)
+        kernels.append(current)
+        gemms = list(self.prog.gemms)
+        for number_, ops in enumerate(kernels):
+            last = number_ == len(kernels) - 1
+            local: set[str] = set()
+            lines: list[str] = []
+            exprs = [op.expr for op in ops]
+            if last:
+                exprs += [ir.Value(s) for s in self.lay.state_order] + [ir.Value(self.c.cell.output)]
+                exprs += [ir.State(s) for s in self.lay.state_order]
+            if number_ > 0:  # the product that opened this stage
+                g = gemms[number_ - 1]
+                local.add(target_var(g.target))
+                lines.append(f"{target_var(g.target)} = _ld(CG + ({g.index} * B + r) * N + c, ok)")
+            body: list[str] = []
+            for op in ops:
+                var = target_var(op.target)
+                body.append(_assign(var, op.expr, self.p))
+                local.add(var)
+                if op.target in self.saved_index:
+                    body.append(f"tl.store({self.saved_ptr(op.target)}, {var}, mask=ok)")
+                if not last and op.target not in self.saved_index:
+                    k = self.fwd_tmp.setdefault(var, len(self.fwd_tmp))
+                    body.append(f"tl.store(TMP + ({k} * B + r) * N + c, {var}, mask=ok)")
+            lines += self.leaf_loads(exprs, local, self.fwd_tmp)
+            lines += body
+            if last:
+                lines += self.forward_epilogue()
+            bodies.append(lines)
+        # Where each current-step product's operand lives (saved buffer or scratch).
+        for g in gemms:
+            var = target_var(g.operand)
+            where = ("SV", self.saved_index[g.operand]) if g.operand in self.saved_index else ("TMP", self.fwd_tmp[var])
+            self.fwd_gemm_operand.append((g.index, *where))
+        return bodies
+
+    def forward_epilogue(self, persistent: bool = False) -> list[str]:
+        out = naming.value_var(self.c.cell.output)
+        lines = ["if HAS_MASK:", "    m = tl.load(MASK + t * B + r, mask=r < B, other=0) != 0"]
+        for s in self.lay.state_order:
+            v, sv = naming.value_var(s), naming.state_var(s)
+            lines.append(f"    {v} = tl.where(m, {v}, {sv})")
+        lines.append(f"    {out}_out = tl.where(m, {out}, 0.0)")
+        lines.append("else:")
+        lines.append(f"    {out}_out = {out}")
+        lines.append(f"tl.store(out + (t * B + r) * N + c, {out}_out, mask=ok)")
+        for s in self.lay.state_order:
+            v = naming.value_var(s)
+            lines.append(f"tl.store({self.state_ptr(s, 't + 1')}, {v}, mask=ok)")
+            if persistent:
+                lines.append(f"{naming.state_var(s)} = tl.where(c < N, {v}, 0.0)")
+        return lines
+
+    # ---- per-step backward --------------------------------------------------------------
+    def backward_prologue(self, persistent: bool = False) -> list[str]:
+        lines = ["if HAS_MASK:", "    m = tl.load(MASK + t * B + r, mask=r < B, other=0) != 0",
+                 "    d_out_t = tl.where(m, _ld(DOUT + (t * B + r) * N + c, ok), 0.0)",
+                 "else:", "    d_out_t = _ld(DOUT + (t * B + r) * N + c, ok)"]
+        for s in self.lay.state_order:
+            b = self.lay.state_block[s]
+            raw = f"k_{s}" if persistent else f"_ld(CARRY + r * ({self.lay.K} * N) + {b} * N + c, ok)"
+            lines.append(f"raw_{s} = {raw}")
+            lines.append(f"c_{s} = raw_{s}")
+            lines.append("if HAS_MASK:")
+            lines.append(f"    c_{s} = tl.where(m, raw_{s}, 0.0)")
+        return lines
+
+    def backward_epilogue(self, persistent: bool = False) -> list[str]:
+        """Slot gradients stored, vector gradients accumulated, the pointwise part of the new carry."""
+        lines = []
+        for (stage, k), expr in self.prog.slot_grads.items():
+            home, col = self.lay.slot_home[(stage, k)]
+            var = f"dslot_{home}{col}"
+            lines.append(_assign(var, expr, self.p))
+            if home == "dxw":
+                lines.append(f"tl.store(DXW + (t * B + r) * ({self.lay.n_x} * N) + {col} * N + c, {var}, mask=ok)")
+            else:
+                lines.append(f"tl.store(DG + (t * B + r) * ({self.lay.n_s} * N) + {col} * N + c, {var}, mask=ok)")
+        for name in self.lay.vector_grads:
+            a = self.acc_index[name]
+            value = self.p.expr(self.prog.param_grads[name])
+            if persistent:
+                lines.append(f"acc{a} += tl.where(ok, {value}, 0.0)")
+            else:
+                ptr = f"ACC + ({a} * B + r) * N + c"
+                lines.append(f"tl.store({ptr}, _ld({ptr}, ok) + {value}, mask=ok)")
+        for s in self.lay.state_order:
+            expr = self.prog.prev_grads.get(s)
+            new = "0.0" if expr is None else self.p.expr(expr)
+            lines.append(f"new_{s} = zero + {new}")
+            lines.append(f"if HAS_MASK:")
+            lines.append(f"    new_{s} += tl.where(m, 0.0, raw_{s})")
+            if not persistent:
+                b = self.lay.state_block[s]
+                lines.append(f"tl.store(NEW + r * ({self.lay.K} * N) + {b} * N + c, new_{s}, mask=ok)")
+        return lines
+
+    def backward_exprs(self) -> list[ir.Expr]:
+        exprs = [op.expr for op in self.prog.backward if isinstance(op, ad.GradAssign)]
+        exprs += list(self.prog.slot_grads.values()) + list(self.prog.param_grads.values())
+        return exprs + list(self.prog.prev_grads.values())
+
+    def step_backward(self) -> list[list[str]]:
+        kernels: list[list] = [[]]
+        for op in self.prog.backward:
+            if isinstance(op, ad.GradGemm):
+                kernels[-1].append(op)  # stores the result's gradient, then torch.mm
+                kernels.append([])
+            else:
+                kernels[-1].append(op)
+        self.bwd_tmp: dict[str, int] = {}
+        bodies = []
+        for number_, ops in enumerate(kernels):
+            last = number_ == len(kernels) - 1
+            local: set[str] = set()
+            body: list[str] = []
+            exprs = [op.expr for op in ops if isinstance(op, ad.GradAssign)]
+            if last:
+                exprs = exprs + list(self.prog.slot_grads.values()) + list(self.prog.param_grads.values())
+                exprs += list(self.prog.prev_grads.values())
+            for op in ops:
+                if isinstance(op, ad.GradGemm):
+                    var = grad_var(op.result)
+                    body.append(f"tl.store(DM + (({op.index} * T + t) * B + r) * N + c, {var}, mask=ok)")
+                    continue
+                var = grad_var(op.target)
+                body.append(_assign(var, op.expr, self.p))
+                local.add(var)
+                if not last:
+                    k = self.bwd_tmp.setdefault(var, len(self.bwd_tmp))
+                    body.append(f"tl.store(TMP + ({k} * B + r) * N + c, {var}, mask=ok)")
+            lines = self.backward_prologue()
+            lines += self.leaf_loads(exprs, local, self.bwd_tmp)
+            lines += body
+            if last:
+                lines += self.backward_epilogue()
+            bodies.append(lines)
+        self.bwd_gemms = [op.index for op in self.prog.backward if isinstance(op, ad.GradGemm)]
+        return bodies
+
+    # ---- persistent ---------------------------------------------------------------------
+    def persistent_forward(self) -> list[str]:
+        """Loop body of the persistent forward kernel (states and R live in registers)."""
+        lines: list[str] = []
+        lay = self.lay
+        # Recurrent products: g_j = sum over operand blocks k of h_k @ R_jk^T (+ xw when fused).
+        for j in range(lay.n_s):
+            var = f"g{j}"
+            dots = [f"tl.dot(hk{k}, rT{j}_{k}, input_precision=PREC)" for jj, k in lay.r_blocks if jj == j]
+            if lay.fused:
+                xw_ptr = f"xw + (t * B + r) * ({lay.n_x} * N) + {j} * N + c"
+                lines.append(f"{var} = _ld({xw_ptr}, ok) + " + " + ".join(dots))
+                if ("xs", j) in self.prog.saved_slots:
+                    lines.append(f"tl.store({xw_ptr}, {var}, mask=ok)")
+            else:
+                lines.append(f"{var} = " + " + ".join(dots))
+                if ("s", j) in self.prog.saved_slots:
+                    lines.append(f"tl.store(gs + (t * B + r) * ({lay.n_s} * N) + {j} * N + c, {var}, mask=ok)")
+        body: list[str] = []
+        local: set[str] = set()
+        for op in self.prog.forward:
+            var = target_var(op.target)
+            if isinstance(op, ad.CurrentGemm):
+                operand = target_var(op.operand)
+                body.append(f"{var} = tl.dot(tl.where(c < N, {operand}, 0.0).to(mT{op.index}.dtype), mT{op.index}, "
+                            f"input_precision=PREC)")
+            else:
+                body.append(_assign(var, op.expr, self.p))
+            local.add(var)
+            if op.target in self.saved_index:
+                body.append(f"tl.store({self.saved_ptr(op.target)}, {var}, mask=ok)")
+        exprs = [op.expr if isinstance(op, ad.Pointwise) else op.operand for op in self.prog.forward]
+        loads = [line for line in self.leaf_loads(exprs, local, {}, states_from_memory=False, slots_from_memory=False)
+                 if not line.startswith("w_")]  # vectors are loaded once, before the loop
+        operands = []
+        for k, name in enumerate(self.c.schedule.s_operands):
+            j = next(j for j, kk in lay.r_blocks if kk == k)
+            operands.append(f"hk{k} = {naming.state_var(name)}.to(rT{j}_{k}.dtype)")
+        return operands + loads + lines + body + self.forward_epilogue(persistent=True)
+
+    def persistent_backward(self) -> list[str]:
+        lay = self.lay
+        lines = self.backward_prologue(persistent=True)
+        local: set[str] = set()
+        body: list[str] = []
+        for op in self.prog.backward:
+            if isinstance(op, ad.GradGemm):
+                var = grad_var(op.result)
+                body.append(f"tl.store(DM + (({op.index} * T + t) * B + r) * N + c, {var}, mask=ok)")
+                body.append(f"mg{op.index} = tl.dot(tl.where(ok, {var}, 0.0).to(mN{op.index}.dtype), mN{op.index}, "
+                            f"input_precision=PREC)")
+                local.add(f"mg{op.index}")
+                continue
+            var = grad_var(op.target)
+            body.append(_assign(var, op.expr, self.p))
+            local.add(var)
+        loads = [line for line in self.leaf_loads(self.backward_exprs(), local, {}) if not line.startswith("w_")]
+        lines += loads + body + self.backward_epilogue(persistent=True)
+        # The recurrent GEMM's share of the carried gradient: dh_k += sum_j dg_j @ R_jk.
+        for s in lay.state_order:
+            k = lay.state_block[s]
+            if k >= lay.n_ops:
+                continue
+            for j, kk in lay.r_blocks:
+                if kk != k or ("xs" if lay.fused else "s", j) not in self.prog.slot_grads:
+                    continue
+                home, col = lay.slot_home[("xs" if lay.fused else "s", j)]
+                lines.append(f"new_{s} += tl.dot(tl.where(ok, dslot_{home}{col}, 0.0).to(rN{j}_{k}.dtype), rN{j}_{k}, "
+                             f"input_precision=PREC)")
+        for s in lay.state_order:
+            lines.append(f"k_{s} = tl.where(ok, new_{s}, 0.0)")
+        return lines
+
+
+def triton_context(compiled: CompiledCell) -> dict:
+    from cellc.codegen.fused import Layout
+
+    program = ad.derive(compiled)
+    layout = Layout(compiled, program)
+    w = KernelWriter(compiled, layout)
+    fwd = w.step_forward()
+    bwd = w.step_backward()
+    context = {
+        "tk": {
+            "lay": layout,
+            "fwd_stages": fwd,
+            "bwd_stages": bwd,
+            "fwd_tmp": max(len(w.fwd_tmp), 1),
+            "bwd_tmp": max(len(w.bwd_tmp), 1),
+            "fwd_gemm_operand": w.fwd_gemm_operand,
+            "bwd_gemms": w.bwd_gemms,
+            "n_gemm": w.n_gemm,
+            "n_saved": len(layout.saved),
+            "n_vec": len(layout.vectors),
+            "n_acc": len(layout.vector_grads),
+            "persistent_fwd": w.persistent_forward(),
+            "persistent_bwd": w.persistent_backward(),
+            "state_names": list(layout.state_order),
+            "state_vars": [naming.state_var(s) for s in layout.state_order],
+            "persistent_max_n": PERSISTENT_MAX_N,
+        },
+        "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
+    }
+    return context
