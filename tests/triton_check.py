@@ -1,0 +1,94 @@
+"""Run the triton backend's kernels under the Triton interpreter against the eager backend.
+
+Used by tests/test_triton.py in a subprocess, so that TRITON_INTERPRET=1 never leaks into
+other tests. Prints one JSON object per line: {"spec", "mode", "case", "error"} where error
+is max(|fast - eager| - RTOL * |eager|) over the output, final states and every gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import torch
+
+import cellc
+
+RTOL = 1e-4
+CASES = {
+    "plain": dict(num_layers=1, bidirectional=False, lengths=None, N=5),
+    "bidir_lengths": dict(num_layers=1, bidirectional=True, lengths=[4, 2], N=5),
+    "two_layer": dict(num_layers=2, bidirectional=False, lengths=None, N=16),
+}
+M, T, B = 3, 4, 2
+
+
+def run(layer, x, state, lengths):
+    x = x.clone().requires_grad_(True)
+    state = tuple(s.clone().requires_grad_(True) for s in state)
+    out, final = layer(x, state, lengths=lengths)
+    g = torch.Generator().manual_seed(3)
+    loss = (out.float() * torch.randn(out.shape, generator=g)).sum()
+    for f in final:
+        loss = loss + (f.float() * torch.randn(f.shape, generator=g)).sum()
+    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()])
+    return [out.detach(), *[f.detach() for f in final], *grads]
+
+
+def error(fast, ref) -> float:
+    return max(((a.float() - b.float()).abs() - RTOL * b.float().abs()).max().item() for a, b in zip(fast, ref))
+
+
+def layers(spec, opts):
+    eager = cellc.build(spec, backend="eager")(M, opts["N"], num_layers=opts["num_layers"],
+                                              bidirectional=opts["bidirectional"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = cellc.build(spec, backend="triton")(M, opts["N"], num_layers=opts["num_layers"],
+                                                  bidirectional=opts["bidirectional"])
+    fast.load_state_dict(eager.state_dict())
+    return eager, fast
+
+
+def main(specs: list[str]) -> None:
+    # On CPU without the interpreter the triton module runs the compiled loops and never imports triton.
+    eager, fast = layers(specs[0], CASES["plain"])
+    fast(torch.randn(T, B, M))
+    print(json.dumps({"check": "cpu_without_triton", "ok": "triton" not in sys.modules}), flush=True)
+
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton is first imported (by the kernels' first use)
+    for spec in specs:
+        for case, opts in CASES.items():
+            eager, fast = layers(spec, opts)
+            g = torch.Generator().manual_seed(len(spec) + len(case))
+            x = torch.randn(T, B, M, generator=g)
+            n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
+            state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
+            lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
+            ref = run(eager, x, state, lengths)
+            for mode in ("step", "persistent"):
+                os.environ["CELLC_TRITON_MODE"] = mode
+                err = error(run(fast, x, state, lengths), ref)
+                print(json.dumps({"spec": spec, "mode": mode, "case": case, "error": err}), flush=True)
+    # Mixed precision (autocast): 16-bit matrices, float32 state. The interpreter's tl.dot is wrong
+    # for bf16 (numpy has no bf16), so the persistent kernel is checked with fp16 here, bf16 on GPU.
+    for spec in ("vanilla", "gru"):
+        eager, fast = layers(spec, CASES["plain"])
+        x = torch.randn(T, B, M)
+        ref = eager(x)[0]
+        for mode, dtype in (("step", torch.bfloat16), ("step", torch.float16), ("persistent", torch.float16)):
+            os.environ["CELLC_TRITON_MODE"] = mode
+            fast.zero_grad()
+            with torch.autocast("cpu", dtype=dtype):
+                out = fast(x)[0]
+            out.float().sum().backward()
+            grads_fp32 = all(p.grad is not None and p.grad.dtype == torch.float32 for p in fast.parameters())
+            print(json.dumps({"spec": spec, "mode": mode, "case": f"autocast_{str(dtype)[6:]}",
+                              "error": (out.float() - ref).abs().max().item(), "out_dtype": str(out.dtype),
+                              "grads_fp32": grads_fp32}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
