@@ -18,12 +18,23 @@ _MODULES: dict[tuple[str, str, str], types.ModuleType] = {}  # (name, hash, back
 
 def resolve_backend(backend: str) -> str:
     """'auto' picks the fastest correct backend available here: 'compiled' (C++ time loops), which
-    itself falls back to the fused Python loops, with one warning, where no compiler works."""
+    itself falls back to the fused Python loops, with one warning, where no compiler works; where a
+    CUDA device and triton are present, 'triton', whose modules run CUDA tensors on generated Triton
+    kernels (torch's cuDNN kernels for cells that are exactly LSTM / GRU) and CPU tensors on the same
+    compiled loops."""
     if backend == "auto":
-        return "compiled"
+        return "triton" if _cuda_and_triton() else "compiled"
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}' (choose from auto, {', '.join(BACKENDS)})")
     return backend
+
+
+def _cuda_and_triton() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
 def load_module(compiled: CompiledCell, backend: str = "auto") -> types.ModuleType:
