@@ -84,8 +84,18 @@ def _diff(test: CellTest) -> str:
     return f"{w.diff:+.3f} [{w.diff_ci.low:+.3f}, {w.diff_ci.high:+.3f}]"
 
 
+def _secondary_cell(task: TaskAnalysis, cell: str, name: str) -> str:
+    m = task.secondary.get(cell, {}).get(name)
+    if m is None or m.mean is None:
+        return "n/a"
+    return _num(m.mean) if m.ci is None else f"{m.mean:.3f} [{m.ci.low:.3f}, {m.ci.high:.3f}]"
+
+
 def comparison_table(task: TaskAnalysis) -> str:
-    headers = ["cell", "trials", "diverged", "tested", "mean params", "mean [95 % CI]", "median", "std",
+    """All tested trials per cell; a task's secondary metrics (e.g. TIMIT's FER39 %) follow the main mean."""
+    names = list(task.secondary_metrics)
+    headers = ["cell", "trials", "diverged", "tested", "mean params", "mean [95 % CI]",
+               *[f"mean {name} [95 % CI]" for name in names], "median", "std",
                "best", f"Δ mean vs {BASELINE} [95 % CI]", "Hedges' g", "Welch p", "verdict"]
     rows = []
     for test in task.tests[Subset.ALL]:
@@ -93,7 +103,8 @@ def comparison_table(task: TaskAnalysis) -> str:
         rows.append([
             test.cell, counts.finished, counts.diverged, test.n,
             "n/a" if counts.mean_params is None else f"{counts.mean_params:,.0f}",
-            _mean_ci(test), _num(test.median), _num(test.std), _num(test.best), _diff(test),
+            _mean_ci(test), *[_secondary_cell(task, test.cell, name) for name in names],
+            _num(test.median), _num(test.std), _num(test.best), _diff(test),
             _signed(test.hedges_g, 2), _p_cell(test), _verdict_cell(test),
         ])
     return _table(headers, rows)
@@ -211,14 +222,35 @@ def _best_region(task: TaskAnalysis) -> str:
 # Report assembly
 
 
-def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalysis]) -> list[str]:
-    settings = studies[0].attrs.get("settings", {})
+def _task_settings(studies: Sequence[StudyData], tasks: Sequence[TaskAnalysis]) -> list[tuple[str, dict]]:
+    """(task title, stored settings) per task: tasks size a profile for themselves (Task.profile_overrides)."""
+    first = {}
+    for study in studies:
+        first.setdefault(study.task, study.attrs.get("settings", {}))
+    return [(t.title, first.get(t.task, {})) for t in tasks]
+
+
+def _schedule_text(settings: dict) -> str:
+    return (f"{settings.get('trials', '?')} random-search trials per (task, cell), at most "
+            f"{settings.get('max_epochs', '?')} epochs, early-stopping patience {settings.get('patience', '?')}, "
+            f"warm-up {settings.get('warmup', 0)}, training sequences per epoch: {settings.get('train_subset') or 'all'}")
+
+
+def _search_text(settings: dict) -> str:
     space = settings.get("space", {})
 
     def rng(key: str) -> str:
         r = space.get(key, {})
         return f"[{r.get('low', '?'):g}, {r.get('high', '?'):g}]" if r else "[?]"
 
+    return (f"hidden size log-uniform integer {rng('hidden')}, learning rate log-uniform {rng('lr')}, "
+            f"1 - momentum log-uniform {rng('one_minus_momentum')}, input noise std uniform {rng('noise')}; "
+            f"search seed {settings.get('seed', '?')}")
+
+
+def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalysis]) -> list[str]:
+    settings = studies[0].attrs.get("settings", {})
+    per_task = _task_settings(studies, tasks)
     proxies = [t.title for t in tasks if t.is_proxy]
     lines = [
         f"# LSTM Odyssey report: `{bench}`",
@@ -226,12 +258,16 @@ def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalys
         "A rerun of the analysis of Greff et al., \"LSTM: A Search Space Odyssey\" (2017) on the trials stored for "
         f"bench `{bench}`: every number, table and figure below is computed from that storage by `cellc report`.",
         "",
-        f"- Profile **{settings.get('profile', '?')}**: {settings.get('trials', '?')} random-search trials per "
-        f"(task, cell), at most {settings.get('max_epochs', '?')} epochs, early-stopping patience "
-        f"{settings.get('patience', '?')}, training sequences per epoch: {settings.get('train_subset') or 'all'}.",
-        f"- Search: hidden size log-uniform integer {rng('hidden')}, learning rate log-uniform {rng('lr')}, "
-        f"1 - momentum log-uniform {rng('one_minus_momentum')}, input noise std uniform {rng('noise')}; "
-        f"search seed {settings.get('seed', '?')}.",
+    ]
+    if all(s == per_task[0][1] for _, s in per_task):
+        lines += [f"- Profile **{settings.get('profile', '?')}**: {_schedule_text(settings)}.",
+                  f"- Search: {_search_text(settings)}."]
+    else:
+        lines.append(f"- Profile **{settings.get('profile', '?')}**, as each task sized it for itself:")
+        lines += [f"  - {title}: {_schedule_text(s)}; search: {_search_text(s)}." for title, s in per_task]
+    lines += [
+        "- Warm-up: leading epochs whose validation metric still equals the first epoch's (e.g. CTC emitting only "
+        "blanks, exactly 100 % CER) do not count toward the patience, up to the warm-up.",
         "- Tasks: " + "; ".join(f"{t.title} ({t.source} data, {t.metric})" for t in tasks) + ".",
     ]
     if proxies:
@@ -266,6 +302,15 @@ def _contents() -> list[str]:
     return ["Contents: " + " · ".join(f"[{k}. {n}](#{k}-{_anchor(n)})" for k, n in enumerate(names, 1)), ""]
 
 
+def _secondary_note(task: TaskAnalysis) -> str:
+    if not task.secondary_metrics:
+        return ""
+    described = "; ".join(f"*{name}*: {text}" for name, text in task.secondary_metrics.items())
+    return (f" Secondary metric{'s' if len(task.secondary_metrics) > 1 else ''} ({described}): test score with the "
+            "same weights (best validation epoch) over the same tested trials, mean with its t-based 95 % confidence "
+            "interval; reported only, not used for early stopping or the tests.")
+
+
 def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = [
         "## 1. Variant comparison", "",
@@ -283,7 +328,8 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         lines += [
             f"### {fig.data_title(task.title, task.source)}", "",
             f"Data: **{task.source}**. Metric: {task.metric}; {'lower' if task.lower_is_better else 'higher'} is "
-            "better. *trials*: finished trials (ok and diverged); *tested*: non-diverged trials with a test score.", "",
+            "better. *trials*: finished trials (ok and diverged); *tested*: non-diverged trials with a test score."
+            + _secondary_note(task), "",
             f"![{task.title}: box plots of the test metric per cell, all trials and best 10 %]"
             f"({bundle.figure_dir}/{name})", "",
             "All tested trials:", "", comparison_table(task), "",
@@ -439,9 +485,12 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
         f"it reads only the stored trials (no retraining) and is byte-identical when regenerated.",
         f"- Bench command{'s' if len(commands) > 1 else ''}: " + (", ".join(f"`{c}`" for c in commands) or "not recorded"),
         f"- Profile: {settings.get('profile', '?')} (max epochs {settings.get('max_epochs', '?')}, patience "
-        f"{settings.get('patience', '?')}, train subset {settings.get('train_subset') or 'all'}, batch size "
+        f"{settings.get('patience', '?')}, warm-up {settings.get('warmup', 0)}, train subset "
+        f"{settings.get('train_subset') or 'all'}, batch size "
         f"{settings.get('batch_size', '?')}, init std {settings.get('init_std', '?')}, backend "
-        f"{settings.get('backend', '?')}, search seed {settings.get('seed', '?')}).",
+        f"{settings.get('backend', '?')}, search seed {settings.get('seed', '?')})"
+        + ("." if all(st == settings for _, st in _task_settings(studies, tasks))
+           else f"; these are {tasks[0].title}'s, the header lists each task's own sizing."),
         "- Data sources: " + "; ".join(f"{t.title}: {t.source}" for t in tasks) + ".",
     ]
     if environments:

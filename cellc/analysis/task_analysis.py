@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from cellc.analysis.fanova import FanovaResult, Forest, ForestSettings, decompose
 from cellc.analysis.hyperspace import Samples, scored_samples, search_box
 from cellc.analysis.load import StudyData
-from cellc.analysis.significance import CellTest, Subset, compare_with_baseline
+from cellc.analysis.significance import CellTest, Interval, Subset, compare_with_baseline, mean_ci, trials_under_test
 from cellc.harness.record import TrialRecord
 
 BASELINE = "vanilla"
@@ -27,6 +27,15 @@ class CellCounts:
     target: int
     mean_params: float | None
     cpu_time_s: float
+
+
+@dataclass(frozen=True)
+class SecondaryMean:
+    """A secondary metric (e.g. TIMIT's FER39 %) of one cell over the trials under test."""
+
+    n: int
+    mean: float | None
+    ci: Interval | None
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,9 @@ class TaskAnalysis:
     importance: FanovaResult | None
     metric_forest: Forest | None
     time_forest: Forest | None
+    # Secondary test metrics (name -> description, from task_info) and their per-cell means.
+    secondary_metrics: dict[str, str] = field(default_factory=dict)
+    secondary: dict[str, dict[str, SecondaryMean]] = field(default_factory=dict)  # cell -> name -> mean
 
     @property
     def is_proxy(self) -> bool:
@@ -69,6 +81,15 @@ def cell_counts(records: Sequence[TrialRecord], target: int) -> CellCounts:
     )
 
 
+def secondary_means(records: Sequence[TrialRecord], names: Sequence[str]) -> dict[str, SecondaryMean]:
+    """Mean and t-based 95 % CI of each secondary metric over the same trials as the main test."""
+    out = {}
+    for name in names:
+        values = [r.test_secondary_at_best[name] for r in trials_under_test(records) if name in r.test_secondary_at_best]
+        out[name] = SecondaryMean(len(values), statistics.fmean(values) if values else None, mean_ci(values))
+    return out
+
+
 def data_source(group: Sequence[StudyData]) -> str:
     sources = sorted({r.data_source for s in group for r in s.records if r.finished})
     if not sources:
@@ -90,6 +111,7 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         metric_forest = Forest.fit(samples.x, samples.metric, box, forest)
         time_forest = Forest.fit(samples.x, samples.seconds, box, forest)
         importance = decompose(metric_forest)
+    secondary = {str(k): str(v) for k, v in (info.get("secondary_metrics") or {}).items()}
     return TaskAnalysis(
         task=task,
         title=str(info.get("title", task)),
@@ -106,6 +128,8 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         importance=importance,
         metric_forest=metric_forest,
         time_forest=time_forest,
+        secondary_metrics=secondary,
+        secondary={cell: secondary_means(rs, list(secondary)) for cell, rs in records.items()},
     )
 
 

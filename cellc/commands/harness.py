@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=1, help="sequences per update (default: 1, online)")
     train.add_argument("--max-epochs", type=int, default=150)
     train.add_argument("--patience", type=int, default=15)
+    train.add_argument("--warmup", type=int, default=15,
+                       help="leading epochs at the initial validation value not counted toward patience (default: 15)")
     train.add_argument("--train-subset", type=int, default=None, help="training sequences per epoch (default: all)")
     train.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
     train.add_argument("--seed", type=int, default=0)
@@ -44,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--trials", type=int, help="trials per (task, cell) (default: from the profile)")
     bench.add_argument("--max-epochs", type=int, help="override the profile's epoch cap")
     bench.add_argument("--patience", type=int, help="override the profile's early-stopping patience")
+    bench.add_argument("--warmup", type=int,
+                       help="override the profile's warm-up (leading epochs at the initial validation value "
+                       "not counted toward patience; 0 = plain early stopping)")
     bench.add_argument("--train-subset", type=int, help="override training sequences per epoch (0 = all)")
     bench.add_argument("--batch-size", type=int, help="override sequences per update")
     bench.add_argument("--space", action="append", default=[], metavar="KEY=LOW:HIGH",
@@ -98,7 +103,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(
             hidden=args.hidden, lr=args.lr, momentum=args.momentum, noise=args.noise, batch_size=args.batch_size,
-            max_epochs=args.max_epochs, patience=args.patience, train_subset=args.train_subset,
+            max_epochs=args.max_epochs, patience=args.patience, warmup=args.warmup, train_subset=args.train_subset,
             init_std=args.init_std or None, seed=args.seed,
         )
     except ValidationError as err:
@@ -150,6 +155,10 @@ def bench_options_from_args(args: argparse.Namespace):
             if value < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
             overrides[key] = value
+    if args.warmup is not None:
+        if args.warmup < 0:
+            raise UsageError("--warmup must be 0 or more")
+        overrides["warmup"] = args.warmup
     if args.train_subset is not None:
         overrides["train_subset"] = args.train_subset or None
     if args.space:
@@ -182,7 +191,7 @@ def bench_options_from_args(args: argparse.Namespace):
 
 def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list[str], name: str) -> str:
     parts = ["cellc", "bench", "--tasks", ",".join(tasks), "--cells", ",".join(cells), "--profile", args.profile]
-    for flag in ("trials", "max_epochs", "patience", "train_subset", "batch_size"):
+    for flag in ("trials", "max_epochs", "patience", "warmup", "train_subset", "batch_size"):
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]

@@ -148,6 +148,7 @@ def _settings(options: BenchOptions, p: Profile) -> StudySettings:
         trials=p.trials,
         max_epochs=p.max_epochs,
         patience=p.patience,
+        warmup=p.warmup,
         train_subset=p.train_subset,
         batch_size=p.batch_size,
         init_std=options.init_std,
@@ -219,7 +220,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     run = settings[unit.task]
                     config = TrainConfig(
                         **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
-                        train_subset=run.train_subset, init_std=run.init_std, seed=seed,
+                        warmup=run.warmup, train_subset=run.train_subset, init_std=run.init_std, seed=seed,
                     )
                     job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir, cell=unit.cell,
                               backend=options.backend, config=config.model_dump(),

@@ -13,7 +13,9 @@ Study user attributes (``study.user_attrs``), written when the study is created:
 ``cell``            cell name (spec name or path), e.g. ``"vanilla"``
 ``task_info``       :meth:`cellc.tasks.base.Task.describe` (title, metric, lower_is_better, ...)
 ``settings``        the :class:`StudySettings` dump: profile name, target trials, max_epochs,
-                    patience, train_subset, batch_size, init_std, backend, search space, seed
+                    patience, warmup, train_subset, batch_size, init_std, backend, search space,
+                    seed (the profile as this task ran it, after the task's own sizing; studies
+                    stored before ``warmup`` existed read as warmup 0, which is what they ran)
 ``data_source``     ``"real"``, ``"rebuilt from music21"``, ``"proxy"``; also per trial
 ``command``         the ``cellc bench ...`` command that reproduces the bench
 ``environment``     ``{"cpu", "cores", "system", "python", "torch", "cellc", "workers"}`` of the
@@ -40,6 +42,10 @@ Trial user attributes (:class:`TrialRecord` is their typed view):
 ``best_valid``      best validation metric (None if the first epoch diverged)
 ``best_epoch``      1-based epoch of ``best_valid``
 ``test_at_best``    test metric with the weights of ``best_epoch`` (None if none)
+``test_secondary_at_best``  ``{name: value}`` of the task's secondary metrics
+                    (``task_info["secondary_metrics"]``, e.g. TIMIT's ``"FER39 %"``) on the test
+                    split with the same weights; ``{}`` for tasks without any, for trials with no
+                    test score, and for trials stored before this attribute existed
 ``epochs``          epochs run
 ``wall_time_s``     wall-clock seconds of the trial (in its worker)
 ``cpu_time_s``      CPU seconds of the trial's worker process
@@ -73,6 +79,7 @@ class StudySettings(BaseModel):
     trials: int
     max_epochs: int
     patience: int
+    warmup: int = 0  # absent in studies stored before it existed; they ran without warm-up
     train_subset: int | None
     batch_size: int
     init_std: float | None
@@ -102,6 +109,7 @@ class TrialRecord(BaseModel):
     best_valid: float | None
     best_epoch: int | None
     test_at_best: float | None
+    test_secondary_at_best: dict[str, float] = {}
     epochs: int
     wall_time_s: float
     cpu_time_s: float
@@ -192,6 +200,7 @@ def record_from_trial(trial: FrozenTrial, study_attrs: dict[str, Any]) -> TrialR
         best_valid=attrs.get("best_valid"),
         best_epoch=attrs.get("best_epoch"),
         test_at_best=attrs.get("test_at_best"),
+        test_secondary_at_best=attrs.get("test_secondary_at_best") or {},
         epochs=attrs.get("epochs", 0),
         wall_time_s=attrs.get("wall_time_s", 0.0),
         cpu_time_s=attrs.get("cpu_time_s", 0.0),

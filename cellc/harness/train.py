@@ -8,7 +8,16 @@ Training follows the LSTM Odyssey (see odyssey.md):
   a batch (the layer masks padding).
 - Additive Gaussian noise of std ``noise`` on the inputs during training only.
 - Early stopping: at most ``max_epochs`` epochs, stop after ``patience`` epochs without a
-  validation improvement; the test score is taken with the weights of the best validation epoch.
+  validation improvement; the test score (and the task's secondary metrics, e.g. TIMIT's
+  39-phone frame error) is taken with the weights of the best validation epoch.
+- Warm-up: a network may need several epochs before its validation metric moves at all (a CTC
+  network that still emits only blanks scores exactly 100 % CER while its loss falls). Leading
+  epochs whose validation metric equals the first epoch's exactly are not counted toward
+  ``patience``, up to ``warmup`` of them: patience runs from the later of the best epoch and the
+  end of that initial plateau (capped at ``warmup``). A metric that never moves therefore stops
+  after ``warmup + patience`` epochs (or ``max_epochs``); ``warmup=0`` is plain early stopping.
+  Any change of the metric, better or worse, ends the plateau; tasks whose metric moves from
+  epoch 2 on (framewise error, NLL) are unaffected.
 - Every random source (initialisation, epoch order, subset draw, noise) comes from ``seed``.
 - A trial whose loss or validation metric becomes NaN / inf is stopped and reported as
   ``status="diverged"`` (with the best result seen before, if any), never raised.
@@ -46,6 +55,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=1, ge=1)
     max_epochs: int = Field(default=150, ge=1)
     patience: int = Field(default=15, ge=1)
+    warmup: int = Field(default=0, ge=0, description="leading epochs at the initial validation value not counted toward patience")
     train_subset: int | None = Field(default=None, ge=1, description="sequences per epoch; None = all")
     init_std: float | None = Field(default=0.1, gt=0, description="normal init std; None = module default")
     seed: int = 0
@@ -71,6 +81,7 @@ class TrialOutcome(BaseModel):
     best_valid: float | None
     best_epoch: int | None  # 1-based
     test_at_best: float | None
+    test_secondary_at_best: dict[str, float] = {}  # task.secondary_metrics on the test split at best_epoch
     epochs: int
     wall_time_s: float
     cpu_time_s: float
@@ -89,20 +100,37 @@ def initialise(network: torch.nn.Module, std: float | None, generator: torch.Gen
             param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
-def evaluate(network: torch.nn.Module, task: Task, sequences: list[Sequence]) -> float:
-    """The task metric over ``sequences`` (sum of numerators / sum of denominators)."""
+class Scores(BaseModel):
+    """A split's task metric and the task's secondary metrics (name -> value)."""
+
+    primary: float
+    secondary: dict[str, float] = {}
+
+
+def evaluate_scores(network: torch.nn.Module, task: Task, sequences: list[Sequence]) -> Scores:
+    """The task metric and secondary metrics over ``sequences`` (each sum(numerators) / sum(denominators))."""
     network.eval()
-    numerator = denominator = 0.0
+    sums: dict[str | None, list[float]] = {None: [0.0, 0.0]}  # None: the primary metric
     # Sorting by length keeps padding small inside each evaluation batch.
     ordered = sorted(sequences, key=len)
     with torch.no_grad():
         for group in batches(ordered, EVAL_BATCH):
             batch = task.collate(group)
-            num, den = task.score(network(batch.inputs, batch.lengths), batch)
-            numerator += num
-            denominator += den
+            outputs = network(batch.inputs, batch.lengths)
+            parts: dict[str | None, tuple[float, float]] = {None: task.score(outputs, batch)}
+            parts.update(task.secondary_scores(outputs, batch))
+            for name, (num, den) in parts.items():
+                total = sums.setdefault(name, [0.0, 0.0])
+                total[0] += num
+                total[1] += den
     network.train()
-    return numerator / denominator if denominator else math.nan
+    ratios = {name: num / den if den else math.nan for name, (num, den) in sums.items()}
+    return Scores(primary=ratios.pop(None), secondary=ratios)  # type: ignore[arg-type]
+
+
+def evaluate(network: torch.nn.Module, task: Task, sequences: list[Sequence]) -> float:
+    """The task metric over ``sequences`` (sum of numerators / sum of denominators)."""
+    return evaluate_scores(network, task, sequences).primary
 
 
 def train_trial(
@@ -133,6 +161,7 @@ def train_trial(
     best_valid: float | None = None
     best_epoch: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    plateau_end = 0  # last epoch of the initial run of validation values equal to epoch 1's
     status: Status = "ok"
 
     for epoch in range(1, config.max_epochs + 1):
@@ -167,6 +196,8 @@ def train_trial(
             break
         train_curve.append(train_metric)
         valid_curve.append(valid)
+        if plateau_end == epoch - 1 and valid == valid_curve[0]:
+            plateau_end = epoch
         if best_valid is None or sign * valid < sign * best_valid:
             best_valid, best_epoch = valid, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
@@ -180,15 +211,17 @@ def train_trial(
                     seconds=time.perf_counter() - epoch_start,
                 )
             )
-        if best_epoch is not None and epoch - best_epoch >= config.patience:
+        if best_epoch is not None and epoch - max(best_epoch, min(plateau_end, config.warmup)) >= config.patience:
             break
 
     test_at_best = None
+    test_secondary: dict[str, float] = {}
     if best_state is not None:
         network.load_state_dict(best_state)
-        test_at_best = evaluate(network, task, data.test)
-        if not math.isfinite(test_at_best):
-            test_at_best = None
+        scores = evaluate_scores(network, task, data.test)
+        if math.isfinite(scores.primary):
+            test_at_best = scores.primary
+            test_secondary = {name: value for name, value in scores.secondary.items() if math.isfinite(value)}
     return TrialOutcome(
         status=status,
         param_count=param_count,
@@ -197,6 +230,7 @@ def train_trial(
         best_valid=best_valid,
         best_epoch=best_epoch,
         test_at_best=test_at_best,
+        test_secondary_at_best=test_secondary,
         epochs=len(valid_curve),
         wall_time_s=time.perf_counter() - wall_start,
         cpu_time_s=time.process_time() - cpu_start,

@@ -11,7 +11,10 @@ A task supplies
 - :meth:`Task.loss` (what SGD minimises, for one padded batch) and :meth:`Task.score` (the
   reported metric as a ``(numerator, denominator)`` pair so that it can be summed over batches:
   NLL summed over frames / frames, wrong frames / frames, edit distance / characters, ...);
-- ``metric_name`` and ``lower_is_better``.
+- ``metric_name`` and ``lower_is_better``;
+- optionally ``secondary_metrics`` and :meth:`Task.secondary_scores`: further test-set columns
+  (e.g. TIMIT's 39-phone frame error), summed like :meth:`Task.score`, reported but never used
+  for early stopping.
 
 Adding a task touches one module: create ``cellc/tasks/<name>.py`` defining a subclass of
 :class:`Task` with a class attribute ``name``; :mod:`cellc.tasks` discovers it by scanning the
@@ -145,6 +148,8 @@ class Task(ABC):
     # Per profile name, Profile fields this task changes (e.g. {"quick": {"train_subset": 40}}) so
     # that a profile's time budget holds for a costlier task; command-line overrides still win.
     profile_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Extra metrics reported beside the main one: name -> description; see secondary_scores.
+    secondary_metrics: ClassVar[dict[str, str]] = {}
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         """``data_dir``: an explicit data root (``--data-dir``); None means the default search."""
@@ -176,6 +181,12 @@ class Task(ABC):
     def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
         """The metric's (numerator, denominator) for a batch; the metric is sum(num) / sum(den)."""
 
+    def secondary_scores(self, outputs: torch.Tensor, batch: Batch) -> dict[str, tuple[float, float]]:
+        """(numerator, denominator) per name in ``secondary_metrics``, summed over batches like :meth:`score`.
+
+        Only reported (test split, best validation epoch), never used for early stopping."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Static facts about the task for study metadata and reports."""
         return {
@@ -187,6 +198,7 @@ class Task(ABC):
             "bidirectional": self.bidirectional,
             "input_size": self.input_size,
             "output_size": self.output_size,
+            "secondary_metrics": dict(self.secondary_metrics),
         }
 
 
