@@ -79,6 +79,54 @@ def test_hostile_mapping_keys(tmp_path, key, name):
     assert info.value.location is not None
 
 
+# Python's `$` matches before a trailing newline: "evil\n" must fail the name checks, or it would
+# name generated/evil\n.py and break the generated source.
+TRAILING_NEWLINE = ["a\n", "W_i\n", "y\n", "vanilla\n"]
+
+
+@pytest.mark.parametrize("name", TRAILING_NEWLINE)
+def test_name_checks_reject_a_trailing_newline(name):
+    from cellc.spec.identifiers import SPEC_NAME, identifier_problem, is_parameter_name
+
+    assert identifier_problem(name) is not None
+    assert not is_parameter_name(name)
+    assert not SPEC_NAME.match(name) and not SPEC_NAME.fullmatch(name)
+    with pytest.raises(ValueError):
+        naming.checked(name)
+
+
+@pytest.mark.parametrize("value", ["a\n", "h\n", "vanilla\n"])
+def test_spec_name_with_trailing_newline(tmp_path, monkeypatch, value):
+    from cellc.cli import main
+
+    path = spec(tmp_path, yaml.safe_dump({"name": value, "equations": BODY}))
+    rejected(path, "spec names are lower case")
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", str(path), "--out", "out"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field", ["input", "output"])
+@pytest.mark.parametrize("value", ["x\n", "y\n", "a\n", "W_i\n"])
+def test_input_output_with_trailing_newline(tmp_path, field, value):
+    path = spec(tmp_path, yaml.safe_dump({"name": "h", field: value, "equations": BODY}))
+    rejected(path, "not a valid name")
+
+
+@pytest.mark.parametrize("key", ["initial", "init"])
+@pytest.mark.parametrize("name", ["y\n", "a\n", "b_a\n", "W_i\n"])
+def test_mapping_keys_with_trailing_newline(tmp_path, key, name):
+    path = spec(tmp_path, yaml.safe_dump({"name": "h", "equations": BODY, key: {name: 1}}))
+    rejected(path, "not a valid name")
+
+
+@pytest.mark.parametrize("ref", ["vanilla\n", "a\n"])
+def test_extends_with_trailing_newline(tmp_path, ref):
+    spec(tmp_path, f"name: a\nequations: |\n{BODY}", "a.yaml")  # a real sibling 'a' must not be found
+    path = spec(tmp_path, yaml.safe_dump({"name": "h", "extends": ref}))
+    rejected(path, "is not a spec name")
+
+
 @pytest.mark.parametrize("text", [
     "initial:\n  y: .nan\n", "initial:\n  y: .inf\n", "initial:\n  y: -.inf\n", "init:\n  b_a: .nan\n",
     "initial:\n  y: 1e400\n", "init:\n  b_a: '1'\n",

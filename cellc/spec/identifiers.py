@@ -7,15 +7,17 @@ import builtins
 import keyword
 import re
 
+# Patterns for untrusted text: always use .fullmatch(). `\Z`, not `$`, so even a stray .match() cannot
+# accept a trailing newline ("evil\n" would otherwise name generated/evil\n.py).
 # Letters, digits and single underscores; starts with a letter; short.
-IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*\Z")
 MAX_LENGTH = 32
 
 # A name shaped like this is a parameter unless an equation defines it (W_i, p_f, b_Rn).
-PARAMETER_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+$")
+PARAMETER_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\Z")
 
 # Spec names become module file names and class names.
-SPEC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+SPEC_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 
 # Names the generated code uses itself, or that would shadow something it relies on.
 RESERVED = frozenset(
@@ -40,7 +42,7 @@ def identifier_problem(name: str) -> str | None:
         return f"name '{name[:40]}' is longer than {MAX_LENGTH} characters"
     if "__" in name or name.startswith("_") or name.endswith("_"):
         return f"name '{name}' has a leading, trailing or double underscore"
-    if not IDENTIFIER.match(name):
+    if not IDENTIFIER.fullmatch(name):
         return f"'{name}' is not a valid name (letters, digits, single underscores; starts with a letter)"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return f"'{name}' is a Python keyword"
@@ -50,4 +52,4 @@ def identifier_problem(name: str) -> str | None:
 
 
 def is_parameter_name(name: str) -> bool:
-    return bool(PARAMETER_SHAPE.match(name))
+    return bool(PARAMETER_SHAPE.fullmatch(name))

@@ -36,7 +36,7 @@ def find_spec(ref: str | Path) -> Path:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    if SPEC_NAME.match(str(ref)):
+    if SPEC_NAME.fullmatch(str(ref)):
         for d in spec_search_dirs():
             candidate = d / f"{ref}.yaml"
             if candidate.is_file():
@@ -125,7 +125,7 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
 
 def _load_parent(ref: str, path: Path, chain: tuple[Path, ...], source: YamlSource) -> Spec:
     where = source.location_of(("extends",))
-    if not SPEC_NAME.match(ref):
+    if not SPEC_NAME.fullmatch(ref):
         raise SpecError(f"extends: '{ref}' is not a spec name (lower case letters, digits, underscores)", where)
     candidates = [path.parent / f"{ref}.yaml"] + [d / f"{ref}.yaml" for d in spec_search_dirs()]
     parent_path = next((c for c in candidates if c.is_file()), None)

@@ -41,7 +41,7 @@ class SpecFile(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not SPEC_NAME.match(value):
+        if not SPEC_NAME.fullmatch(value):
             raise ValueError("spec names are lower case letters, digits and underscores, starting with a letter")
         return value
 
