@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cellc.data.iam_corpus import (
-    LoadReport, PointNormaliser, charset, load_iam, point_features, read_split_list, read_strokes, read_transcription,
+    LoadReport, PointNormaliser, charset, find_split_dir, load_iam, point_features, read_split_list, read_strokes,
+    read_transcription, split_lists_in,
 )
 from cellc.errors import DataError
 from iam_tree import FORMS, build_tree
@@ -117,3 +118,14 @@ def test_missing_layout_names_folder(tmp_path):
         (tmp_path / name).write_text("a\n")
     with pytest.raises(DataError, match="lineStrokes: folder not found"):
         load_iam(tmp_path)
+
+
+def test_split_lists_found_in_root_or_one_below(tmp_path):
+    (tmp_path / "lineStrokes").mkdir()
+    assert split_lists_in(tmp_path) is None
+    assert find_split_dir(tmp_path) == tmp_path  # fallback: the root itself
+    nested = tmp_path / "t1"
+    nested.mkdir()
+    (nested / "trainset.txt").write_text("a01-000u\n")
+    assert split_lists_in(tmp_path) == nested == find_split_dir(tmp_path)
+    assert find_split_dir(tmp_path, tmp_path / "elsewhere") == tmp_path / "elsewhere"

@@ -119,14 +119,19 @@ def read_split_list(path: Path | str) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="latin-1").splitlines() if line.strip()]
 
 
-def find_split_dir(root: Path, splits_dir: Path | None = None) -> Path:
-    """Where trainset.txt & co are: ``splits_dir`` if given, else ``root`` or a folder just below it."""
-    if splits_dir is not None:
-        return splits_dir
+def split_lists_in(root: Path) -> Path | None:
+    """The folder holding trainset.txt & co: ``root`` or a folder just below it (None if neither)."""
     for candidate in [root, *sorted(d for d in root.iterdir() if d.is_dir())]:
         if (candidate / "trainset.txt").is_file():
             return candidate
-    return root
+    return None
+
+
+def find_split_dir(root: Path, splits_dir: Path | None = None) -> Path:
+    """Where trainset.txt & co are: ``splits_dir`` if given, else :func:`split_lists_in`, else ``root``."""
+    if splits_dir is not None:
+        return splits_dir
+    return split_lists_in(root) or root
 
 
 def _index(root: Path, folder: str, pattern: str) -> dict[str, Path]:

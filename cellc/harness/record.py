@@ -65,7 +65,6 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
 from cellc.harness.profiles import SearchSpace
-from cellc.harness.train import TrialOutcome
 
 STUDY_FORMAT = 1
 
@@ -176,12 +175,6 @@ def owner_is_alive(owner: str) -> bool | None:
     except PermissionError:
         pass
     return start == "?" or _process_start(pid) == start
-
-
-def outcome_attrs(outcome: TrialOutcome, data_source: str) -> dict[str, Any]:
-    attrs = outcome.model_dump()
-    attrs["data_source"] = data_source
-    return attrs
 
 
 def record_from_trial(trial: FrozenTrial, study_attrs: dict[str, Any]) -> TrialRecord:

@@ -20,7 +20,7 @@ from typing import Sequence as Seq
 
 import torch
 
-from cellc.data.iam_corpus import LoadReport, PointNormaliser, charset, load_iam, point_features
+from cellc.data.iam_corpus import LoadReport, PointNormaliser, charset, load_iam, point_features, split_lists_in
 from cellc.data.proxy_handwriting import ProxyHandwritingConfig, generate_handwriting_proxy
 from cellc.tasks.base import Batch, Sequence, Task, TaskData, resolve_data_root
 from cellc.tasks.corpus_source import CorpusLocation, locate_corpus
@@ -95,9 +95,9 @@ class IamOnline(Task):
     def split_dir(self, where: CorpusLocation) -> Path | None:
         """The t1 lists: in the corpus folder (or one below), else a sibling ``iam-ondb-t1``."""
         if where.source == "real":
-            for candidate in [where.root, *sorted(d for d in where.root.iterdir() if d.is_dir())]:
-                if (candidate / "trainset.txt").is_file():
-                    return candidate
+            found = split_lists_in(where.root)
+            if found is not None:
+                return found
             root, _ = resolve_data_root(self.data_dir, T1_SUBDIR)
             if root is not None:
                 return root / T1_SUBDIR
