@@ -135,3 +135,18 @@ def test_batched_evaluation_equals_one_sequence_at_a_time(vanilla):
             num, den = task.score(network(batch.inputs, None), batch)
             numerator, denominator = numerator + num, denominator + den
     assert evaluate(network, task, sequences) == pytest.approx(numerator / denominator, rel=1e-5)
+
+
+def test_random_init_keeps_the_spec_init_constants(tmp_path):
+    from cellc.harness.train import initialise
+
+    spec = tmp_path / "fb.yaml"
+    spec.write_text("name: fb\nextends: vanilla\ninit:\n  b_f: 1\n")
+    task = JSBChorales()
+    network = task.build_network(cellc.build(spec), 5)
+    initialise(network, 0.1, torch.Generator().manual_seed(0))
+    layer = network.recurrent
+    assert torch.all(layer.spec_parameter("b_f") == 1.0)
+    b_i = layer.spec_parameter("b_i")
+    assert not torch.all(b_i == 1.0) and float(b_i.abs().max()) < 1.0  # the rest is the N(0, 0.1) draw
+    assert 0.05 < float(network.output.weight.std()) < 0.2

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -93,11 +94,34 @@ def batches(sequences: list[Sequence], size: int) -> list[list[Sequence]]:
 
 
 def initialise(network: torch.nn.Module, std: float | None, generator: torch.Generator) -> None:
+    """Every parameter ~ N(0, std) (``None`` keeps the modules' own init), then the spec's ``init:`` constants.
+
+    The constants (e.g. a forget-gate bias ``b_f: 1``) are part of the cell's definition, so
+    the random draw must not erase them: they are re-applied after it.
+    """
     if std is None:
         return
     with torch.no_grad():
         for param in network.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * std)
+        for module in network.modules():
+            apply_constant_init(module)
+
+
+def apply_constant_init(layer: torch.nn.Module) -> None:
+    """Fill the spec's constant-initialised parameters of a compiled layer (no-op for other modules).
+
+    A generated module lists them in its module-level ``CONSTANT_INIT`` (what its own
+    ``reset_parameters`` applies) and exposes ``spec_parameter(name, layer, direction)``.
+    """
+    constants = getattr(sys.modules.get(type(layer).__module__), "CONSTANT_INIT", None)
+    if not constants or not hasattr(layer, "spec_parameter"):
+        return
+    with torch.no_grad():
+        for index in range(layer.num_layers):
+            for direction in range(layer.num_directions):
+                for name, value in constants.items():
+                    layer.spec_parameter(name, index, direction).fill_(value)
 
 
 class Scores(BaseModel):
