@@ -136,6 +136,18 @@ def test_non_finite_or_non_numeric_settings(tmp_path, text):
     rejected(path, "")
 
 
+@pytest.mark.parametrize("key,name", [("initial", "y"), ("init", "b_a")])
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["1e400", "-1e400"])
+def test_huge_integer_settings_are_spec_errors(tmp_path, capsys, key, name, value):
+    from cellc.cli import main
+
+    path = spec(tmp_path, f"name: h\nequations: |\n{BODY}{key}:\n  {name}: {value}\n")
+    err = rejected(path, f"value of '{name}' is too large")
+    assert err.location is not None and err.location.line == 4  # the mapping
+    assert main(["check", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("expr", ["1e999", "1e300 * 1e300", "(1e308 + 1e308)", "nan", "inf"])
 def test_non_finite_numbers_in_equations(tmp_path, expr):
     path = spec(tmp_path, f"name: h\nequations: |\n  y = tanh(W_a x + R_a y[-1]) * {expr}\n")

@@ -55,7 +55,11 @@ class SpecFile(BaseModel):
     def _numbers(cls, value: dict[str, float | int]) -> dict[str, float | int]:
         for key, number in value.items():
             _check_identifier(key)
-            if not math.isfinite(float(number)):
+            try:
+                as_float = float(number)
+            except OverflowError:  # an integer beyond float range (10**400): a bad value, not a crash
+                raise ValueError(f"value of '{key}' is too large (beyond the float range)") from None
+            if not math.isfinite(as_float):
                 raise ValueError(f"value of '{key}' is not finite")
         return value
 
