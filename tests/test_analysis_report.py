@@ -87,6 +87,17 @@ def test_report_of_unknown_bench_is_a_clear_error(planted, tmp_path, capsys):
     assert "no studies named nope/" in capsys.readouterr().err
 
 
+def test_report_name_must_be_a_plain_name_and_write_errors_are_one_message(planted, tmp_path, capsys):
+    (tmp_path / "keep.png").write_bytes(b"png")
+    code = main(["report", "--name", "..", "--out", str(planted), "--report-dir", str(tmp_path / "reports")])
+    assert code == 2 and "--name '..'" in capsys.readouterr().err
+    assert (tmp_path / "keep.png").exists()
+    (tmp_path / "file").write_text("not a folder")
+    code = main(["report", "--name", BENCH, "--out", str(planted), "--report-dir", str(tmp_path / "file")])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot write the report" in err and "Traceback" not in err
+
+
 def test_paper_verdict_agreement_rules():
     from cellc.analysis.paper import agrees
 

@@ -154,9 +154,13 @@ def test_crashing_worker_loses_only_its_trial(tmp_path, monkeypatch):
     (["--trials", "0"], "--trials must be at least 1"),
     (["--tasks", "nope"], "unknown task 'nope'"),
     (["--profile", "huge"], "unknown profile 'huge'"),
+    (["--init-std", "-1"], "--init-std: Input should be greater than 0 (got -1.0)"),
+    (["--name", ".."], "--name '..': a bench name is"),
+    (["--name", "a/b"], "--name 'a/b': a bench name is"),
 ])
 def test_bad_bench_settings_are_one_line_errors(tmp_path, capsys, args, expected):
-    assert main(["bench", "--out", str(tmp_path / "runs"), "--no-report", *args]) == 2
+    assert main(["bench", "--out", str(tmp_path / "runs"), "--no-report", "--data-dir", str(DATA_ROOT),
+                 "--profile", "smoke", "--cells", "vanilla", *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "studies.db").exists()
@@ -171,3 +175,29 @@ def test_task_sizes_profile_and_command_line_wins(tmp_path, monkeypatch):
     assert bench(tmp_path / "b", "--cells", "vanilla", "--workers", "0", "--no-report", "--max-epochs", "3",
                  "--patience", "3") == 0
     assert [t.user_attrs["epochs"] for t in stored(tmp_path / "b")["smoke/jsb/vanilla"]] == [3, 3]
+
+
+def test_output_dir_that_cannot_be_created_is_one_message(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["bench", "--out", str(tmp_path / "file" / "runs"), "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot create the output directory" in err and "Traceback" not in err
+
+
+def test_reproducing_command_names_data_dir_and_out_never_the_storage_url():
+    import argparse
+
+    from cellc.commands.harness import _reproducing_command
+
+    def args(**given):
+        base = dict(profile="smoke", trials=None, max_epochs=None, patience=None, warmup=None, train_subset=None,
+                    batch_size=None, space=[], init_std=0.1, seed=0, backend="auto", data_dir=None, out="runs",
+                    storage=None)
+        return argparse.Namespace(**{**base, **given})
+
+    plain = _reproducing_command(args(), ["jsb"], ["vanilla"], "smoke")
+    assert "--data-dir" not in plain and "--out" not in plain
+    local = _reproducing_command(args(data_dir="/d a", out="elsewhere"), ["jsb"], ["vanilla"], "smoke")
+    assert local.endswith("--data-dir '/d a' --out elsewhere")
+    remote = _reproducing_command(args(storage="postgresql://u:secret@h/db", out="x"), ["jsb"], ["vanilla"], "smoke")
+    assert "secret" not in remote and remote.endswith("--storage <URL>") and "--out" not in remote

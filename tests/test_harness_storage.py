@@ -15,7 +15,7 @@ from cellc.errors import UsageError
 from cellc.harness.profiles import SearchSpace
 from cellc.harness.record import StudySettings, owner_id, owner_is_alive
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
-from cellc.harness.storage import fail_abandoned_trials, open_storage, open_study
+from cellc.harness.storage import fail_abandoned_trials, list_bench_studies, open_storage, open_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -88,3 +88,22 @@ def test_resuming_with_other_settings_is_refused_but_target_may_change(storage):
 def test_bad_storage_url():
     with pytest.raises(UsageError, match="cannot open the study storage"):
         open_storage("nosuchdialect://x")
+
+
+def test_bench_listing_matches_the_bench_name_exactly(storage):
+    for bench in ("a", "a/b", "ab"):
+        open_study(storage, bench, "jsb", "vanilla", settings(), {"bench": bench, "task": "jsb", "cell": "vanilla"},
+                   SeededRandomSampler(0), "minimize")
+    optuna.create_study(storage=storage, study_name="a/timit/vanilla")  # stored without attributes
+    names = sorted(s.study_name for s in list_bench_studies(storage, "a"))
+    assert names == ["a/jsb/vanilla", "a/timit/vanilla"]
+    assert [s.study_name for s in list_bench_studies(storage, "a/b")] == ["a/b/jsb/vanilla"]
+
+
+def test_bench_names_are_checked_like_spec_names():
+    from cellc.harness.record import checked_bench_name
+
+    assert checked_bench_name("quick-2_x") == "quick-2_x"
+    for bad in ("..", "a/b", "", "Quick", "a.b", "-x", "a\nb"):
+        with pytest.raises(UsageError):
+            checked_bench_name(bad)

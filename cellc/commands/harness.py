@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cellc.errors import UsageError
+from cellc.errors import CellcError, UsageError
 
 PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")
 SPACE_KEYS = ("hidden", "lr", "one_minus_momentum", "noise")
@@ -134,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
 def bench_options_from_args(args: argparse.Namespace):
     from cellc.harness.bench import BenchOptions
     from cellc.harness.profiles import apply_overrides, get_profile, parse_range
+    from cellc.harness.record import checked_bench_name
     from cellc.harness.storage import default_storage_url
     from cellc.tasks import task_classes
 
@@ -175,13 +176,16 @@ def bench_options_from_args(args: argparse.Namespace):
         apply_overrides(profile, overrides)  # validate now; tasks may size the profile further
     except ValidationError as err:
         raise UsageError(f"bad bench setting: {_one_line(err)}") from None
+    name = checked_bench_name(args.name) if args.name is not None else profile.name
     out = Path(args.out)
     if args.storage:
         storage = args.storage
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CellcError(f"--out {out}: cannot create the output directory ({err.strerror or err})") from None
         storage = default_storage_url(out)
-    name = args.name or profile.name
     return BenchOptions(
         name=name, tasks=tasks, cells=cells, profile=profile, overrides=overrides, workers=args.workers, storage=storage,
         data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
@@ -205,7 +209,14 @@ def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list
         parts += ["--backend", args.backend]
     if name != args.profile:
         parts += ["--name", name]
-    return shlex.join(parts)
+    # Where the data and studies were: --data-dir and --out, never --storage (a URL may hold a password).
+    if args.data_dir:
+        parts += ["--data-dir", args.data_dir]
+    if args.out != "runs" and not args.storage:
+        parts += ["--out", args.out]
+    if args.storage:
+        parts += ["--storage", "<URL>"]
+    return shlex.join(parts).replace("'<URL>'", "<URL>")
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

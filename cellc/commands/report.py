@@ -28,25 +28,30 @@ def write_report(storage_url: str, bench: str, report_dir: Path, command: str | 
     from cellc.analysis.context import gather_context
     from cellc.analysis.document import build_report
     from cellc.analysis.load import load_bench
+    from cellc.errors import CellcError
+    from cellc.harness.record import checked_bench_name
 
+    stem = checked_bench_name(bench)  # a plain folder name: the stale-PNG cleanup below stays inside it
     studies = load_bench(storage_url, bench)
-    stem = bench.replace("/", "_")
     context = gather_context({s.cell for s in studies}, command or f"cellc report --name {bench}")
     bundle = build_report(bench, studies, context, figure_dir=stem)
     figure_dir = report_dir / stem
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(figure_dir.glob("*.png")):
-        if stale.name not in bundle.figures:
-            stale.unlink()
-    for name, data in sorted(bundle.figures.items()):
-        (figure_dir / name).write_bytes(data)
     path = report_dir / f"{stem}.md"
-    path.write_text(bundle.markdown)
-    if fmt == "html":
-        from cellc.analysis.html import markdown_to_html
+    try:
+        figure_dir.mkdir(parents=True, exist_ok=True)
+        for stale in sorted(figure_dir.glob("*.png")):
+            if stale.name not in bundle.figures:
+                stale.unlink()
+        for name, data in sorted(bundle.figures.items()):
+            (figure_dir / name).write_bytes(data)
+        path.write_text(bundle.markdown)
+        if fmt == "html":
+            from cellc.analysis.html import markdown_to_html
 
-        path = report_dir / f"{stem}.html"
-        path.write_text(markdown_to_html(bundle.markdown, f"LSTM Odyssey report: {bench}"))
+            path = report_dir / f"{stem}.html"
+            path.write_text(markdown_to_html(bundle.markdown, f"LSTM Odyssey report: {bench}"))
+    except OSError as err:
+        raise CellcError(f"--report-dir {report_dir}: cannot write the report ({err})") from None
     return path
 
 
@@ -64,8 +69,10 @@ def report_command(args: argparse.Namespace) -> str:
 
 def run_report(args: argparse.Namespace) -> int:
     from cellc.errors import UsageError
+    from cellc.harness.record import checked_bench_name
     from cellc.harness.storage import default_storage_url
 
+    checked_bench_name(args.name)
     if args.storage:
         storage = args.storage
     else:

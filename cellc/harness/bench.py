@@ -20,13 +20,13 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm import tqdm
 
 from cellc.errors import CellcError, UsageError
 from cellc.harness import storage as store
 from cellc.harness.profiles import Profile, apply_overrides
-from cellc.harness.record import StudySettings, environment, owner_id
+from cellc.harness.record import StudySettings, checked_bench_name, environment, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
 from cellc.harness.train import EpochReport, TrainConfig, TrialOutcome
 from cellc.harness.workers import DEFAULT_LAYER_FACTORY, Event, InlinePool, Job, ProcessPool, _resolve
@@ -125,6 +125,7 @@ class _TaskInfo(BaseModel):
 
 def _check_inputs(options: BenchOptions) -> dict[str, _TaskInfo]:
     """Load every task's data and build every cell before touching the storage (clear errors first)."""
+    checked_bench_name(options.name)
     tasks: dict[str, _TaskInfo] = {}
     for name in options.tasks:
         task = get_task(name, options.data_dir)
@@ -134,12 +135,32 @@ def _check_inputs(options: BenchOptions) -> dict[str, _TaskInfo]:
             )
         except ValueError as err:
             raise UsageError(f"bad settings for task {name}: {err}") from None
+        _check_train_config(options, profile, name)
         data = task.load()
         tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile)
     factory = _resolve(options.layer_factory)
     for cell in options.cells:
         factory(cell, options.backend)
     return tasks
+
+
+def _check_train_config(options: BenchOptions, p: Profile, task: str) -> None:
+    """Build one TrainConfig as a trial would (search-space corner) so that a bad setting
+    (e.g. ``--init-std -1``) is one message before any trial runs, not a failure per trial."""
+    space = p.space
+    try:
+        TrainConfig(
+            hidden=int(space.hidden.low), lr=space.lr.low, momentum=1.0 - space.one_minus_momentum.high,
+            noise=space.noise.low, batch_size=p.batch_size, max_epochs=p.max_epochs, patience=p.patience,
+            warmup=p.warmup, train_subset=p.train_subset, init_std=options.init_std, seed=options.seed,
+        )
+    except ValidationError as err:
+        problems = "; ".join(
+            f"--{'-'.join(str(part) for part in item['loc']).replace('_', '-')}: "
+            f"{item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r})"
+            for item in err.errors()
+        )
+        raise UsageError(f"bad training setting for task {task}: {problems}") from None
 
 
 def _settings(options: BenchOptions, p: Profile) -> StudySettings:

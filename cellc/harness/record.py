@@ -57,6 +57,7 @@ Trial user attributes (:class:`TrialRecord` is their typed view):
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any
 
@@ -64,6 +65,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
+from cellc.errors import UsageError
 from cellc.harness.profiles import SearchSpace
 
 STUDY_FORMAT = 1
@@ -140,6 +142,21 @@ def environment(workers: int) -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count() or 1, "system": f"{platform.system()} {platform.machine()}",
             "python": platform.python_version(), "torch": torch.__version__, "cellc": __version__,
             "workers": workers}
+
+
+# Bench names become folder and file names (reports/<bench>.md, reports/<bench>/): like spec
+# names, lower-case letters, digits, '-' and '_' only, so that e.g. ``..`` cannot escape.
+BENCH_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+
+
+def checked_bench_name(name: str, setting: str = "--name") -> str:
+    """``name`` if it is a valid bench name, else a UsageError naming ``setting``."""
+    if not BENCH_NAME.fullmatch(name):
+        raise UsageError(
+            f"{setting} {name!r}: a bench name is 1-64 lower-case letters, digits, '-' or '_' "
+            "(starting with a letter or digit)"
+        )
+    return name
 
 
 def study_name(bench: str, task: str, cell: str) -> str:

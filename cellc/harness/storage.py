@@ -98,5 +98,13 @@ def fail_abandoned_trials(study: optuna.Study) -> int:
     return failed
 
 
+def study_bench(summary: optuna.study.StudySummary) -> str:
+    """The bench a study belongs to: its ``bench`` attribute, else (older studies) the name's first part."""
+    bench = summary.user_attrs.get("bench")
+    return str(bench) if bench is not None else summary.study_name.split("/", 1)[0]
+
+
 def list_bench_studies(storage: optuna.storages.RDBStorage, bench: str) -> list[optuna.study.StudySummary]:
-    return [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(f"{bench}/")]
+    """Studies of exactly ``bench`` (bench "a" does not pick up the studies of a bench "a/b")."""
+    return [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+            if s.study_name.startswith(f"{bench}/") and study_bench(s) == bench]
