@@ -7,6 +7,7 @@ import torch
 
 import cellc
 from cellc.data.proxy_handwriting import ProxyHandwritingConfig
+from cellc.errors import DataError
 from cellc.tasks.base import Sequence
 from cellc.tasks.iam import IamOnline, LineTarget
 from iam_tree import build_tree
@@ -61,3 +62,9 @@ def test_proxy_and_a_training_step(tmp_path):
     task.loss(outputs, batch).backward()
     numerator, denominator = task.score(outputs.detach(), batch)
     assert denominator == sum(len(s.targets.text) for s in data.train[:2]) and numerator >= 0
+
+
+def test_mistyped_data_dir_is_an_error_not_a_new_proxy(tmp_path):
+    with pytest.raises(DataError, match=r"--data-dir .*typo: folder not found.*cellc data prepare --task iam --proxy"):
+        IamOnline(tmp_path / "typo").load()
+    assert not (tmp_path / "typo").exists()

@@ -36,6 +36,16 @@ def test_no_corpus_and_no_generation_says_what_to_do(tmp_path):
         Timit(tmp_path, auto_generate=False).load()
 
 
+def test_mistyped_data_dir_is_an_error_not_a_new_proxy(tmp_path, monkeypatch):
+    typo = tmp_path / "dta"
+    with pytest.raises(DataError, match=r"--data-dir .*dta: folder not found.*cellc data prepare --task timit --proxy"):
+        Timit(typo).load()
+    monkeypatch.setenv("CELLC_DATA_DIR", str(typo))
+    with pytest.raises(DataError, match=r"\$CELLC_DATA_DIR .*dta: folder not found"):
+        Timit().load()
+    assert not typo.exists()
+
+
 def test_generates_proxy_under_data_dir_when_absent(tmp_path):
     pytest.importorskip("espeakng_loader")
     tiny = ProxySpeechConfig(train_speakers=2, valid_speakers=1, test_speakers=1, sentences_per_speaker=2)

@@ -214,17 +214,25 @@ def user_data_root() -> Path:
     return Path(base) / "cellc"
 
 
+def explicit_data_root(explicit: str | Path | None) -> tuple[Path, str] | None:
+    """The data root the user named (``--data-dir``, else ``$CELLC_DATA_DIR``) and that setting, or None."""
+    if explicit is not None:
+        return Path(explicit), "--data-dir"
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env), f"${DATA_DIR_ENV}"
+    return None
+
+
 def candidate_data_roots(explicit: str | Path | None) -> list[tuple[Path, str]]:
     """Data roots to try, in order, each with the setting it came from (for error messages).
 
     An explicit ``--data-dir`` or ``CELLC_DATA_DIR`` is the only candidate: a user who names a
     directory wants that one, not a silent fallback.
     """
-    if explicit is not None:
-        return [(Path(explicit), "--data-dir")]
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return [(Path(env), f"${DATA_DIR_ENV}")]
+    named = explicit_data_root(explicit)
+    if named is not None:
+        return [named]
     return [(source_checkout_data_root(), "source checkout"), (user_data_root(), "user data dir")]
 
 

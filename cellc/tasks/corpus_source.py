@@ -6,6 +6,10 @@ Order: ``<data root>/<real_subdir>`` for the usual data roots (see
 when set, else the user data dir (never the repository); then, if allowed, a freshly
 generated default-size proxy. Generation goes to a temporary sibling folder renamed into
 place at the end, so parallel workers never see half a corpus.
+
+A data root named explicitly (``--data-dir`` / ``$CELLC_DATA_DIR``) must exist: a mistyped
+path is a DataError, never a fresh proxy in a new folder. An existing one without the real
+corpus gets the proxy in ``<data root>/<task>-proxy``, as documented.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from cellc.data import proxy_corpus
 from cellc.errors import DataError
-from cellc.tasks.base import DATA_DIR_ENV, resolve_data_root, user_data_root
+from cellc.tasks.base import explicit_data_root, resolve_data_root, user_data_root
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,8 @@ class CorpusLocation:
 
 def proxy_home(data_dir: str | Path | None) -> Path:
     """The data root a proxy is written under: explicit setting, else the user data dir."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else user_data_root()
+    named = explicit_data_root(data_dir)
+    return named[0] if named is not None else user_data_root()
 
 
 def locate_corpus(
@@ -45,6 +47,12 @@ def locate_corpus(
     generate: Callable[[Path], object],
     auto_generate: bool = True,
 ) -> CorpusLocation:
+    named = explicit_data_root(data_dir)
+    if named is not None and not named[0].is_dir():
+        raise DataError(
+            f"{task}: {named[1]} {named[0]}: folder not found. Check the path; to generate a proxy corpus "
+            f"there run `cellc data prepare --task {task} --proxy --data-dir {named[0]}`"
+        )
     root, looked = resolve_data_root(data_dir, real_subdir)
     if root is not None:
         path = root / real_subdir
