@@ -194,3 +194,49 @@ def test_readme_test_command_is_what_ci_runs():
     command = _readme_test_command()
     assert ci[-1].strip() == command
     assert "torch==2.13.0" in command and "pytest" in command
+
+
+# --- a regular (non-editable) install has no checkout beside it --------------------------------
+
+def test_installed_package_uses_its_own_specs_copy(tmp_path, monkeypatch):
+    from cellc.spec import loader
+
+    package = tmp_path / "site-packages" / "cellc"
+    (package / "specs").mkdir(parents=True)
+    shutil.copy(REPO / "specs" / "nog.yaml", package / "specs" / "nog.yaml")
+    monkeypatch.setattr(cellc, "__file__", str(package / "__init__.py"))
+    monkeypatch.chdir(tmp_path)  # no specs/ in the working directory
+    assert loader.builtin_specs_dir() == package / "specs"
+    assert loader.find_spec("nog") == package / "specs" / "nog.yaml"
+
+
+def test_no_specs_anywhere_names_where_they_were_looked_for(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cellc, "__file__", str(tmp_path / "site-packages" / "cellc" / "__init__.py"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "nog"]) == 2
+    err = capsys.readouterr().err
+    assert "no specs in" in err and str(tmp_path / "specs") in err and str(tmp_path / "site-packages") in err
+    assert main(["compile", "--all"]) == 2
+    assert "looked in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_builtin_specs(tmp_path):
+    """`pip install .` (not -e) must ship specs/*.yaml inside the package (setup.py's build hook)."""
+    pytest.importorskip("setuptools")
+    source = tmp_path / "source"  # a copy: an in-tree build would leave build/ and *.egg-info here
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("cellc", "specs"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             str(source), "-w", str(tmp_path / "wheel")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import zipfile
+
+    (wheel,) = (tmp_path / "wheel").glob("cellc-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert sorted(n for n in names if n.startswith("cellc/specs/")) == [f"cellc/specs/{s}.yaml" for s in SPEC_NAMES]
+    assert "cellc/spec/cell.lark" in names and "cellc/codegen/templates/module.py.j2" in names

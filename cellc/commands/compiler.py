@@ -35,11 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def all_spec_paths() -> list[Path]:
-    from cellc.spec.loader import spec_search_dirs
+    from cellc.spec.loader import searched_places, spec_search_dirs
 
     dirs = spec_search_dirs()
     if not dirs:
-        raise UsageError("no specs/ directory here or beside the package")
+        raise UsageError(f"no specs/ directory: looked in {searched_places()}")
     return sorted(dirs[0].glob("*.yaml"))
 
 

@@ -18,8 +18,16 @@ MAX_EXTENDS_DEPTH = 16
 
 
 def builtin_specs_dir() -> Path:
-    """The project's specs/ directory (beside the package in a checkout)."""
-    return Path(cellc.__file__).resolve().parent.parent / "specs"
+    """The built-in specs: cellc/specs/ in an installed package (setup.py copies them there at
+    build time), else the checkout's specs/ beside the package (a checkout or editable install)."""
+    package = Path(cellc.__file__).resolve().parent
+    installed = package / "specs"
+    return installed if installed.is_dir() else package.parent / "specs"
+
+
+def searched_places() -> str:
+    """Where specs are looked for, for messages when none are found."""
+    return f"{Path.cwd() / 'specs'} and {builtin_specs_dir()}"
 
 
 def spec_search_dirs() -> list[Path]:
@@ -42,7 +50,8 @@ def find_spec(ref: str | Path) -> Path:
             if candidate.is_file():
                 return candidate
     names = sorted({p.stem for d in spec_search_dirs() for p in d.glob("*.yaml")})
-    raise SpecError(f"no spec named '{ref}' (known: {', '.join(names) or 'none'}); give a name or a .yaml path")
+    known = ", ".join(names) or f"none: no specs in {searched_places()}"
+    raise SpecError(f"no spec named '{ref}' (known: {known}); give a name or a .yaml path")
 
 
 def load_spec(ref: str | Path) -> Spec:
