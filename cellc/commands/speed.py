@@ -39,8 +39,22 @@ def _sizes(texts):
             b, t, m, h = (int(v) for v in text.split(","))
         except ValueError:
             raise UsageError(f"--sizes: '{text}' is not B,T,M,H (four integers)") from None
+        if min(b, t, m, h) < 1:
+            raise UsageError(f"--sizes: '{text}' has a size below 1 (B,T,M,H are all at least 1)")
         out.append((b, t, m, h))
     return out
+
+
+def _check_counts(args) -> None:
+    """Bad counts stop here with one message, before any layer is built or timed."""
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1 (got {args.repeat})")
+    if args.threads is not None and min(args.threads) < 1:
+        raise UsageError(f"--threads: every thread count must be at least 1 (got {min(args.threads)})")
+    if args.jsb_sequences < 0:
+        raise UsageError(f"--jsb-sequences must be 0 (skip the JSB line) or more (got {args.jsb_sequences})")
+    if args.jsb_hidden < 1:
+        raise UsageError(f"--jsb-hidden must be at least 1 (got {args.jsb_hidden})")
 
 
 def cmd_speed(args) -> int:
@@ -50,8 +64,7 @@ def cmd_speed(args) -> int:
     from cellc.speed.measure import jsb_epoch_seconds, make_layer, measure
     from cellc.speed.report import write_report
 
-    if args.repeat < 1:
-        raise UsageError("--repeat must be at least 1")
+    _check_counts(args)
     sizes = _sizes(args.sizes)
     threads = args.threads or sorted({1, os.cpu_count() or 1})
     compile_info = {}
