@@ -201,3 +201,52 @@ def test_reproducing_command_names_data_dir_and_out_never_the_storage_url():
     assert local.endswith("--data-dir '/d a' --out elsewhere")
     remote = _reproducing_command(args(storage="postgresql://u:secret@h/db", out="x"), ["jsb"], ["vanilla"], "smoke")
     assert "secret" not in remote and remote.endswith("--storage <URL>") and "--out" not in remote
+
+
+def test_inline_trials_record_heartbeats_while_training(monkeypatch):
+    import time
+
+    from cellc.harness.workers import Event, InlinePool, Job
+
+    beats = []
+    pool = InlinePool(lambda: beats.append(time.monotonic()), interval=0.05)
+
+    def slow_run(job, send):
+        time.sleep(0.4)
+        return Event("done", job.job_id, {})
+
+    monkeypatch.setattr(pool._runner, "run", slow_run)
+    pool.submit(0, Job(job_id=7, task="jsb", data_dir=None, cell="vanilla", backend="auto", config={}))
+    events = pool.events(timeout=0.5)
+    assert [e.job_id for e in events] == [7]
+    assert len(beats) >= 3  # beats kept coming while the trial ran
+    count = len(beats)
+    time.sleep(0.15)
+    assert len(beats) == count  # and stopped with it
+
+
+def test_trials_of_a_dead_machine_are_taken_over_during_the_run(tmp_path, monkeypatch):
+    from cellc.harness import storage as store
+    from cellc.harness.profiles import SearchSpace
+    from cellc.harness.record import StudySettings
+    from cellc.harness.search import SeededRandomSampler, distributions
+
+    monkeypatch.setattr(store, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(store, "GRACE_S", 3)
+    url = default_storage_url(tmp_path)
+    storage = open_storage(url)
+    smoke = get_profile("smoke")
+    settings = StudySettings(profile="smoke", trials=2, max_epochs=smoke.max_epochs, patience=smoke.patience,
+                             warmup=smoke.warmup, train_subset=smoke.train_subset, batch_size=1, init_std=0.1,
+                             backend="auto", space=smoke.space, seed=0)
+    study = store.open_study(storage, "smoke", "jsb", "vanilla", settings, {"bench": "smoke"},
+                             SeededRandomSampler(0), "minimize")
+    remote = study.ask(distributions(smoke.space))
+    remote.set_user_attr("owner", "machine-that-died:42:7")
+    storage.record_heartbeat(remote._trial_id)  # alive at the start: not failed up front
+    options = BenchOptions(name="smoke", tasks=["jsb"], cells=["vanilla"], profile=smoke, workers=0,
+                           storage=url, data_dir=str(DATA_ROOT))
+    summary = run_bench(options, log=lambda text: None)
+    assert summary.complete and summary.ran == 2 and summary.recovered == 1
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]

@@ -107,3 +107,19 @@ def test_bench_names_are_checked_like_spec_names():
     for bad in ("..", "a/b", "", "Quick", "a.b", "-x", "a\nb"):
         with pytest.raises(UsageError):
             checked_bench_name(bad)
+
+
+def test_storing_a_trial_another_process_failed_is_not_an_error(storage):
+    from cellc.harness.bench import _store_outcome
+    from cellc.harness.train import TrialOutcome
+
+    study = make_study(storage)
+    trial = study.ask(distributions(SearchSpace()))
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # e.g. failed as stale elsewhere
+    outcome = TrialOutcome(status="ok", param_count=1, train_curve=[1.0], valid_curve=[1.0], best_valid=1.0,
+                           best_epoch=1, test_at_best=1.0, epochs=1, wall_time_s=0.0, cpu_time_s=0.0)
+    assert _store_outcome(study, trial, outcome) is False
+    assert study.get_trials()[0].state == TrialState.FAIL
+    fresh = study.ask(distributions(SearchSpace()))
+    assert _store_outcome(study, fresh, outcome) is True
+    assert study.get_trials()[1].state == TrialState.COMPLETE

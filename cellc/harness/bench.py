@@ -201,9 +201,17 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
 
-    pool = InlinePool() if options.workers == 0 else ProcessPool(options.workers, threads=1)
     spaces = {task: distributions(settings[task].space) for task in options.tasks}
     flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
+
+    def heartbeat() -> None:
+        for _unit, trial in list(flights.values()):
+            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+
+    if options.workers == 0:
+        pool: InlinePool | ProcessPool = InlinePool(heartbeat, interval=store.HEARTBEAT_S / 2)
+    else:
+        pool = ProcessPool(options.workers, threads=1)
     ran = failed = consecutive_failures = 0
     next_job = 0
     total = sum(u.target for u in units)
@@ -248,8 +256,10 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                               report_epochs=options.verbose, layer_factory=options.layer_factory)
                     next_job += 1
                     pool.submit(slot, job)
-                if not flights:
-                    break
+                if not flights and all(u.finished >= u.target or u.running_elsewhere == 0 for u in units):
+                    break  # done; or nothing left to run or to wait for (e.g. a stop at max_failures)
+                # With nothing in flight here but trials still running elsewhere, keep waiting: they
+                # either finish, or go stale and are taken over by the periodic check below.
                 for event in pool.events(timeout=0.5):
                     if event.job_id not in flights:
                         continue
@@ -263,7 +273,11 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     unit.in_flight -= 1
                     if event.kind == "done":
                         outcome = TrialOutcome(**event.payload)
-                        _store_outcome(unit.study, trial, outcome)
+                        if not _store_outcome(unit.study, trial, outcome):
+                            log(f"warning: {unit.task}/{unit.cell} trial {trial.number} was already marked "
+                                "failed by another process (stale heartbeat?); its result is not stored and "
+                                "the slot is run again")
+                            continue
                         unit.finished += 1
                         ran += 1
                         consecutive_failures = 0
@@ -283,8 +297,13 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                                 "stopping. Finished trials are stored; fix the cause and rerun to resume"
                             )
                 if time.monotonic() - last_heartbeat > store.HEARTBEAT_S / 2:
-                    for unit, trial in flights.values():
-                        storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+                    heartbeat()
+                    # Trials of a dead process or machine (no heartbeat for GRACE_S) are failed so
+                    # that this run takes their slots over instead of ending short of the target.
+                    taken = sum(store.fail_abandoned_trials(unit.study) for unit in units)
+                    if taken:
+                        recovered += taken
+                        log(f"marked {taken} trial(s) of a stopped process as failed; they will be rerun")
                     for unit in units:
                         unit.refresh()
                     last_heartbeat = time.monotonic()
@@ -302,13 +321,20 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
 
 
-def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    for key, value in outcome.model_dump().items():
-        trial.set_user_attr(key, value)
-    if outcome.status == "ok" and outcome.best_valid is not None:
-        study.tell(trial, outcome.best_valid)
-    else:  # diverged: kept and counted, but it has no objective value
-        study.tell(trial, state=TrialState.PRUNED)
+def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
+    """Store a finished trial; False when it was already finished elsewhere (e.g. failed as stale)."""
+    try:
+        for key, value in outcome.model_dump().items():
+            trial.set_user_attr(key, value)
+        if outcome.status == "ok" and outcome.best_valid is not None:
+            study.tell(trial, outcome.best_valid)
+        else:  # diverged: kept and counted, but it has no objective value
+            study.tell(trial, state=TrialState.PRUNED)
+    except (RuntimeError, ValueError):  # optuna: UpdateFinishedTrialError / "already finished"
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:  # noqa: SLF001
+            raise  # not the already-finished case: a real error
+        return False
+    return True
 
 
 def _store_failure(study: optuna.Study, trial: optuna.Trial, message: str, status: str = "failed") -> None:

@@ -14,9 +14,11 @@ import importlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -176,14 +178,21 @@ class ProcessPool:
 
 
 class InlinePool:
-    """Runs each job synchronously in this process with torch's default threads (``--workers 0``)."""
+    """Runs each job synchronously in this process with torch's default threads (``--workers 0``).
+
+    The coordinator's loop is blocked while a trial trains, so ``heartbeat`` (if given) is called
+    every ``interval`` seconds from a thread meanwhile: without it a long inline trial would look
+    stale to another ``cellc bench`` sharing the storage, which would fail it.
+    """
 
     size = 1
 
-    def __init__(self) -> None:
+    def __init__(self, heartbeat: Callable[[], None] | None = None, interval: float = 10.0) -> None:
         self._runner = JobRunner()
         self._pending: list[Job] = []
         self._buffer: list[Event] = []
+        self._heartbeat = heartbeat
+        self._interval = interval
 
     def idle_slots(self) -> list[int]:
         return [] if self._pending else [0]
@@ -196,10 +205,27 @@ class InlinePool:
             time.sleep(min(timeout, 0.01))
             return []
         job = self._pending.pop()
-        # Epoch events are yielded with the final one (inline runs cannot interleave).
-        final = self._runner.run(job, self._buffer.append)
+        done = threading.Event()
+        beater = None
+        if self._heartbeat is not None:
+            beater = threading.Thread(target=self._beat, args=(done,), daemon=True)
+            beater.start()
+        try:
+            # Epoch events are yielded with the final one (inline runs cannot interleave).
+            final = self._runner.run(job, self._buffer.append)
+        finally:
+            done.set()
+            if beater is not None:
+                beater.join()
         out, self._buffer = self._buffer + [final], []
         return out
+
+    def _beat(self, done: threading.Event) -> None:
+        while not done.wait(self._interval):
+            try:
+                self._heartbeat()  # type: ignore[misc]
+            except Exception as err:  # a storage hiccup must not kill the trial; the next beat may work
+                print(f"warning: heartbeat not recorded ({type(err).__name__}: {err})", file=sys.stderr)
 
     def close(self) -> None:
         self._pending.clear()
