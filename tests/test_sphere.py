@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 
-from cellc.data.sphere import read_audio, read_sphere, sphere_header, write_sphere
+from cellc.data.sphere import read_audio, read_riff, read_sphere, sphere_header, write_sphere
 from cellc.errors import DataError
 
 
@@ -126,3 +126,67 @@ def test_writer_round_trips_and_header_is_1024_bytes(tmp_path):
     assert b"utterance_id -s7 abc_sx1\n" in data[:1024]
     assert read_audio(path).samples.tolist() == samples.tolist()
     assert len(sphere_header({"a": 1})) == 1024
+
+
+@pytest.mark.parametrize("line, field", [
+    (b"channel_count -i 1", b"channel_count -i 0"),
+    (b"channel_count -i 1", b"channel_count -i -2"),
+    (b"channel_count -i 1", b"channel_count -s1 x"),
+    (b"channel_count -i 1", b"channel_count -r nan"),
+    (b"sample_rate -i 16000", b"sample_rate -i 0    "),
+    (b"sample_rate -i 16000", b"sample_rate -r 15.5 "),
+    (b"sample_count -i 3", b"sample_count -i -3"),
+    (b"sample_n_bytes -i 2", b"sample_n_bytes -r inf"),
+])
+def test_impossible_counts_name_file(tmp_path, line, field):
+    path = tmp_path / "ZERO.WAV"
+    data = handmade_sphere([1, 2, 3])
+    assert line in data
+    path.write_bytes(data.replace(line, field))
+    name = field.split(b" ")[0].decode()
+    with pytest.raises(DataError, match=rf"ZERO\.WAV: malformed SPHERE header: {name} is"):
+        read_audio(path)
+
+
+def test_sphere_rate_written_as_a_whole_real_is_accepted(tmp_path):
+    path = tmp_path / "REAL.WAV"
+    path.write_bytes(handmade_sphere([4, 5]).replace(b"sample_rate -i 16000", b"sample_rate -r 16000.0"))
+    assert read_sphere(path).sample_rate == 16000
+
+
+def test_unreadable_file_names_file(tmp_path):
+    folder = tmp_path / "DIR.WAV"  # reading a directory fails with OSError for every user, root included
+    folder.mkdir()
+    for reader in (read_sphere, read_riff, read_audio):
+        with pytest.raises(DataError, match=r"DIR\.WAV: cannot read"):
+            reader(folder)
+    with pytest.raises(DataError, match=r"MISSING\.WAV: cannot read"):
+        read_sphere(tmp_path / "MISSING.WAV")
+
+
+def handmade_riff(channels: int, rate: int = 16000, data: bytes = b"\x01\x00\x02\x00", declared: int | None = None) -> bytes:
+    """A RIFF WAV file typed out field by field (the wave module would refuse to write these)."""
+    frame = max(channels, 1) * 2
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * frame, frame, 16)
+    size = len(data) if declared is None else declared
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", size) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("data, message", [
+    (handmade_riff(0), "malformed RIFF WAV"),
+    (handmade_riff(1, rate=0), "malformed RIFF WAV"),
+    (handmade_riff(2, data=b"\x01\x00\x02\x00\x03\x00", declared=8), "truncated RIFF WAV"),
+    (handmade_riff(1, data=b"\x01\x00\x02", declared=4), "truncated RIFF WAV"),
+], ids=["no-channels", "rate-0", "half-frame", "half-sample"])
+def test_bad_riff_names_file(tmp_path, data, message):
+    path = tmp_path / "RIFF.WAV"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"RIFF\.WAV: {message}"):
+        read_audio(path)
+
+
+def test_handmade_riff_two_channels_reads_the_first(tmp_path):
+    path = tmp_path / "TWO.WAV"
+    path.write_bytes(handmade_riff(2, data=struct.pack("<4h", 7, -7, 8, -8)))
+    assert read_audio(path).samples.tolist() == [7, 8]

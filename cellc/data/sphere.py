@@ -75,10 +75,27 @@ def parse_sphere_header(data: bytes, path: Path | str) -> tuple[dict[str, int | 
     return fields, header_size
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _int_field(fields: dict[str, int | float | str], name: str, default: int, minimum: int, path: Path) -> int:
+    """A whole-number header field of at least ``minimum`` (channel_count 0 would divide by zero)."""
+    value = fields.get(name, default)
+    if isinstance(value, float) and value.is_integer():  # '-r 2.0'; never nan or inf
+        value = int(value)
+    if not isinstance(value, int) or value < minimum:
+        raise DataError(f"{path}: malformed SPHERE header: {name} is {value!r} (a whole number >= {minimum} expected)")
+    return int(value)
+
+
 def read_sphere(path: Path | str) -> Audio:
     """Read a NIST SPHERE file of 16-bit (or 8-bit linear) PCM; the first channel if several."""
     path = Path(path)
-    data = path.read_bytes()
+    data = _read_bytes(path)
     fields, header_size = parse_sphere_header(data, path)
     coding = str(fields.get("sample_coding", "pcm"))
     body = data[header_size:]
@@ -86,17 +103,18 @@ def read_sphere(path: Path | str) -> Audio:
         raise DataError(f"{path}: {CONVERT_HINT}")
     if not coding.startswith("pcm"):
         raise DataError(f"{path}: unsupported SPHERE sample_coding {coding!r} (only linear PCM is read)")
-    n_bytes = int(fields.get("sample_n_bytes", 2))
-    channels = int(fields.get("channel_count", 1))
+    n_bytes = _int_field(fields, "sample_n_bytes", 2, 0, path)
+    channels = _int_field(fields, "channel_count", 1, 1, path)
     if n_bytes not in (1, 2):
         raise DataError(f"{path}: unsupported SPHERE sample_n_bytes {n_bytes} (1 or 2 expected)")
     if "sample_rate" not in fields:
         raise DataError(f"{path}: malformed SPHERE header: no sample_rate")
+    sample_rate = _int_field(fields, "sample_rate", 0, 1, path)
     byte_format = str(fields.get("sample_byte_format", "01" if n_bytes == 2 else "1"))
     if n_bytes == 2 and byte_format not in ("01", "10"):
         raise DataError(f"{path}: unsupported SPHERE sample_byte_format {byte_format!r} ('01' or '10' expected)")
     frame_bytes = n_bytes * channels
-    count = int(fields.get("sample_count", len(body) // frame_bytes))
+    count = _int_field(fields, "sample_count", len(body) // frame_bytes, 0, path)
     if count * frame_bytes > len(body):
         raise DataError(
             f"{path}: truncated: header says {count} samples, the file holds {len(body) // frame_bytes}"
@@ -107,20 +125,24 @@ def read_sphere(path: Path | str) -> Audio:
     else:
         samples = (np.frombuffer(body, dtype=np.int8, count=count * channels).astype(np.int16)) << 8
     samples = samples.reshape(count, channels)[:, 0].astype(np.int16)
-    return Audio(samples=samples, sample_rate=int(fields["sample_rate"]))
+    return Audio(samples=samples, sample_rate=sample_rate)
 
 
 def read_riff(path: Path | str) -> Audio:
     """Read a RIFF WAV file of 16-bit PCM (the first channel if several)."""
     path = Path(path)
     try:
-        with wave.open(io.BytesIO(path.read_bytes())) as wav:
+        with wave.open(io.BytesIO(_read_bytes(path))) as wav:
             width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as err:
         raise DataError(f"{path}: malformed RIFF WAV file ({err})") from None
     if width != 2:
         raise DataError(f"{path}: unsupported RIFF WAV sample width {8 * width} bits (16 expected)")
+    if channels < 1 or rate < 1:
+        raise DataError(f"{path}: malformed RIFF WAV file (channel count {channels}, sample rate {rate} Hz)")
+    if len(frames) % (width * channels):
+        raise DataError(f"{path}: truncated RIFF WAV file (the data ends inside a frame)")
     samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, 0].astype(np.int16)
     return Audio(samples=samples, sample_rate=rate)
 
