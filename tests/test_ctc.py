@@ -9,7 +9,7 @@ import torch
 
 import cellc
 from cellc.tasks.base import RecurrentNetwork
-from cellc.tasks.ctc import BLANK, best_path, character_error_rate, ctc_loss, edit_distance
+from cellc.tasks.ctc import BLANK, best_path, character_error_rate, character_errors, ctc_loss, edit_distance
 
 
 def one_hot_outputs(frames: list[list[int]], classes: int = 5) -> torch.Tensor:
@@ -47,6 +47,9 @@ def test_character_error_rate():
     assert character_error_rate(["abxd", "ef"], ["abcd", "efg"]) == pytest.approx(100 * 2 / 7)
     assert character_error_rate(["hello"], ["hello"]) == 0.0
     assert character_error_rate(["hello world"], ["hello"]) == pytest.approx(120.0)  # insertions count
+    assert character_errors(["abxd", "ef"], ["abcd", "efg"]) == (2, 7)  # the parts tasks sum over batches
+    with pytest.raises(ValueError):
+        character_errors(["a"], ["a", "b"])
 
 
 def test_ctc_loss_is_minus_log_probability_of_the_only_path():

@@ -9,6 +9,7 @@ import cellc
 from cellc.data.proxy_handwriting import ProxyHandwritingConfig
 from cellc.errors import DataError
 from cellc.tasks.base import Sequence
+from cellc.tasks.ctc import character_error_rate
 from cellc.tasks.iam import IamOnline, LineTarget
 from iam_tree import build_tree
 
@@ -47,6 +48,21 @@ def test_score_is_character_errors_of_best_path():
     assert task.score(outputs, batch) == (100.0, 4.0)  # one deletion ("d") over 4 characters
     assert batch.targets.label_lengths.tolist() == [2, 1]
     assert torch.isfinite(task.loss(outputs, batch))
+
+
+def test_score_is_the_shared_cer_summed_over_batches():
+    task = IamOnline()
+    task.characters = ["a", "b", "c"]
+    seqs = [Sequence(torch.zeros(5, 4), LineTarget(torch.tensor([1]), "a")),
+            Sequence(torch.zeros(5, 4), LineTarget(torch.tensor([2, 2]), "bb"))]
+    batch = task.collate(seqs)
+    frames = torch.tensor([[1, 3], [0, 3], [2, 0], [0, 3], [1, 0]])  # "aba" (2 insertions), "cc" (2 substitutions)
+    outputs = torch.nn.functional.one_hot(frames, 4).float()
+    hypotheses = task.decode(outputs, batch.lengths)
+    assert hypotheses == ["aba", "cc"]
+    numerator, denominator = task.score(outputs, batch)
+    assert (numerator, denominator) == (400.0, 3.0)
+    assert numerator / denominator == pytest.approx(character_error_rate(hypotheses, ["a", "bb"]))
 
 
 def test_proxy_and_a_training_step(tmp_path):

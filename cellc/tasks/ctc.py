@@ -52,8 +52,13 @@ def edit_distance(a: Seq, b: Seq) -> int:
     return previous[-1]
 
 
+def character_errors(hypotheses: Seq[Seq], references: Seq[Seq]) -> tuple[int, int]:
+    """(total edit distance, total reference length): the CER's parts, which sum over batches."""
+    errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, references, strict=True))
+    return errors, sum(len(r) for r in references)
+
+
 def character_error_rate(hypotheses: Seq[Seq], references: Seq[Seq]) -> float:
     """CER % = total edit distance / total reference length x 100."""
-    errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, references, strict=True))
-    total = sum(len(r) for r in references)
+    errors, total = character_errors(hypotheses, references)
     return 100.0 * errors / max(total, 1)

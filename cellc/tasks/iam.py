@@ -24,7 +24,7 @@ from cellc.data.iam_corpus import LoadReport, PointNormaliser, charset, load_iam
 from cellc.data.proxy_handwriting import ProxyHandwritingConfig, generate_handwriting_proxy
 from cellc.tasks.base import Batch, Sequence, Task, TaskData, resolve_data_root
 from cellc.tasks.corpus_source import CorpusLocation, locate_corpus
-from cellc.tasks.ctc import best_path, ctc_loss, edit_distance
+from cellc.tasks.ctc import best_path, character_errors, ctc_loss
 
 T1_SUBDIR = "iam-ondb-t1"  # split lists kept beside the corpus (as in ../shared/data)
 
@@ -139,6 +139,5 @@ class IamOnline(Task):
 
     def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
         texts = batch.targets.texts
-        hypotheses = self.decode(outputs, batch.lengths)
-        errors = sum(edit_distance(h, r) for h, r in zip(hypotheses, texts))
-        return 100.0 * errors, float(sum(len(r) for r in texts))
+        errors, total = character_errors(self.decode(outputs, batch.lengths), texts)
+        return 100.0 * errors, float(total)
