@@ -80,6 +80,24 @@ def test_changed_settings_are_refused(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+def test_changed_cell_definition_is_refused(tmp_path, capsys):
+    spec = tmp_path / "fb.yaml"
+    spec.write_text("name: fb\nextends: vanilla\ninit:\n  b_f: 1\n")
+    assert bench(tmp_path, "--cells", str(spec), "--workers", "0", "--trials", "1", "--no-report") == 0
+    before = snapshot(tmp_path)
+    stored_cell = next(iter(stored(tmp_path)))
+    storage = open_storage(default_storage_url(tmp_path / "runs"))
+    identity = optuna.load_study(study_name=stored_cell, storage=storage).user_attrs["cell_identity"]
+    assert len(identity["hash"]) == 16 and any(line.startswith("f = ") for line in identity["equations_text"])
+    data = optuna.load_study(study_name=stored_cell, storage=storage).user_attrs["data_identity"]
+    assert data["source"] == "real" and data["sizes"]["train"] > 0 and data["proxy"] is None
+    spec.write_text("name: fb\nextends: vanilla\ninit:\n  b_f: 2\n")
+    assert bench(tmp_path, "--cells", str(spec), "--workers", "0", "--trials", "2", "--no-report") == 2
+    err = capsys.readouterr().err
+    assert "another definition of cell" in err and "new --name" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
 def test_missing_data_dir_clear_message_study_intact(tmp_path, capsys):
     assert bench(tmp_path, "--cells", "vanilla", "--workers", "0") == 0
     before = snapshot(tmp_path)

@@ -123,3 +123,37 @@ def test_storing_a_trial_another_process_failed_is_not_an_error(storage):
     fresh = study.ask(distributions(SearchSpace()))
     assert _store_outcome(study, fresh, outcome) is True
     assert study.get_trials()[1].state == TrialState.COMPLETE
+
+
+def identity_attrs(source="proxy", location="/a/timit-proxy", seed=0, cell_hash="h1"):
+    from cellc.harness.record import data_identity
+
+    marker = None if source != "proxy" else {"generator": "g", "config": {"seed": seed, "speakers": 4}}
+    return {"task": "jsb", "cell": "vanilla",
+            "data_identity": data_identity(source, location, {"train": 4, "valid": 2, "test": 2}, marker),
+            "cell_identity": {"hash": cell_hash, "equations_text": ["y = x"]}}
+
+
+def open_with(storage, attrs):
+    return open_study(storage, "b", "jsb", "vanilla", settings(), attrs, SeededRandomSampler(0), "minimize")
+
+
+@pytest.mark.parametrize("changed, expected", [
+    ({"source": "real"}, "other jsb data (source, proxy differ"),
+    ({"seed": 1}, "other jsb data (proxy differ"),
+    ({"cell_hash": "h2"}, "another definition of cell 'vanilla' (spec hash h1, now h2)"),
+])
+def test_resuming_with_other_data_or_cell_is_refused_and_writes_nothing(storage, changed, expected):
+    study = open_with(storage, identity_attrs())
+    before = dict(study.user_attrs)
+    with pytest.raises(UsageError, match=r"use a new --name \(or --out\)") as err:
+        open_with(storage, {**identity_attrs(**changed), "command": "changed"})
+    assert expected in str(err.value)
+    assert optuna.load_study(study_name="b/jsb/vanilla", storage=storage).user_attrs == before
+    open_with(storage, identity_attrs(location="/elsewhere/timit-proxy"))  # another machine's path: fine
+
+
+def test_studies_without_identities_resume(storage):
+    open_with(storage, {"task": "jsb", "cell": "vanilla"})  # stored before identities existed
+    study = open_with(storage, identity_attrs())
+    assert "data_identity" not in study.user_attrs  # still unknown, not claimed

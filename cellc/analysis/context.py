@@ -1,5 +1,8 @@
 """What a report needs besides the stored trials: the cells' equations and where the report was made.
 
+The equations come from the studies (``cell_identity``, what ran) when stored; older studies
+lack them and the cell is recompiled from the current spec (the report says which).
+
 This is the one place in :mod:`cellc.analysis` (besides :mod:`cellc.analysis.load`) that reads
 anything: spec files (through the compiler), ``git`` and ``/proc/cpuinfo``. Everything it returns
 is stable for a given checkout and machine, so regenerating a report gives the same bytes.
@@ -10,8 +13,9 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +33,7 @@ class CellInfo(BaseModel):
     equations_text: list[str] = []
     formula: str = ""
     error: str | None = None  # why the cell could not be compiled now (e.g. spec removed)
+    stored: bool = False  # True: from the studies' cell_identity (what ran); False: recompiled now
 
 
 class Machine(BaseModel):
@@ -52,10 +57,20 @@ class ReportContext(BaseModel):
     cells: dict[str, CellInfo]
 
 
-def describe_cell(name: str) -> CellInfo:
+def describe_cell(name: str, stored: Mapping[str, Any] | None = None) -> CellInfo:
+    """The cell as stored with its studies (``cell_identity``), else as the current spec compiles."""
     from cellc.errors import CellcError
     from cellc.ir.printer import equation_latex
 
+    if stored and stored.get("equations_text"):
+        return CellInfo(
+            name=name,
+            description=str(stored.get("description") or ""),
+            equations_latex=[str(eq) for eq in stored.get("equations_latex") or []],
+            equations_text=[str(eq) for eq in stored["equations_text"]],
+            formula=str(stored.get("formula") or ""),
+            stored=True,
+        )
     try:
         compiled = cellc.compile_spec(name)
     except CellcError as err:
@@ -101,11 +116,14 @@ def this_machine() -> Machine:
                    python=platform.python_version())
 
 
-def gather_context(cells: Iterable[str], command: str) -> ReportContext:
+def gather_context(cells: Iterable[str], command: str,
+                   stored: Mapping[str, Mapping[str, Any] | None] | None = None) -> ReportContext:
+    """``stored``: cell -> the ``cell_identity`` its studies recorded (None / absent: recompile)."""
+    stored = stored or {}
     return ReportContext(
         version=cellc.__version__,
         commit=code_commit(),
         command=command,
         machine=this_machine(),
-        cells={name: describe_cell(name) for name in sorted(set(cells))},
+        cells={name: describe_cell(name, stored.get(name)) for name in sorted(set(cells))},
     )

@@ -403,14 +403,19 @@ def _cells_section(cells: Sequence[str], context: ReportContext) -> list[str]:
         "## 5. Cells", "",
         "Each cell's equations as compiled (rendered from the cell IR after edits and passes), for one step t with "
         "input x, N blocks and M inputs; ⊙ is the element-wise product. The parameter formula counts one layer "
-        "and direction (weights, recurrent weights, peepholes and biases).", "",
+        "and direction (weights, recurrent weights, peepholes and biases). The equations are those stored with "
+        "the cell's studies when they were created (what the trials ran), unless noted otherwise.", "",
     ]
     for cell in cells:
         info = context.cells.get(cell)
         lines += [f"### {cell}", ""]
         if info is None or info.error:
-            lines += [f"Not compiled now: {info.error if info else 'unknown cell'}.", ""]
+            lines += [f"Not stored with the studies and not compiled now: {info.error if info else 'unknown cell'}.",
+                      ""]
             continue
+        if not info.stored:
+            lines += ["*Recompiled from the current spec*: this cell's studies predate stored equations, so what "
+                      "follows may differ from what the trials ran.", ""]
         if info.description:
             lines += [f"{info.description}. Parameters: **{info.formula}**.", ""]
         else:

@@ -33,7 +33,11 @@ def write_report(storage_url: str, bench: str, report_dir: Path, command: str | 
 
     stem = checked_bench_name(bench)  # a plain folder name: the stale-PNG cleanup below stays inside it
     studies = load_bench(storage_url, bench)
-    context = gather_context({s.cell for s in studies}, command or f"cellc report --name {bench}")
+    stored_cells: dict = {}
+    for study in studies:  # the first study of a cell that recorded its definition
+        if not stored_cells.get(study.cell):
+            stored_cells[study.cell] = study.attrs.get("cell_identity")
+    context = gather_context({s.cell for s in studies}, command or f"cellc report --name {bench}", stored_cells)
     bundle = build_report(bench, studies, context, figure_dir=stem)
     figure_dir = report_dir / stem
     path = report_dir / f"{stem}.md"

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,10 +24,12 @@ from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm import tqdm
 
+from cellc.data.proxy_corpus import read_marker
 from cellc.errors import CellcError, UsageError
 from cellc.harness import storage as store
+from cellc.harness.cells import cell_identity
 from cellc.harness.profiles import Profile, apply_overrides
-from cellc.harness.record import StudySettings, checked_bench_name, environment, owner_id
+from cellc.harness.record import StudySettings, checked_bench_name, data_identity, environment, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
 from cellc.harness.train import EpochReport, TrainConfig, TrialOutcome
 from cellc.harness.workers import DEFAULT_LAYER_FACTORY, Event, InlinePool, Job, ProcessPool, _resolve
@@ -121,9 +124,15 @@ class _TaskInfo(BaseModel):
     source: str
     info: dict[str, Any]
     profile: Profile  # the profile as this task runs it
+    data_identity: dict[str, Any]
 
 
-def _check_inputs(options: BenchOptions) -> dict[str, _TaskInfo]:
+class _Inputs(BaseModel):
+    tasks: dict[str, _TaskInfo]
+    cells: dict[str, dict[str, Any]]  # cell -> cell_identity
+
+
+def _check_inputs(options: BenchOptions) -> _Inputs:
     """Load every task's data and build every cell before touching the storage (clear errors first)."""
     checked_bench_name(options.name)
     tasks: dict[str, _TaskInfo] = {}
@@ -137,11 +146,15 @@ def _check_inputs(options: BenchOptions) -> dict[str, _TaskInfo]:
             raise UsageError(f"bad settings for task {name}: {err}") from None
         _check_train_config(options, profile, name)
         data = task.load()
-        tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile)
+        marker = read_marker(Path(data.location)) if data.location and Path(data.location).is_dir() else None
+        identity = data_identity(data.source, data.location, data.sizes(), marker)
+        tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile, data_identity=identity)
     factory = _resolve(options.layer_factory)
+    cells = {}
     for cell in options.cells:
         factory(cell, options.backend)
-    return tasks
+        cells[cell] = cell_identity(cell)
+    return _Inputs(tasks=tasks, cells=cells)
 
 
 def _check_train_config(options: BenchOptions, p: Profile, task: str) -> None:
@@ -182,20 +195,28 @@ def _settings(options: BenchOptions, p: Profile) -> StudySettings:
 def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> BenchSummary:
     """Run (or resume) the bench until every study has its target number of finished trials."""
     log = log or (lambda text: tqdm.write(text, file=sys.stderr))
-    task_info = _check_inputs(options)
+    inputs = _check_inputs(options)
+    task_info = inputs.tasks
     settings = {task: _settings(options, task_info[task].profile) for task in options.tasks}
     storage = store.open_storage(options.storage)
     sampler = SeededRandomSampler(options.seed)
     units: list[_Unit] = []
     recovered = 0
     machine = environment(options.workers)
+    attrs = {
+        (task, cell): {"bench": options.name, "task": task, "cell": cell, "task_info": task_info[task].info,
+                       "data_source": task_info[task].source, "data_identity": task_info[task].data_identity,
+                       "cell_identity": inputs.cells[cell], "command": options.command, "environment": machine}
+        for task in options.tasks for cell in options.cells
+    }
+    # Every study is checked before any is created or updated: a refused resume writes nothing.
+    for (task, cell), study_attrs in attrs.items():
+        store.check_resumable(storage, options.name, task, cell, settings[task], study_attrs)
     for task in options.tasks:
-        source, info = task_info[task].source, task_info[task].info
-        direction = "minimize" if info["lower_is_better"] else "maximize"
+        direction = "minimize" if task_info[task].info["lower_is_better"] else "maximize"
         for cell in options.cells:
-            attrs = {"bench": options.name, "task": task, "cell": cell, "task_info": info,
-                     "data_source": source, "command": options.command, "environment": machine}
-            study = store.open_study(storage, options.name, task, cell, settings[task], attrs, sampler, direction)
+            study = store.open_study(storage, options.name, task, cell, settings[task], attrs[task, cell], sampler,
+                                     direction)
             recovered += store.fail_abandoned_trials(study)
             units.append(_Unit(task, cell, study, settings[task].trials))
     if recovered:

@@ -17,6 +17,13 @@ Study user attributes (``study.user_attrs``), written when the study is created:
                     seed (the profile as this task ran it, after the task's own sizing; studies
                     stored before ``warmup`` existed read as warmup 0, which is what they ran)
 ``data_source``     ``"real"``, ``"rebuilt from music21"``, ``"proxy"``; also per trial
+``data_identity``   :func:`data_identity`: ``{"source", "location", "sizes", "proxy"}`` (``proxy``: the
+                    proxy corpus's generator and config, i.e. its size and seed; None for other data).
+                    Resuming needs the same source, sizes and proxy (the location may differ between
+                    machines sharing a storage). Absent in older studies: unknown, accepted
+``cell_identity``   :func:`cellc.harness.cells.cell_identity`: ``{"hash", "equations_text",
+                    "equations_latex", "formula", "description"}`` of the cell as compiled when the
+                    study was created; resuming needs the same ``hash``. Absent in older studies
 ``command``         the ``cellc bench ...`` command that reproduces the bench
 ``environment``     ``{"cpu", "cores", "system", "python", "torch", "cellc", "workers"}`` of the
                     latest run that worked on the study (updated on resume, like ``command``)
@@ -157,6 +164,15 @@ def checked_bench_name(name: str, setting: str = "--name") -> str:
             "(starting with a letter or digit)"
         )
     return name
+
+
+DATA_IDENTITY_KEYS = ("source", "sizes", "proxy")  # compared on resume; "location" is informative
+
+
+def data_identity(source: str, location: str, sizes: dict[str, int], marker: dict[str, Any] | None) -> dict[str, Any]:
+    """Where a task's data came from, as stored with a study (see the table above)."""
+    proxy = None if marker is None else {"generator": marker.get("generator"), "config": marker.get("config")}
+    return {"source": source, "location": location, "sizes": dict(sizes), "proxy": proxy}
 
 
 def study_name(bench: str, task: str, cell: str) -> str:

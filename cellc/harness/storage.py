@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from cellc.errors import UsageError
-from cellc.harness.record import STUDY_FORMAT, StudySettings, owner_is_alive, study_name
+from cellc.harness.record import DATA_IDENTITY_KEYS, STUDY_FORMAT, StudySettings, owner_is_alive, study_name
 
 HEARTBEAT_S = 20  # in-flight trials are marked alive this often
 GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed
@@ -50,6 +50,7 @@ def open_study(
 ) -> optuna.Study:
     """Create the (bench, task, cell) study or resume it, refusing to mix different settings."""
     name = study_name(bench, task, cell)
+    check_resumable(storage, bench, task, cell, settings, attrs)
     study = optuna.create_study(
         storage=storage, study_name=name, sampler=sampler, direction=direction, load_if_exists=True
     )
@@ -61,18 +62,53 @@ def open_study(
         study.set_user_attr("settings", settings.model_dump())
     else:
         previous = StudySettings.model_validate(stored)
-        if previous.comparable() != settings.comparable():
-            changed = sorted(k for k, v in settings.comparable().items() if previous.comparable().get(k) != v)
-            raise UsageError(
-                f"study {name!r} was created with different settings ({', '.join(changed)}); "
-                "rerun with the same settings to resume, or give a new --name"
-            )
         if previous.trials != settings.trials:
             study.set_user_attr("settings", settings.model_dump())
         for key in ("command", "environment"):  # describe the latest run
             if attrs.get(key):
                 study.set_user_attr(key, attrs[key])
     return study
+
+
+def check_resumable(
+    storage: optuna.storages.RDBStorage, bench: str, task: str, cell: str, settings: StudySettings,
+    attrs: dict[str, Any],
+) -> None:
+    """Refuse (UsageError, nothing written) to resume a stored study with other settings, data or cell.
+
+    ``attrs`` may carry ``data_identity`` and ``cell_identity``; a stored study without them
+    (made before they were recorded) is accepted for that part.
+    """
+    name = study_name(bench, task, cell)
+    try:
+        stored_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except KeyError:
+        return  # a new study
+    hint = "use a new --name (or --out) to start a separate bench"
+    stored = stored_attrs.get("settings")
+    if stored is not None:
+        previous = StudySettings.model_validate(stored)
+        if previous.comparable() != settings.comparable():
+            changed = sorted(k for k, v in settings.comparable().items() if previous.comparable().get(k) != v)
+            raise UsageError(
+                f"study {name!r} was created with different settings ({', '.join(changed)}); "
+                f"rerun with the same settings to resume, or {hint}"
+            )
+    old_data, new_data = stored_attrs.get("data_identity"), attrs.get("data_identity")
+    if old_data is not None and new_data is not None:
+        changed = [k for k in DATA_IDENTITY_KEYS if old_data.get(k) != new_data.get(k)]
+        if changed:
+            raise UsageError(
+                f"study {name!r} was created with other {task} data ({', '.join(changed)} differ: stored "
+                f"{old_data.get('source')} data from {old_data.get('location')}, now {new_data.get('source')} "
+                f"data from {new_data.get('location')}); its trials cannot be mixed with these, {hint}"
+            )
+    old_cell, new_cell = stored_attrs.get("cell_identity"), attrs.get("cell_identity")
+    if old_cell is not None and new_cell is not None and old_cell.get("hash") != new_cell.get("hash"):
+        raise UsageError(
+            f"study {name!r} was created with another definition of cell {cell!r} (spec hash "
+            f"{old_cell.get('hash')}, now {new_cell.get('hash')}); its trials cannot be mixed with these, {hint}"
+        )
 
 
 def fail_abandoned_trials(study: optuna.Study) -> int:
