@@ -48,6 +48,10 @@ def test_report_regenerates_byte_identical_from_storage(planted, tmp_path, capsy
     assert "TIMIT (proxy data)" in text and "Not compared: TIMIT (proxy data)" in text
     assert "p_{f} \\odot c_{t-1}" in text and "4N(M+N) + 7N" in text  # vanilla, rendered from the IR
     assert "cellc bench --profile quick --name planted" in text and " cores, " in text
+    assert "paired trials" in text and "unpaired" in text and "Fisher's exact test" in text
+    assert "| 0/20 (0 %) " in text and "| 1/20 (5 %) " in text and "divergence vs vanilla (Fisher)" in text
+    assert "**Different search setup**" in text and "different search setup (agree)" in text
+    assert "first frame is never predicted and never scored" in text
     assert str(planted) in text  # the report command names the storage folder it read
     assert main([*argv, "--format", "html"]) == 0
     page = (reports / f"{BENCH}.html").read_text()
@@ -111,6 +115,20 @@ def test_cells_section_shows_the_stored_equations_else_says_recompiled():
     vanilla = vanilla.split("### vanilla")[1]
     assert "y = stored_text(x)" in vanilla and "what ran" in vanilla and "Recompiled" not in vanilla
     assert "Recompiled from the current spec" in nfg
+
+
+def test_search_setup_differences_from_the_paper_profile():
+    from cellc.analysis.paper import DIFFERENT_SETUP, FindingRow, different_setup, setup_differences
+    from cellc.harness.profiles import PROFILES, apply_overrides
+
+    assert setup_differences(PROFILES["paper"].model_dump()) == []
+    quick = apply_overrides(PROFILES["quick"], {"space": {"lr": {"low": 3e-3, "high": 1e-1}}}).model_dump()
+    diffs = setup_differences(quick)
+    assert any("25 epochs" in d for d in diffs) and any("80 training sequences" in d for d in diffs)
+    assert any(d.startswith("lr range [0.003, 0.1]") for d in diffs) and len(diffs) == 3
+    rows = different_setup([FindingRow("a", "worse", "worse", "agree"), FindingRow("b", "x", "y", False),
+                            FindingRow("c", "x", "y", None)])
+    assert [r.agreement for r in rows] == [f"{DIFFERENT_SETUP} (agree)", f"{DIFFERENT_SETUP} (disagree)", None]
 
 
 def test_paper_verdict_agreement_rules():

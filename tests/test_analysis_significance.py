@@ -96,3 +96,14 @@ def test_best_ten_percent_is_chosen_by_validation():
 def test_missing_baseline_leaves_cells_untested():
     rows = compare_with_baseline({"a": cell([1.0, 2.0, 3.0])}, True, "vanilla")
     assert rows[0].verdict == "not tested" and rows[0].welch is None and rows[0].n == 3
+
+
+def test_divergence_rate_and_fisher_test_against_the_baseline():
+    from cellc.analysis.significance import compare_divergence
+
+    same = compare_divergence(2, 20, 2, 20, is_baseline=False)
+    assert same.rate == 0.1 and same.p == pytest.approx(1.0) and not same.differs
+    many = compare_divergence(15, 20, 1, 20, is_baseline=False)
+    assert many.differs and many.p < 1e-4 and many.rate == 0.75
+    assert compare_divergence(1, 20, 1, 20, is_baseline=True).p is None
+    assert compare_divergence(0, 0, 1, 20, is_baseline=False).p is None

@@ -19,12 +19,21 @@ from cellc.analysis.context import ReportContext
 from cellc.analysis.fanova import METHOD_TEXT, ForestSettings
 from cellc.analysis.hyperspace import AXES
 from cellc.analysis.load import StudyData
-from cellc.analysis.paper import PAPER, FindingRow, best_row, comparable, importance_rows, mark, verdict_rows
+from cellc.analysis.paper import (
+    DIFFERENT_SETUP, PAPER, FindingRow, best_row, comparable, different_setup, importance_rows, mark,
+    setup_differences, verdict_rows,
+)
 from cellc.analysis.significance import ALPHA, SUBSET_SHORT, SUBSET_TEXT, CellTest, Subset
 from cellc.analysis.task_analysis import BASELINE, MIN_FANOVA_SAMPLES, TaskAnalysis, analyse_task, group_by_task
 
 MARGINAL_POINTS = 60
 HEAT_CELLS = 40
+# How a task's metric counts frames, where papers differ (stated so numbers are compared like with like).
+METRIC_CONVENTIONS = {
+    "jsb": " Frames scored: a piece of T frames gives T - 1 predictions (frame t + 1 from frames 1..t); the "
+           "first frame is never predicted and never scored, and the NLL is averaged over all predicted frames "
+           "of the split.",
+}
 
 
 @dataclass
@@ -91,21 +100,38 @@ def _secondary_cell(task: TaskAnalysis, cell: str, name: str) -> str:
     return _num(m.mean) if m.ci is None else f"{m.mean:.3f} [{m.ci.low:.3f}, {m.ci.high:.3f}]"
 
 
+def _diverged_cell(task: TaskAnalysis, cell: str) -> str:
+    d = task.divergence.get(cell)
+    if d is None:
+        return "n/a"
+    return f"{d.diverged}/{d.trials}" + ("" if d.rate is None else f" ({100 * d.rate:.0f} %)")
+
+
+def _divergence_test_cell(task: TaskAnalysis, cell: str) -> str:
+    d = task.divergence.get(cell)
+    if cell == BASELINE:
+        return "baseline"
+    if d is None or d.p is None:
+        return "n/a"
+    return f"**differs, p = {d.p:.3g}**" if d.differs else f"p = {d.p:.3g}"
+
+
 def comparison_table(task: TaskAnalysis) -> str:
     """All tested trials per cell; a task's secondary metrics (e.g. TIMIT's FER39 %) follow the main mean."""
     names = list(task.secondary_metrics)
-    headers = ["cell", "trials", "diverged", "tested", "mean params", "mean [95 % CI]",
+    headers = ["cell", "trials", "diverged (rate)", "tested", "mean params", "mean [95 % CI]",
                *[f"mean {name} [95 % CI]" for name in names], "median", "std",
-               "best", f"Δ mean vs {BASELINE} [95 % CI]", "Hedges' g", "Welch p", "verdict"]
+               "best", f"Δ mean vs {BASELINE} [95 % CI]", "Hedges' g", "Welch p", "verdict",
+               f"divergence vs {BASELINE} (Fisher)"]
     rows = []
     for test in task.tests[Subset.ALL]:
         counts = task.counts[test.cell]
         rows.append([
-            test.cell, counts.finished, counts.diverged, test.n,
+            test.cell, counts.finished, _diverged_cell(task, test.cell), test.n,
             "n/a" if counts.mean_params is None else f"{counts.mean_params:,.0f}",
             _mean_ci(test), *[_secondary_cell(task, test.cell, name) for name in names],
             _num(test.median), _num(test.std), _num(test.best), _diff(test),
-            _signed(test.hedges_g, 2), _p_cell(test), _verdict_cell(test),
+            _signed(test.hedges_g, 2), _p_cell(test), _verdict_cell(test), _divergence_test_cell(task, test.cell),
         ])
     return _table(headers, rows)
 
@@ -321,6 +347,12 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         "mean is t-based (95 %). In the figures, box colour gives the verdict, the p-value is printed above each "
         "box, white diamonds mark means, dots are trials, and the bars below give the mean parameter count of the "
         "whole network.", "",
+        "Design: trial number k of every (task, cell) study uses the same hyper-parameters and the same seed (search "
+        "seed + k), so the cells are compared on paired trials; Welch's t-test ignores that pairing (it is an unpaired "
+        "test), which makes it conservative. Diverged trials have no test score and are left out of the test, so "
+        f"each cell's divergence rate (diverged / finished trials) is shown beside the verdict, with a two-sided "
+        f"Fisher's exact test of the counts against {BASELINE}'s; *differs* marks p < {ALPHA}: the cell's scores "
+        "then come from a differently selected set of trials.", "",
     ]
     for task in tasks:
         name = f"compare_{task.task}.png"
@@ -328,8 +360,8 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         lines += [
             f"### {fig.data_title(task.title, task.source)}", "",
             f"Data: **{task.source}**. Metric: {task.metric}; {'lower' if task.lower_is_better else 'higher'} is "
-            "better. *trials*: finished trials (ok and diverged); *tested*: non-diverged trials with a test score."
-            + _secondary_note(task), "",
+            "better." + METRIC_CONVENTIONS.get(task.task, "") + " *trials*: finished trials (ok and diverged); "
+            "*tested*: non-diverged trials with a test score." + _secondary_note(task), "",
             f"![{task.title}: box plots of the test metric per cell, all trials and best 10 %]"
             f"({bundle.figure_dir}/{name})", "",
             "All tested trials:", "", comparison_table(task), "",
@@ -449,11 +481,19 @@ def _paper_section(tasks: Sequence[TaskAnalysis]) -> list[str]:
         if best:
             rows.append(best)
         rows += importance_rows(task)
+        differences = setup_differences(task.settings)
         marks = [mark(r.agreement).strip("*") for r in rows if r.agreement is not None]
-        lines += [f"### {fig.data_title(task.title, task.source)}", "", _findings_table(rows), "",
-                  f"Of {len(marks)} comparable findings: {marks.count('agree')} agree, {marks.count('disagree')} "
-                  f"disagree, {marks.count('not confirmed')} not confirmed (the paper found a significant difference, "
-                  "this study none; with fewer trials than the paper's that can be a lack of power).", ""]
+        counts = (f"{marks.count('agree')} agree, {marks.count('disagree')} disagree, "
+                  f"{marks.count('not confirmed')} not confirmed (the paper found a significant difference, this "
+                  "study none; with fewer trials than the paper's that can be a lack of power)")
+        if differences:
+            rows = different_setup(rows)
+            summary = (f"**Different search setup**: this task ran with {'; '.join(differences)}, so its rows are "
+                       f"marked *{DIFFERENT_SETUP}* rather than agree / disagree; the plain comparison, for "
+                       f"orientation only, in brackets. Of {len(marks)} findings: {counts}.")
+        else:
+            summary = f"Of {len(marks)} comparable findings: {counts}."
+        lines += [f"### {fig.data_title(task.title, task.source)}", "", _findings_table(rows), "", summary, ""]
     if skipped:
         lines += ["Not compared: " + "; ".join(
             f"{t.title} ({t.source} data)" if t.is_proxy else f"{t.title} (not one of the paper's tasks)"

@@ -58,12 +58,41 @@ def agrees(paper: str, ours: str) -> str | None:
     return DISAGREE
 
 
+DIFFERENT_SETUP = "different search setup"
+
+
 def mark(agreement: str | bool | None) -> str:
     if agreement is None:
         return "-"
     if isinstance(agreement, bool):
         agreement = AGREE if agreement else DISAGREE
     return f"**{agreement}**" if agreement == DISAGREE else agreement
+
+
+def setup_differences(settings: dict) -> list[str]:
+    """How a task's stored settings differ from the paper profile's search (ranges, epochs, subset)."""
+    from cellc.harness.profiles import PROFILES
+
+    paper = PROFILES["paper"]
+    out = []
+    if settings.get("max_epochs") != paper.max_epochs:
+        out.append(f"at most {settings.get('max_epochs', '?')} epochs (paper: {paper.max_epochs})")
+    if settings.get("train_subset") != paper.train_subset:
+        out.append(f"{settings.get('train_subset') or 'all'} training sequences per epoch (paper: all)")
+    space = settings.get("space") or {}
+    for key, paper_range in paper.space.model_dump().items():
+        ours = space.get(key)
+        if ours != paper_range:
+            shown = "?" if not ours else f"[{ours.get('low', '?'):g}, {ours.get('high', '?'):g}]"
+            out.append(f"{key} range {shown} (paper: [{paper_range['low']:g}, {paper_range['high']:g}])")
+    return out
+
+
+def different_setup(rows: list["FindingRow"]) -> list["FindingRow"]:
+    """Rows with their agreement replaced by "different search setup (<plain comparison>)"."""
+    return [FindingRow(r.finding, r.paper, r.ours,
+                       None if r.agreement is None else f"{DIFFERENT_SETUP} ({mark(r.agreement).strip('*')})")
+            for r in rows]
 
 
 @dataclass(frozen=True)

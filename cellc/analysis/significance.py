@@ -10,6 +10,15 @@ Which trials are tested (the report says this in words, from :data:`SUBSET_TEXT`
 - ``best10``: of those, the ceil(10 %) with the best validation score (``best_valid``), as in
   the paper's lower box-plot panel.
 
+Design: trial number k of every (task, cell) study draws the same hyper-parameters and seed
+(see :mod:`cellc.harness.search`), so the cells are compared on paired trials; the Welch test
+below ignores that pairing (an unpaired test), which is conservative.
+
+Divergence: a diverged trial has no test score, so a cell that diverges more often is tested on
+fewer (and possibly easier) trials. :func:`compare_divergence` gives each cell's divergence rate
+(diverged / finished trials) and a two-sided Fisher's exact test of the counts against the
+baseline's, flagged at p < 0.05.
+
 Statistics: two-sided Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``) of the cell's
 scores against the baseline's, significant at p < 0.05; Hedges' g (Cohen's d with the pooled
 standard deviation, times the small-sample correction 1 - 3 / (4 (n1 + n2) - 9)), positive when
@@ -183,3 +192,28 @@ def compare_with_baseline(records_by_cell: Mapping[str, Sequence[TrialRecord]], 
                   cell == baseline)
         for cell, records in records_by_cell.items()
     ]
+
+
+class DivergenceTest(BaseModel):
+    """How often a cell's trials diverged, against the baseline (Fisher's exact test)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    diverged: int
+    trials: int  # finished trials (ok + diverged)
+    p: float | None  # None for the baseline and when either side has no trials
+    differs: bool  # p < ALPHA
+
+    @property
+    def rate(self) -> float | None:
+        return self.diverged / self.trials if self.trials else None
+
+
+def compare_divergence(diverged: int, trials: int, base_diverged: int, base_trials: int,
+                       is_baseline: bool) -> DivergenceTest:
+    """Two-sided Fisher's exact test of (diverged, not diverged) against the baseline's counts."""
+    p = None
+    if not is_baseline and trials and base_trials:
+        table = [[diverged, trials - diverged], [base_diverged, base_trials - base_diverged]]
+        p = float(stats.fisher_exact(table).pvalue)
+    return DivergenceTest(diverged=diverged, trials=trials, p=p, differs=p is not None and p < ALPHA)

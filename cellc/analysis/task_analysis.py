@@ -11,7 +11,9 @@ import numpy as np
 from cellc.analysis.fanova import FanovaResult, Forest, ForestSettings, decompose
 from cellc.analysis.hyperspace import Samples, scored_samples, search_box
 from cellc.analysis.load import StudyData
-from cellc.analysis.significance import CellTest, Interval, Subset, compare_with_baseline, mean_ci, trials_under_test
+from cellc.analysis.significance import (
+    CellTest, DivergenceTest, Interval, Subset, compare_divergence, compare_with_baseline, mean_ci, trials_under_test,
+)
 from cellc.harness.record import TrialRecord
 
 BASELINE = "vanilla"
@@ -58,6 +60,8 @@ class TaskAnalysis:
     # Secondary test metrics (name -> description, from task_info) and their per-cell means.
     secondary_metrics: dict[str, str] = field(default_factory=dict)
     secondary: dict[str, dict[str, SecondaryMean]] = field(default_factory=dict)  # cell -> name -> mean
+    divergence: dict[str, DivergenceTest] = field(default_factory=dict)  # cell -> rate and Fisher test vs baseline
+    settings: dict = field(default_factory=dict)  # the stored StudySettings dump (the task's profile)
 
     @property
     def is_proxy(self) -> bool:
@@ -112,6 +116,13 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         time_forest = Forest.fit(samples.x, samples.seconds, box, forest)
         importance = decompose(metric_forest)
     secondary = {str(k): str(v) for k, v in (info.get("secondary_metrics") or {}).items()}
+    counts = {s.cell: cell_counts(s.records, int(s.attrs.get("settings", {}).get("trials", 0))) for s in group}
+    base = counts.get(baseline)
+    divergence = {
+        cell: compare_divergence(c.diverged, c.finished, base.diverged if base else 0, base.finished if base else 0,
+                                 cell == baseline)
+        for cell, c in counts.items()
+    }
     return TaskAnalysis(
         task=task,
         title=str(info.get("title", task)),
@@ -121,7 +132,7 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         source=data_source(group),
         cells=tuple(s.cell for s in group),
         records=records,
-        counts={s.cell: cell_counts(s.records, int(s.attrs.get("settings", {}).get("trials", 0))) for s in group},
+        counts=counts,
         tests={subset: compare_with_baseline(records, lower, baseline, subset) for subset in Subset},
         samples=samples,
         box=box,
@@ -130,6 +141,8 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         time_forest=time_forest,
         secondary_metrics=secondary,
         secondary={cell: secondary_means(rs, list(secondary)) for cell, rs in records.items()},
+        divergence=divergence,
+        settings=dict(settings),
     )
 
 
