@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 import cellc
+from cellc.machine import cpu_model
 
 
 class CellInfo(BaseModel):
@@ -104,14 +105,7 @@ def code_commit() -> str:
 
 
 def this_machine() -> Machine:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return Machine(cpu=cpu, cores=os.cpu_count() or 1, system=f"{platform.system()} {platform.machine()}",
                    python=platform.python_version())
 

@@ -74,6 +74,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cellc.errors import UsageError
 from cellc.harness.profiles import SearchSpace
+from cellc.machine import cpu_model
 
 STUDY_FORMAT = 1
 
@@ -138,14 +139,7 @@ def environment(workers: int) -> dict[str, Any]:
 
     from cellc import __version__
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count() or 1, "system": f"{platform.system()} {platform.machine()}",
             "python": platform.python_version(), "torch": torch.__version__, "cellc": __version__,
             "workers": workers}
