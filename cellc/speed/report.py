@@ -84,6 +84,18 @@ def plot(timings: list[Timing], path: Path) -> None:
     plt.close(fig)
 
 
+def _load_line() -> str:
+    """The machine's load as measured when the report is written: other jobs show up here."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "Load average: not available on this system."
+    return (f"Load average when this report was written: {one:.2f} (1 min), {five:.2f} (5 min), "
+            f"{fifteen:.2f} (15 min) on {os.cpu_count()} cores; this benchmark itself keeps at most "
+            "all cores busy, so a load well above that means other jobs shared the machine and timings are "
+            "noisy (ratios measured back to back are more trustworthy than absolute times).")
+
+
 def write_report(timings: list[Timing], path: Path, repeat: int, jsb: list[tuple] | None, compile_info: dict,
                  commandline: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +110,7 @@ def write_report(timings: list[Timing], path: Path, repeat: int, jsb: list[tuple
         "the reference (torch.nn.LSTM for LSTM-like cells, torch.nn.GRU for gru) is measured in the same process "
         "at the same size, just before the cellc layers.",
         "",
-        "**The machine was shared with other people's jobs while this ran (2 cores): timings are noisy, "
-        "ratios more trustworthy than absolute times.**",
+        _load_line(),
         "",
         "Peak memory (1 thread only) approximates the peak of live CPU tensor memory during one forward + "
         "backward: each op's own allocations minus frees from the torch profiler, summed in start order "
