@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from cellc.commands.shell import join_command, storage_args
 from cellc.errors import CellcError, UsageError
 
 PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")
@@ -212,11 +212,7 @@ def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list
     # Where the data and studies were: --data-dir and --out, never --storage (a URL may hold a password).
     if args.data_dir:
         parts += ["--data-dir", args.data_dir]
-    if args.out != "runs" and not args.storage:
-        parts += ["--out", args.out]
-    if args.storage:
-        parts += ["--storage", "<URL>"]
-    return shlex.join(parts).replace("'<URL>'", "<URL>")
+    return join_command(parts + storage_args(args))
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
+
+from cellc.commands.shell import join_command, storage_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,11 +65,7 @@ def report_command(args: argparse.Namespace) -> str:
     parts = ["cellc", "report", "--name", args.name]
     if args.format != "md":
         parts += ["--format", args.format]
-    if args.out != "runs" and not args.storage:
-        parts += ["--out", args.out]
-    if args.storage:
-        parts += ["--storage", "<URL>"]
-    return shlex.join(parts).replace("'<URL>'", "<URL>")
+    return join_command(parts + storage_args(args))
 
 
 def run_report(args: argparse.Namespace) -> int:
