@@ -61,6 +61,16 @@ def test_autocast_16_bit_close_to_float32(results, spec, mode, case):
     assert row["error"] < 3e-2, row
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["graph_plain", "graph_bidir_lengths"])
+@pytest.mark.parametrize("spec", SPECS)
+def test_cuda_graph_replay_copies_every_buffer_it_needs(results, spec, case):
+    """The per-step loops replayed from a (faked) CUDA graph give the plain loop's results."""
+    row = results[(spec, "step", case, None)]
+    assert row["replayed"] > 0, "the third call replays the captured loop"
+    assert row["error"] <= ATOL, f"{spec} {case}: error {row['error']:.3g}"
+
+
 def test_generated_module_imports_torch_only():
     from cellc.codegen.render import render_module
     from cellc.ir.pipeline import compile_spec
