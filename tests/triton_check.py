@@ -77,7 +77,7 @@ def fake_graphs(layer) -> None:
         return FakeGraph(replay), static, 0
 
     module._graphs_on = lambda tensors: True
-    module._capture = capture
+    module._capture_or_none = capture
     module._evict = lambda device: None
     module.GRAPHS.clear()
     module.GRAPH_SEEN.clear()

@@ -2,9 +2,11 @@
 
 The spec's parameters keep their storage (``weight_x``, ``weight_s``, ``bias``, the layout
 every backend shares); each forward assembles torch's ``w_ih, w_hh, b_ih, b_hh`` from them
-in torch's gate order: a view where the blocks already lie in that order, one ``torch.cat``
-otherwise (np stores z, i, f, o; torch wants i, f, g, o). torch's second bias is a zero
-block except the GRU's ``b_hn``.
+in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one ``torch.cat``
+into a single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then
+uses that buffer as it is instead of compacting separate tensors into one on every call
+(the copy and the warning the H100 run showed). torch's second bias is a zero block except
+the GRU's ``b_hn``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from cellc.ir.lowering import LoweringPlan, lowering_plan
 from cellc.ir.pipeline import CompiledCell
 
 
-def blocks_expr(compiled: CompiledCell, names: tuple[str | None, ...], like: str) -> str:
-    """Python source for the (len(names)*N, ...) tensor made of the named parameters' blocks."""
+def block_parts(compiled: CompiledCell, names: tuple[str | None, ...], like: str) -> list[str]:
+    """Python source of the pieces that, stacked, make the (len(names)*N, ...) tensor of the named blocks."""
     layout = compiled.schedule.layout
     runs: list[tuple[str | None, int, int]] = []  # (group or None for zeros, first block, count)
     for name in names:
@@ -32,7 +34,7 @@ def blocks_expr(compiled: CompiledCell, names: tuple[str | None, ...], like: str
             parts.append(group)
         else:
             parts.append(f"{group}[{first} * N : {first + count} * N]")
-    return parts[0] if len(parts) == 1 else "torch.cat([" + ", ".join(parts) + "])"
+    return parts
 
 
 def lowered_context(compiled: CompiledCell, required: bool) -> dict:
@@ -47,10 +49,11 @@ def lowered_context(compiled: CompiledCell, required: bool) -> dict:
     return {
         "lowering": {
             "mode": plan.mode,
-            "w_ih": blocks_expr(compiled, plan.weight_ih, "weight_x"),
-            "w_hh": blocks_expr(compiled, plan.weight_hh, "weight_s"),
-            "b_ih": blocks_expr(compiled, plan.bias_ih, "bias"),
-            "b_hh": blocks_expr(compiled, plan.bias_hh, "bias"),
+            "gates": len(plan.weight_ih),
+            # w_ih, w_hh, b_ih, b_hh flattened and stacked: one buffer, cuDNN's own layout.
+            "flat_parts": [f"{part}.reshape(-1)" for names, like in (
+                (plan.weight_ih, "weight_x"), (plan.weight_hh, "weight_s"), (plan.bias_ih, "bias"),
+                (plan.bias_hh, "bias")) for part in block_parts(compiled, names, like)],
             # Position in the module's state tuple of torch's h (and c).
             "state_index": [compiled.states.index(s) for s in plan.states],
             # For each module state: its position among torch's states.

@@ -213,15 +213,20 @@ def time_one(run: Run, row: Row, spec, repeat: int, torch) -> None:
         torch.cuda.synchronize()
         row.first_s = time.monotonic() - begin
         # Each timing warms up first: the per-step backends capture their CUDA graphs on a second call.
-        row.fwd_ms = cuda_ms(forward, repeat, torch)
-        row.train_ms = cuda_ms(train, repeat, torch)
+        try:
+            row.fwd_ms = cuda_ms(forward, repeat, torch)
+            row.train_ms = cuda_ms(train, repeat, torch)
+        finally:  # the next point has other shapes: its graphs, not these, should have the memory
+            release = getattr(sys.modules.get(type(layer).__module__), "release_graphs", None)
+            if release is not None:
+                release()
 
 
-def time_all(run: Run, args, torch, deadline: float, report=None, cells=CELLS) -> None:
+def time_all(run: Run, args, torch, deadline: float, report=None, cells=CELLS, sizes=SIZE_ORDER) -> None:
     from tqdm import tqdm
 
     jobs = []
-    for size in SIZE_ORDER:
+    for size in sizes:
         for dtype in DTYPES:
             for cell in cells:
                 jobs.append((cell, "torch", size, dtype, None))
@@ -256,7 +261,10 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.2f}"
 
 
-def targets_table(run: Run) -> str:
+TARGET_NAMES = ["<= 1.5x cuDNN", "persistent < cuDNN", "lowered within 2 %", ">= 10x eager"]
+
+
+def target_rows(run: Run) -> list[list[str]]:
     """One row per target and measured point: the best cellc backend for it against cuDNN."""
     out = []
     measured = [r for r in run.rows if r.train_ms]
@@ -290,9 +298,29 @@ def targets_table(run: Run) -> str:
             speedup = eager.train_ms / best.train_ms
             out.append([">= 10x eager", cell, best.backend, where, dtype, f"eager {eager.train_ms:.1f}",
                         f"{best.train_ms:.2f}", f"{speedup:.1f}x faster", "met" if speedup >= 10 else "NOT met"])
-    out.sort(key=lambda row: ["<= 1.5x cuDNN", "persistent < cuDNN", "lowered within 2 %", ">= 10x eager"].index(row[0]))
-    return tabulate(out, headers=["target", "cell", "backend", "size", "dtype", "cuDNN ms", "cellc ms",
-                                  "fwd+bwd ratio", ""], tablefmt="github")
+    out.sort(key=lambda row: TARGET_NAMES.index(row[0]))
+    return out
+
+
+def targets_table(run: Run) -> str:
+    return tabulate(target_rows(run), headers=["target", "cell", "backend", "size", "dtype", "cuDNN ms", "cellc ms",
+                                                "fwd+bwd ratio", ""], tablefmt="github")
+
+
+def targets_summary(run: Run) -> list[str]:
+    """Per target: at how many measured points it is met, and the points where it is not."""
+    rows = target_rows(run)
+    lines = []
+    for name in TARGET_NAMES:
+        mine = [r for r in rows if r[0] == name]
+        if not mine:
+            lines.append(f"- **{name}**: not measured")
+            continue
+        missed = [r for r in mine if r[-1] != "met"]
+        lines.append(f"- **{name}**: met at {len(mine) - len(missed)} of {len(mine)} points"
+                     + ("" if not missed else "; not met at: " + ", ".join(
+                         f"{r[1]} {r[3]} {r[4]} ({r[7]})" for r in missed)))
+    return lines
 
 
 def timing_table(run: Run, dtype: str) -> str:
@@ -352,6 +380,8 @@ def write_report(run: Run, path: Path, facts: dict, elapsed: float, command: str
         "the loop from Python; the timings follow a warm-up call).", "",
         "## Targets (stated by issue 6; evaluated from the numbers below, never asserted)", "",
         *[f"- {t}" for t in TARGETS], "",
+        "Summary (each point: one cell at one size and dtype, its best cellc backend):", "",
+        *targets_summary(run), "",
         targets_table(run), "",
         "## Correctness on this device", "",
         "Against the eager backend on the device in float32 without TF32 (B=16, T=50, variable lengths, "
@@ -389,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop timing after this long (the rest is listed as skipped); default 330")
     parser.add_argument("--skip-check", action="store_true", help="skip the correctness phase")
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells (default: all six)")
+    parser.add_argument("--sizes", default="",
+                        help="comma-separated BxTxH points to time instead of the whole grid, e.g. 16x100x128")
     parser.add_argument("--from-json", metavar="PATH",
                         help="rewrite the report from a run's saved measurements (no GPU needed)")
     args = parser.parse_args(argv)
@@ -397,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         write_report(run, Path(args.out), facts, elapsed, command)
         return 0
     import torch
+    try:
+        sizes = tuple(tuple(int(v) for v in point.split("x")) for point in args.sizes.split(",") if point) or SIZE_ORDER
+        assert all(len(size) == 3 and min(size) > 0 for size in sizes)
+    except (ValueError, AssertionError):
+        print(f"error: --sizes: expected points like 16x100x128 separated by commas, not {args.sizes!r}", file=sys.stderr)
+        return 2
     cells = tuple(c for c in args.cells.split(",") if c)
     unknown = sorted(set(cells) - set(CELLS))
     if unknown:
@@ -424,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         save_json(run, out.with_suffix(".json"), facts, time.monotonic() - start, command)
 
     report()
-    time_all(run, args, torch, start + args.max_seconds, report, cells)
+    time_all(run, args, torch, start + args.max_seconds, report, cells, sizes)
     report()
     print(out.read_text())
     return 0
