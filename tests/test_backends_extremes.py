@@ -126,3 +126,24 @@ def test_nan_input_stays_nan(tmp_path, spec, backend, dtype):
     got = _run(fast, x, state)
     assert torch.isnan(got["out"][2:, 1]).all()
     _assert_matches(got, want, dtype, values=lambda name: not name.startswith("grad_"))
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_backward_reading_an_input_product_keeps_it(tmp_path, backend):
+    """Where the backward reads an input product itself (r * (W_n x)), the hoisted input GEMM is kept
+    for it; elsewhere it is dropped after the forward to save memory. Both give eager's numbers."""
+    from cellc.codegen.fused import Layout
+    from cellc.ir import autodiff
+    from cellc.ir.pipeline import compile_spec
+
+    path = tmp_path / "xslot.yaml"
+    path.write_text("name: xslot\nequations: |\n  r = sigmoid(W_r x + R_r y[-1] + b_r)\n"
+                    "  n = tanh(r * (W_n x) + R_n y[-1] + b_n)\n  y = n\n")
+    compiled = compile_spec(path)
+    assert Layout(compiled, autodiff.derive(compiled)).xw_for_backward
+    vanilla = compile_spec("vanilla")
+    assert not Layout(vanilla, autodiff.derive(vanilla)).xw_for_backward
+    dtype = torch.float64
+    eager, fast = _layers(path, backend, dtype)
+    x, state = _inputs(eager, dtype, 1.0, seed=11)
+    _assert_matches(_run(fast, x, state), _run(eager, x, state), dtype)

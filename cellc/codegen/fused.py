@@ -95,6 +95,9 @@ class Layout:
         for k in range(self.n_x):
             self.slot_home[("x", k)] = ("dxw", k)
         self.gs_needed = self.n_s > 0 and not self.fused
+        # Does the backward read pre-activations from xw? Only for activations whose derivative needs
+        # its input; otherwise xw is not kept for the backward (it is the largest forward buffer).
+        self.xw_for_backward = any(stage in ("x", "xs") for stage, _ in program.saved_slots)
         self.x_bias_folded = [(k, sched.layout[s.bias].index) for k, s in enumerate(sched.x_slots) if s.bias]
         self.vector_places = {name: (sched.layout[name].group, sched.layout[name].index) for name in self.vectors}
 
