@@ -34,3 +34,21 @@ def test_bad_counts_are_usage_errors(tmp_path, monkeypatch, capsys, argv, fragme
     assert err.startswith("error: ") and fragment in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cell_targets_scale_by_parameter_count():
+    """fgr may take its parameter ratio (2.94x at M=39, H=256) times 1.2 of vanilla's time, no more."""
+    from cellc.speed.measure import Timing
+    from cellc.speed.report import cell_targets, parameter_count
+
+    size = (16, 300, 39, 256)
+    ratio = parameter_count("fgr", 39, 256) / parameter_count("vanilla", 39, 256)
+    assert 2.9 < ratio < 3.0
+    timings = [Timing("vanilla", "compiled", size, 1, 1.0, 100.0),
+               Timing("vanilla", "eager", size, 1, 1.0, 900.0),
+               Timing("fgr", "compiled", size, 1, 1.0, 100.0 * ratio * 1.19),
+               Timing("cifg", "compiled", size, 1, 1.0, 100.0 * 1.3)]
+    rows = {line.split("|")[2].strip(): line for line in cell_targets(timings).splitlines()[2:]}
+    assert rows["fgr"].rstrip(" |").endswith("met") and "NOT" not in rows["fgr"]
+    assert "1.19" in rows["fgr"]
+    assert "NOT met" in rows["cifg"]  # cifg has fewer parameters than vanilla, and took longer

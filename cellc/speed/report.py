@@ -51,6 +51,44 @@ def targets(timings: list[Timing]) -> str:
                                    "target", ""], tablefmt="github")
 
 
+CELL_LIMIT = 1.2  # every other cell within this of vanilla's time, scaled by its parameter count
+
+
+def parameter_count(cell: str, m: int, h: int) -> int:
+    import warnings
+
+    import cellc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = cellc.build(cell, backend="eager")(m, h)
+    return sum(p.numel() for p in layer.parameters())
+
+
+def cell_targets(timings: list[Timing]) -> str:
+    """Each cell's fastest time over vanilla's fastest at the same size (1 thread), divided by the ratio
+    of their parameter counts: the issue's "within 1.2x of vanilla's time, scaled by parameter count"."""
+    rows = []
+    best = {}
+    for t in timings:
+        if t.threads == 1 and t.backend != "torch":
+            key = (t.cell, t.size)
+            if key not in best or t.train_ms < best[key].train_ms:
+                best[key] = t
+    for (cell, size), t in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        base = best.get(("vanilla", size))
+        if cell == "vanilla" or base is None:
+            continue
+        _, _, m, h = size
+        params = parameter_count(cell, m, h) / parameter_count("vanilla", m, h)
+        time_ratio = t.train_ms / base.train_ms
+        scaled = time_ratio / params
+        rows.append([size_text(size), cell, t.backend, f"{time_ratio:.2f}x", f"{params:.2f}x", f"{scaled:.2f}",
+                     f"<= {CELL_LIMIT}", "met" if scaled <= CELL_LIMIT else "NOT met"])
+    return tabulate(rows, headers=["size (1 thread, fp32, fwd+bwd)", "cell", "fastest backend", "time / vanilla's",
+                                   "parameters / vanilla's", "scaled", "target", ""], tablefmt="github")
+
+
 def plot(timings: list[Timing], path: Path) -> None:
     import matplotlib
 
@@ -119,6 +157,11 @@ def write_report(timings: list[Timing], path: Path, repeat: int, jsb: list[tuple
         "## Targets (vanilla, 1 thread, fp32, forward + backward)",
         "",
         targets(timings),
+        "",
+        "## Targets (every other cell, 1 thread: its time over vanilla's, divided by its parameter count over "
+        "vanilla's)",
+        "",
+        cell_targets(timings),
         "",
     ]
     for threads in thread_counts:
