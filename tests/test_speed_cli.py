@@ -52,3 +52,16 @@ def test_cell_targets_scale_by_parameter_count():
     assert rows["fgr"].rstrip(" |").endswith("met") and "NOT" not in rows["fgr"]
     assert "1.19" in rows["fgr"]
     assert "NOT met" in rows["cifg"]  # cifg has fewer parameters than vanilla, and took longer
+
+
+def test_memory_targets_compare_with_eager():
+    from cellc.speed.measure import Timing
+    from cellc.speed.report import memory_targets
+
+    size = (32, 100, 39, 128)
+    timings = [Timing("vanilla", "eager", size, 1, 1.0, 9.0, 19.0), Timing("vanilla", "compiled", size, 1, 1.0, 2.0, 14.2),
+               Timing("gru", "eager", size, 1, 1.0, 9.0, 15.8), Timing("gru", "fused", size, 1, 1.0, 2.0, 17.2)]
+    lines = memory_targets(timings).splitlines()[2:]
+    assert len(lines) == 2
+    assert "vanilla" in lines[0] and "0.75x" in lines[0] and lines[0].rstrip(" |").endswith("met") and "NOT" not in lines[0]
+    assert "gru" in lines[1] and "NOT met" in lines[1]

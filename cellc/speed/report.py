@@ -89,6 +89,20 @@ def cell_targets(timings: list[Timing]) -> str:
                                    "parameters / vanilla's", "scaled", "target", ""], tablefmt="github")
 
 
+def memory_targets(timings: list[Timing]) -> str:
+    """Peak memory of forward + backward: every fast backend no higher than the eager backend's."""
+    rows = []
+    eager = {(t.cell, t.size): t for t in timings if t.backend == "eager" and t.peak_mb is not None}
+    for t in timings:
+        base = eager.get((t.cell, t.size))
+        if t.backend in ("eager", "torch") or t.peak_mb is None or base is None:
+            continue
+        rows.append([size_text(t.size), t.cell, t.backend, f"{t.peak_mb:.1f}", f"{base.peak_mb:.1f}",
+                     f"{t.peak_mb / base.peak_mb:.2f}x", "met" if t.peak_mb <= base.peak_mb else "NOT met"])
+    return tabulate(rows, headers=["size (1 thread, fp32, fwd+bwd)", "cell", "backend", "peak MiB",
+                                   "eager's peak MiB", "ratio", "<= eager"], tablefmt="github")
+
+
 def plot(timings: list[Timing], path: Path) -> None:
     import matplotlib
 
@@ -162,6 +176,10 @@ def write_report(timings: list[Timing], path: Path, repeat: int, jsb: list[tuple
         "vanilla's)",
         "",
         cell_targets(timings),
+        "",
+        "## Targets (peak memory of forward + backward no higher than the eager backend's)",
+        "",
+        memory_targets(timings),
         "",
     ]
     for threads in thread_counts:
