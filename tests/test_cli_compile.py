@@ -240,3 +240,14 @@ def test_wheel_carries_the_builtin_specs(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(n for n in names if n.startswith("cellc/specs/")) == [f"cellc/specs/{s}.yaml" for s in SPEC_NAMES]
     assert "cellc/spec/cell.lark" in names and "cellc/codegen/templates/module.py.j2" in names
+
+
+def test_an_equation_the_output_never_uses_is_reported_not_silently_dropped(tmp_path, capsys):
+    spec = tmp_path / "unused.yaml"
+    spec.write_text("name: unused\nequations: |\n  q = tanh(W_q x)\n  y = tanh(W_a x + R_a y[-1] + b_a)\n")
+    assert main(["check", str(spec)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {spec}:3:3: 'q' is never used by the output 'y'" in err
+    # What a dropped gate leaves unused is the edit's intent: no warning for nig.
+    assert main(["check", "nig"]) == 0
+    assert "warning" not in capsys.readouterr().err

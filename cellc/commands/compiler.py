@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tabulate import tabulate
@@ -53,6 +54,11 @@ def _targets(args) -> list[Path | str]:
     return list(args.specs)
 
 
+def _warn(compiled) -> None:
+    for note in compiled.notes:
+        print(f"warning: {note}", file=sys.stderr)
+
+
 def cmd_compile(args) -> int:
     from cellc.codegen.render import render_module
     from cellc.codegen.build import resolve_backend
@@ -65,6 +71,7 @@ def cmd_compile(args) -> int:
     expected: set[str] = set()
     for target in _targets(args):
         compiled = compile_spec(target)
+        _warn(compiled)
         source = render_module(compiled, backend)
         path = out_dir / f"{compiled.name}.py"
         expected.add(path.name)
@@ -95,6 +102,7 @@ def cmd_check(args) -> int:
 
     for target in args.specs:
         compiled = compile_spec(target)
+        _warn(compiled)
         print(f"{compiled.spec.file}: ok ({compiled.name}: {len(compiled.cell.equations)} equations, "
               f"{len(compiled.params)} parameters, states {', '.join(compiled.states)})")
     return 0

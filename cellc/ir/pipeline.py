@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cellc.errors import SpecError
@@ -27,6 +27,8 @@ class CompiledCell:
     params: dict[str, ParamInfo]
     schedule: Schedule
     hash: str
+    # Things the spec's author should hear about that are not errors (shown by `cellc check` / `compile`).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -99,8 +101,19 @@ def canonical_hash(cell: ir.Cell, params: dict[str, ParamInfo]) -> str:
 def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load_spec(spec_or_path)
     cell = lower(spec)
+    notes = _unused_equations(cell)
     cell = eliminate_dead_code(fold_constants(cell))
     cell = _check_state(cell, spec)
     params = infer_parameters(cell, _init_in_use(cell, spec), spec.key_locations)
     sched = schedule(cell, params)
-    return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params))
+    return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params),
+                        notes=notes)
+
+
+def _unused_equations(cell: ir.Cell) -> list[str]:
+    """Equations the author wrote that the output never needs (before folding: what a dropped gate
+    leaves unused is the edit's intent and goes without a word)."""
+    live = {eq.name for eq in eliminate_dead_code(cell).equations}
+    return [f"{'' if eq.loc is None else eq.loc.render() + ': '}'{eq.name}' is never used by the output "
+            f"'{cell.output}' (neither at its step nor, through a state, at the next); it is left out"
+            for eq in cell.equations if eq.name not in live]
