@@ -32,3 +32,26 @@ def test_targets_are_evaluated_from_rows():
     assert "0.80x" in table  # persistent vs cuDNN, met
     assert "1.050x" in table and "NOT met" in table  # lowered 5 % slower than cuDNN
     assert "12.5x faster" in table  # eager / best fast backend
+
+
+def test_lowered_target_uses_the_paired_ratio_where_measured():
+    size = (16, 100, 256)
+    run = gpu.Run()
+    run.rows = [gpu.Row("np", "torch", size, "float32", 1.0, 10.0),
+                gpu.Row("np", "lowered", size, "float32", 1.0, 11.0, paired=(1.01, 0.99, 1.03))]
+    row = next(r for r in gpu.target_rows(run) if r[0] == "lowered within 2 %")
+    assert row[-1] == "met" and "paired" in row[7]  # 11.0 / 10.0 alone would have failed it
+    run.rows[1].paired = None
+    row = next(r for r in gpu.target_rows(run) if r[0] == "lowered within 2 %")
+    assert row[-1] == "NOT met"
+
+
+def test_report_rewritten_from_saved_measurements(tmp_path):
+    run = gpu.Run(rows=[gpu.Row("gru", "torch", (16, 100, 128), "bfloat16", 1.0, 4.0),
+                        gpu.Row("gru", "lowered", (16, 100, 128), "bfloat16", 1.0, 4.1, 0.2, (1.0, 0.98, 1.02))])
+    facts = {"device": "TEST GPU", "when": "now", "torch": "t", "cudnn": 1, "triton": "x", "host": "h",
+             "persistent_max": {"gru": [64, 128]}}
+    gpu.save_json(run, tmp_path / "r.json", facts, 12.0, "cmd")
+    assert gpu.main(["--from-json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "TEST GPU" in text and "1.000x paired" in text and "| gru    |        64 |        128 |" in text
