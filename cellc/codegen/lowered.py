@@ -2,10 +2,11 @@
 
 The spec's parameters keep their storage (``weight_x``, ``weight_s``, ``bias``, the layout
 every backend shares); each forward assembles torch's ``w_ih, w_hh, b_ih, b_hh`` from them
-in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one ``torch.cat``
-into a single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then
-uses that buffer as it is instead of compacting separate tensors into one on every call
-(the copy and the warning the H100 run showed). torch's second bias is a zero block except
+in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one gather into a
+single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then uses that
+buffer as it is instead of compacting separate tensors into one on every call (the copy and
+the warning the H100 run showed). A custom autograd function scatters the four gradients back
+in one step (autograd's own slicing would cost a zero-filled copy per block). torch's second bias is a zero block except
 the GRU's ``b_hn``.
 """
 
@@ -16,25 +17,18 @@ from cellc.ir.lowering import LoweringPlan, lowering_plan
 from cellc.ir.pipeline import CompiledCell
 
 
-def block_parts(compiled: CompiledCell, names: tuple[str | None, ...], like: str) -> list[str]:
-    """Python source of the pieces that, stacked, make the (len(names)*N, ...) tensor of the named blocks."""
+def block_runs(compiled: CompiledCell, names: tuple[str | None, ...]) -> list[tuple[str | None, int, int]]:
+    """The named blocks as runs (group or None for zero blocks, first block, count): consecutive
+    blocks of one storage group become one run."""
     layout = compiled.schedule.layout
-    runs: list[tuple[str | None, int, int]] = []  # (group or None for zeros, first block, count)
+    runs: list[tuple[str | None, int, int]] = []
     for name in names:
         group, index = (layout[name].group, layout[name].index) if name else (None, 0)
         if runs and runs[-1][0] == group and (group is None or runs[-1][1] + runs[-1][2] == index):
             runs[-1] = (group, runs[-1][1], runs[-1][2] + 1)
         else:
             runs.append((group, index, 1))
-    parts = []
-    for group, first, count in runs:
-        if group is None:
-            parts.append(f"{like}.new_zeros({count} * N)")
-        elif first == 0 and count == compiled.schedule.group_sizes[group]:
-            parts.append(group)
-        else:
-            parts.append(f"{group}[{first} * N : {first + count} * N]")
-    return parts
+    return runs
 
 
 def lowered_context(compiled: CompiledCell, required: bool) -> dict:
@@ -50,10 +44,11 @@ def lowered_context(compiled: CompiledCell, required: bool) -> dict:
         "lowering": {
             "mode": plan.mode,
             "gates": len(plan.weight_ih),
-            # w_ih, w_hh, b_ih, b_hh flattened and stacked: one buffer, cuDNN's own layout.
-            "flat_parts": [f"{part}.reshape(-1)" for names, like in (
-                (plan.weight_ih, "weight_x"), (plan.weight_hh, "weight_s"), (plan.bias_ih, "bias"),
-                (plan.bias_hh, "bias")) for part in block_parts(compiled, names, like)],
+            # w_ih, w_hh, b_ih, b_hh, each as runs of the spec's storage blocks (row width: M for
+            # weight_x, N for weight_s, 1 for bias; zero blocks are bias blocks).
+            "flat_runs": [run for names in (plan.weight_ih, plan.weight_hh, plan.bias_ih, plan.bias_hh)
+                          for run in block_runs(compiled, names)],
+            "group_blocks": {g: compiled.schedule.group_sizes[g] for g in ("weight_x", "weight_s", "bias")},
             # Position in the module's state tuple of torch's h (and c).
             "state_index": [compiled.states.index(s) for s in plan.states],
             # For each module state: its position among torch's states.
