@@ -6,8 +6,8 @@ in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one ga
 single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then uses that
 buffer as it is instead of compacting separate tensors into one on every call (the copy and
 the warning the H100 run showed). A custom autograd function scatters the four gradients back
-in one step (autograd's own slicing would cost a zero-filled copy per block). torch's second bias is a zero block except
-the GRU's ``b_hn``.
+in one step (autograd's own slicing would cost a zero-filled copy per block). torch's second
+bias is a zero block except the GRU's ``b_hn``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def lowered_context(compiled: CompiledCell, required: bool) -> dict:
                 f"backend 'lowered' runs only cells whose equations are exactly torch.nn.LSTM's or "
                 f"torch.nn.GRU's; '{compiled.name}' is neither (use auto, compiled, fused, triton or eager)")
         return {"lowering": None}
+    assert None not in plan.weight_ih + plan.weight_hh, "only bias blocks can be zero (torch's b_hh)"
     return {
         "lowering": {
             "mode": plan.mode,
