@@ -45,7 +45,7 @@ def results(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("mode", ["step", "persistent"])
+@pytest.mark.parametrize("mode", ["step", "persistent", "streamed"])
 @pytest.mark.parametrize("spec", SPECS)
 def test_kernels_match_eager(results, spec, mode, case):
     row = results[(spec, mode, case, None)]
