@@ -206,6 +206,23 @@ class Cifg(nn.Module):
                 raise ValueError(f"state {name!r} must have shape {shape}, got {tuple(tensor.shape)}")
         return state
 
+    def _layers(self, x, state, lengths, mask):
+        """Layer by layer, direction by direction: (output of the last layer, final states)."""
+        finals = [[] for _ in STATE_NAMES]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                start = tuple(s[index] for s in state)
+                seq = _reverse(layer_input, lengths) if direction else layer_input
+                out, last = _layer(seq, start, *self._weights(layer, direction), mask)
+                outputs.append(_reverse(out, lengths) if direction else out)
+                for k, value in enumerate(last):
+                    finals[k].append(value)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 2)
+        return layer_input, tuple(torch.stack(f) for f in finals)
+
     def forward(self, input, state=None, lengths=None):
         packed = isinstance(input, PackedSequence)
         if packed:
@@ -227,20 +244,7 @@ class Cifg(nn.Module):
             # Padding may hold anything (even NaN); zero it so that no gradient sees it.
             x = x.masked_fill(~mask, 0.0)
         state = self._initial_state(state, B, x)
-        finals = [[] for _ in STATE_NAMES]
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                start = tuple(s[index] for s in state)
-                seq = _reverse(layer_input, lengths) if direction else layer_input
-                out, last = _layer(seq, start, *self._weights(layer, direction), mask)
-                outputs.append(_reverse(out, lengths) if direction else out)
-                for k, value in enumerate(last):
-                    finals[k].append(value)
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 2)
-        final = tuple(torch.stack(f) for f in finals)
+        layer_input, final = self._layers(x, state, lengths, mask)
         if packed:
             return pack_padded_sequence(layer_input, lengths.cpu(), enforce_sorted=enforce_sorted), final
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
