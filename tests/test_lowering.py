@@ -23,6 +23,8 @@ CASES = {
     "lengths": dict(num_layers=1, bidirectional=False, lengths=[5, 2, 4]),
     "bidir_lengths": dict(num_layers=1, bidirectional=True, lengths=[3, 5, 1]),
     "two_layer": dict(num_layers=2, bidirectional=True, lengths=None),
+    # the whole stack in one torch call: packing, reversal and the state layout across layers at once
+    "two_layer_bidir_lengths": dict(num_layers=2, bidirectional=True, lengths=[5, 2, 4]),
 }
 M, N, T, B = 3, 4, 5, 3
 
@@ -127,3 +129,21 @@ def test_bfloat16_close_to_float32(spec):
         pytest.skip(f"torch has no CPU bf16 {spec} kernel here: {error}")
     assert out16.dtype == torch.bfloat16
     assert (out16.float() - out32).abs().max().item() < 3e-2
+
+
+@pytest.mark.parametrize("spec", ["np", "gru"])
+def test_lowered_takes_packed_and_batch_first_input_like_eager(spec):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    opts = dict(num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    eager = cellc.build(spec, backend="eager")(M, N, **opts)
+    lowered = cellc.build(spec, backend="lowered")(M, N, **opts)
+    lowered.load_state_dict(eager.state_dict())
+    x = torch.randn(B, T, M, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    packed = pack_padded_sequence(x, torch.tensor([2, 5, 3]), batch_first=True, enforce_sorted=False)
+    (out_e, fin_e), (out_l, fin_l) = eager(packed), lowered(packed)
+    torch.testing.assert_close(pad_packed_sequence(out_l, batch_first=True)[0],
+                               pad_packed_sequence(out_e, batch_first=True)[0], rtol=0, atol=1e-10)
+    for a, b in zip(fin_l, fin_e):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    torch.testing.assert_close(lowered(x)[0], eager(x)[0], rtol=0, atol=1e-10)
