@@ -34,7 +34,7 @@ def _tensors(nbytes: int):
 
 def test_capture_skipped_when_free_memory_is_short(module, monkeypatch):
     captured = []
-    monkeypatch.setattr(module, "_capture", lambda steps, tensors, device: captured.append(1) or ("graph", [], 0))
+    monkeypatch.setattr(module, "_capture", lambda steps, tensors, device, size: captured.append(1) or ("graph", [], 0))
     assert module._capture_or_none(None, _tensors(1024), "cpu") == ("graph", [], 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 10 * GIB))
     assert module._capture_or_none(None, _tensors(1024), "cpu") is None  # needs twice its copies free
@@ -45,7 +45,7 @@ def test_out_of_memory_during_capture_frees_the_cache(module, monkeypatch):
     module.GRAPHS[("old",)] = ("graph", [], 10)
     module.GRAPH_SEEN[("other",)] = 1
 
-    def boom(steps, tensors, device):
+    def boom(steps, tensors, device, size):
         raise torch.cuda.OutOfMemoryError("out of memory")
 
     monkeypatch.setattr(module, "_capture", boom)
