@@ -2,11 +2,11 @@
 
 The spec's parameters keep their storage (``weight_x``, ``weight_s``, ``bias``, the layout
 every backend shares); each forward assembles torch's ``w_ih, w_hh, b_ih, b_hh`` from them
-in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one gather into a
-single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then uses that
+in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one cat of row slices
+into a single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then uses that
 buffer as it is instead of compacting separate tensors into one on every call (the copy and
-the warning the H100 run showed). A custom autograd function scatters the four gradients back
-in one step (autograd's own slicing would cost a zero-filled copy per block). torch's second
+the warning the H100 run showed). A custom autograd function cuts the four gradients back into
+the spec's blocks (autograd's own slicing would cost a zero-filled copy per block). torch's second
 bias is a zero block except the GRU's ``b_hn``.
 """
 
@@ -41,15 +41,18 @@ def lowered_context(compiled: CompiledCell, required: bool) -> dict:
                 f"torch.nn.GRU's; '{compiled.name}' is neither (use auto, compiled, fused, triton or eager)")
         return {"lowering": None}
     assert None not in plan.weight_ih + plan.weight_hh, "only bias blocks can be zero (torch's b_hh)"
+    torch_blocks = (plan.weight_ih, plan.weight_hh, plan.bias_ih, plan.bias_hh)
+    used = [name for names in torch_blocks for name in names if name]
+    # The backward is a permutation of the gradient rows: every storage block must appear exactly once.
+    layout = compiled.schedule.layout
+    assert len(used) == len(set(used)) == sum(compiled.schedule.group_sizes[g] for g in ("weight_x", "weight_s", "bias")) \
+        and all(layout[name].group in ("weight_x", "weight_s", "bias") for name in used)
     return {
         "lowering": {
             "mode": plan.mode,
             "gates": len(plan.weight_ih),
-            # w_ih, w_hh, b_ih, b_hh, each as runs of the spec's storage blocks (row width: M for
-            # weight_x, N for weight_s, 1 for bias; zero blocks are bias blocks).
-            "flat_runs": [run for names in (plan.weight_ih, plan.weight_hh, plan.bias_ih, plan.bias_hh)
-                          for run in block_runs(compiled, names)],
-            "group_blocks": {g: compiled.schedule.group_sizes[g] for g in ("weight_x", "weight_s", "bias")},
+            # w_ih, w_hh, b_ih, b_hh, each as runs of the spec's storage blocks (zero blocks: bias only).
+            "torch_runs": [block_runs(compiled, names) for names in torch_blocks],
             # Position in the module's state tuple of torch's h (and c).
             "state_index": [compiled.states.index(s) for s in plan.states],
             # For each module state: its position among torch's states.
