@@ -120,13 +120,7 @@ class _Emitter:
                     if define[node] == k and not self._is_gemm_result(node):
                         return target_var(node)
                     return home(node)
-                if isinstance(node, ir.State):
-                    return self.state(node.name)
-                if isinstance(node, ir.Slot):
-                    return self.slot(node)
-                if isinstance(node, ir.Param):
-                    return self.param(node.name)
-                raise AssertionError(node)
+                return self.leaf(node)
             return ref
 
         lines: list[str] = []
@@ -154,6 +148,16 @@ class _Emitter:
                 body.append(f"out_t[e] = m ? {ref(out_value)} : F(0);")
             lines += self._element_loop(body)
         return lines, len(self.scratch)
+
+    def leaf(self, node: ir.Expr) -> str:
+        """A leaf both directions read alike: a state at this step, a GEMM slot, a vector parameter."""
+        if isinstance(node, ir.State):
+            return self.state(node.name)
+        if isinstance(node, ir.Slot):
+            return self.slot(node)
+        if isinstance(node, ir.Param):
+            return self.param(node.name)
+        raise AssertionError(node)
 
     def _is_gemm_result(self, node: ir.Expr) -> bool:
         return any(isinstance(op, ad.CurrentGemm) and op.target == node for op in self.prog.forward)
@@ -207,19 +211,13 @@ class _Emitter:
                     return grad_home(node)
                 if isinstance(node, (ir.Value, ad.Temp)):
                     return f"{saved_var(node)}_t[e]"
-                if isinstance(node, ir.State):
-                    return self.state(node.name)
-                if isinstance(node, ir.Slot):
-                    return self.slot(node)
-                if isinstance(node, ir.Param):
-                    return self.param(node.name)
                 if isinstance(node, ad.Carry):
                     return f"(m ? {self.state(node.name, 'carry')} : F(0))"
                 if isinstance(node, ad.OutGrad):
                     return "(m ? dout_t[e] : F(0))"
                 if isinstance(node, ad.MatGrad):
                     return f"{self.scratch_slot(f'mg{node.index}')}[e]"
-                raise AssertionError(node)
+                return self.leaf(node)
             return ref
 
         lines: list[str] = []
