@@ -55,3 +55,10 @@ def test_report_rewritten_from_saved_measurements(tmp_path):
     assert gpu.main(["--from-json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
     assert "TEST GPU" in text and "1.000x paired" in text and "| gru    |        64 |        128 |" in text
+
+
+def test_tiled_rows_where_the_cell_has_tiled_kernels_and_h_is_small():
+    # beyond H=256 the per-step kernels with cuBLAS are the better bet: no tiled rows there
+    assert gpu.applies("vanilla", "triton-tiled", 256) and not gpu.applies("vanilla", "triton-tiled", 768)
+    # mgu's R (f * y[-1]) is a current-step product: no tiled kernels, so no tiled rows
+    assert not gpu.applies("mgu", "triton-tiled", 64)

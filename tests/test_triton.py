@@ -21,6 +21,7 @@ pytest.importorskip("triton")
 
 SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
 CASES = ("plain", "bidir_lengths", "two_layer")
+MODES = ("step", "persistent", "streamed", "tiled")
 ATOL = 1e-5
 
 
@@ -45,11 +46,26 @@ def results(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("mode", ["step", "persistent", "streamed"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("spec", SPECS)
 def test_kernels_match_eager(results, spec, mode, case):
     row = results[(spec, mode, case, None)]
     assert row["error"] <= ATOL, f"{spec} {mode} {case}: error {row['error']:.3g}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_runs_its_own_kernels(results, mode):
+    """A mode's rows launched that mode's kernels and no others (tiled: per-step kernels for cells
+    with current-step products, which have no tiled kernels)."""
+    rows = [r for (spec, m, case, _), r in results.items() if m == mode and case in CASES]
+    assert rows
+    for row in rows:
+        expected = {"step": "step", "persistent": "persistent", "streamed": "persistent",
+                    "tiled": "tiled" if row["tiled_kernels"] else "step"}[mode]
+        assert set(row["launches"]) == {expected}, row
+    if mode == "tiled":
+        assert any(row["tiled_kernels"] for row in rows)
 
 
 @pytest.mark.slow
@@ -68,7 +84,7 @@ def test_cpu_without_interpreter_never_imports_triton(results):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,case", [("step", "autocast_bfloat16"), ("step", "autocast_float16"),
-                                       ("persistent", "autocast_float16")])
+                                       ("persistent", "autocast_float16"), ("tiled", "autocast_float16")])
 @pytest.mark.parametrize("spec", ["vanilla", "gru"])
 def test_autocast_16_bit_close_to_float32(results, spec, mode, case):
     row = results[(spec, mode, case, None)]
@@ -79,10 +95,11 @@ def test_autocast_16_bit_close_to_float32(results, spec, mode, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["graph_plain", "graph_bidir_lengths"])
+@pytest.mark.parametrize("mode", ["step", "tiled"])
 @pytest.mark.parametrize("spec", SPECS)
-def test_cuda_graph_replay_copies_every_buffer_it_needs(results, spec, case):
+def test_cuda_graph_replay_copies_every_buffer_it_needs(results, spec, mode, case):
     """The per-step loops replayed from a (faked) CUDA graph give the plain loop's results."""
-    row = results[(spec, "step", case, None)]
+    row = results[(spec, mode, case, None)]
     assert row["replayed"] > 0, "the third call replays the captured loop"
     assert row["error"] <= ATOL, f"{spec} {case}: error {row['error']:.3g}"
 

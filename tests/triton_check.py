@@ -20,7 +20,8 @@ RTOL = 1e-4
 CASES = {
     "plain": dict(num_layers=1, bidirectional=False, lengths=None, N=5),
     "bidir_lengths": dict(num_layers=1, bidirectional=True, lengths=[4, 2], N=5),
-    "two_layer": dict(num_layers=2, bidirectional=False, lengths=None, N=16),
+    # N=40: several hidden-unit tiles and reduction chunks in the tiled kernels
+    "two_layer": dict(num_layers=2, bidirectional=False, lengths=None, N=40),
 }
 M, T, B = 3, 4, 2
 
@@ -55,6 +56,26 @@ def layers(spec, opts):
                                                   bidirectional=opts["bidirectional"])
     fast.load_state_dict(eager.state_dict())
     return eager, fast
+
+
+def count_launches(layer) -> dict:
+    """Count the generated module's kernel launches by kind (step_*, persistent_*, tiled_*), from now on."""
+    module = sys.modules[type(layer).__module__]
+    kernels = module.triton_kernels()
+    counts: dict[str, int] = {}
+
+    class Counted:
+        def __init__(self, kernel, kind):
+            self.kernel, self.kind = kernel, kind
+
+        def __getitem__(self, grid):
+            counts[self.kind] = counts.get(self.kind, 0) + 1
+            return self.kernel[grid]
+
+    for name, kernel in list(kernels.items()):
+        if name.startswith(("step_", "persistent_", "tiled_")):
+            kernels[name] = Counted(getattr(kernel, "kernel", kernel), name.split("_")[0])
+    return counts
 
 
 class FakeGraph:
@@ -99,37 +120,39 @@ def main(specs: list[str]) -> None:
             state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
             lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
             ref = run(eager, x, state, lengths)
-            for mode in ("step", "persistent", "streamed"):
+            for mode in ("step", "persistent", "streamed", "tiled"):
                 os.environ["CELLC_TRITON_MODE"] = mode
+                launches = count_launches(fast)
                 err = error(run(fast, x, state, lengths), ref)
-                print(json.dumps({"spec": spec, "mode": mode, "case": case, "error": err}), flush=True)
+                print(json.dumps({"spec": spec, "mode": mode, "case": case, "error": err, "launches": launches,
+                                  "tiled_kernels": sys.modules[type(fast).__module__].TILED}), flush=True)
     # CUDA-graph replay of the per-step loops, with the graph faked on CPU: capture hands back buffers
     # full of NaN and "replay" reruns the loop on them, so a tensor the loop reads but the runner does
     # not copy in (or writes but does not copy back) shows up as an error on the next calls.
-    os.environ["CELLC_TRITON_MODE"] = "step"
-    for spec in specs:
-        for case in ("plain", "bidir_lengths"):
-            opts = CASES[case]
-            eager, fast = layers(spec, opts)
-            fake_graphs(fast)
-            worst = 0.0
-            for call in range(3):  # plain loop, capture, replay
-                g = torch.Generator().manual_seed(100 + call)
-                x = torch.randn(T, B, M, generator=g)
-                n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
-                state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
-                lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
-                worst = max(worst, error(run(fast, x, state, lengths), run(eager, x, state, lengths)))
-            module = sys.modules[type(fast).__module__]
-            print(json.dumps({"spec": spec, "mode": "step", "case": f"graph_{case}", "error": worst,
-                              "replayed": module.FAKE_REPLAYS[0]}), flush=True)
+    for mode, spec, case in [(m, s, c) for m in ("step", "tiled") for s in specs for c in ("plain", "bidir_lengths")]:
+        os.environ["CELLC_TRITON_MODE"] = mode
+        opts = CASES[case]
+        eager, fast = layers(spec, opts)
+        fake_graphs(fast)
+        worst = 0.0
+        for call in range(3):  # plain loop, capture, replay
+            g = torch.Generator().manual_seed(100 + call)
+            x = torch.randn(T, B, M, generator=g)
+            n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
+            state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
+            lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
+            worst = max(worst, error(run(fast, x, state, lengths), run(eager, x, state, lengths)))
+        module = sys.modules[type(fast).__module__]
+        print(json.dumps({"spec": spec, "mode": mode, "case": f"graph_{case}", "error": worst,
+                          "replayed": module.FAKE_REPLAYS[0]}), flush=True)
     # Mixed precision (autocast): 16-bit matrices, float32 state. The interpreter's tl.dot is wrong
     # for bf16 (numpy has no bf16), so the persistent kernel is checked with fp16 here, bf16 on GPU.
     for spec in ("vanilla", "gru"):
         eager, fast = layers(spec, CASES["plain"])
         x = torch.randn(T, B, M)
         ref = eager(x)[0]
-        for mode, dtype in (("step", torch.bfloat16), ("step", torch.float16), ("persistent", torch.float16)):
+        for mode, dtype in (("step", torch.bfloat16), ("step", torch.float16), ("persistent", torch.float16),
+                            ("tiled", torch.float16)):
             os.environ["CELLC_TRITON_MODE"] = mode
             fast.zero_grad()
             with torch.autocast("cpu", dtype=dtype):

@@ -1,6 +1,6 @@
 """Triton kernels generated from the step program (the same one the fused backend prints).
 
-Two families, both written into the generated module as source text and compiled lazily
+Three families, all written into the generated module as source text and compiled lazily
 (the module imports triton only when a CUDA tensor, or TRITON_INTERPRET=1, asks for them):
 
 - Per-step kernels: after the recurrent GEMM (torch.addmm / torch.mm, cuBLAS), one launch
@@ -14,6 +14,10 @@ Two families, both written into the generated module as source text and compiled
   are ``tl.dot``. A step's full ``h`` is in the program's registers when the next step
   needs it, so no synchronisation between programs is needed. This limits the hidden size
   (``PERSISTENT_MAX_N``); larger layers use the per-step kernels.
+- Tiled per-step kernels (cells without current-step products): one launch per step that
+  also does the step's recurrent products, each program for its own tile of hidden units,
+  reading the previous step's whole ``h`` from memory. Half the launches of the per-step
+  kernels and no cuBLAS call; R is read from L2 every step, so no size limit on chip.
 
 Element (b, n) of every (B, N) block is owned by one program, so accumulations (the
 peephole and bias gradients, summed over steps) need no atomics. Arithmetic is float32
@@ -296,23 +300,22 @@ class KernelWriter:
         return bodies
 
     # ---- persistent ---------------------------------------------------------------------
-    def persistent_forward(self) -> list[str]:
-        """Loop body of the persistent forward kernel (states and R live in registers)."""
-        lines: list[str] = []
+    def _slot_store(self, j: int, var: str) -> str | None:
+        """Store of recurrent slot j's sum where the backward reads it (None where it does not)."""
         lay = self.lay
-        # Recurrent products: g_j = sum over operand blocks k of h_k @ R_jk^T (+ xw when fused).
-        for j in range(lay.n_s):
-            var = f"g{j}"
-            dots = [f"tl.dot(hk{k}, rT{j}_{k}, input_precision=PREC)" for jj, k in lay.r_blocks if jj == j]
-            if lay.fused:
-                xw_ptr = f"xw + (t * B + r) * ({lay.n_x} * N) + {j} * N + c"
-                lines.append(f"{var} = _ld({xw_ptr}, ok) + " + " + ".join(dots))
-                if ("xs", j) in self.prog.saved_slots:
-                    lines.append(f"tl.store({xw_ptr}, {var}, mask=ok)")
-            else:
-                lines.append(f"{var} = " + " + ".join(dots))
-                if ("s", j) in self.prog.saved_slots:
-                    lines.append(f"tl.store(gs + (t * B + r) * ({lay.n_s} * N) + {j} * N + c, {var}, mask=ok)")
+        if lay.fused and ("xs", j) in self.prog.saved_slots:
+            return f"tl.store(xw + (t * B + r) * ({lay.n_x} * N) + {j} * N + c, {var}, mask=ok)"
+        if not lay.fused and ("s", j) in self.prog.saved_slots:
+            return f"tl.store(gs + (t * B + r) * ({lay.n_s} * N) + {j} * N + c, {var}, mask=ok)"
+        return None
+
+    def _slot_start(self, j: int) -> str:
+        """The part of recurrent slot j's sum that is not a recurrent product: xw's block when fused."""
+        return f"_ld(xw + (t * B + r) * ({self.lay.n_x} * N) + {j} * N + c, ok)" if self.lay.fused else "zero"
+
+    def _forward_body(self) -> tuple[list[str], list[str]]:
+        """The step's pointwise forward (and current-step products) once the recurrent sums g_j are known:
+        (body lines, loads it needs with states in registers)."""
         body: list[str] = []
         local: set[str] = set()
         for op in self.prog.forward:
@@ -326,14 +329,93 @@ class KernelWriter:
             local.add(var)
             if op.target in self.saved_index:
                 body.append(f"tl.store({self.saved_ptr(op.target)}, {var}, mask=ok)")
+        return body, local
+
+    def _register_loads(self, exprs, local, states_from_memory: bool) -> list[str]:
+        # vectors are loaded once, in the kernel's prologue; recurrent slots are computed with tl.dot
+        return [line for line in self.leaf_loads(exprs, local, {}, states_from_memory=states_from_memory,
+                                                 slots_from_memory=False) if not line.startswith("w_")]
+
+    def persistent_forward(self) -> list[str]:
+        """Loop body of the persistent forward kernel (states and R live in registers)."""
+        lines: list[str] = []
+        lay = self.lay
+        # Recurrent products: g_j = sum over operand blocks k of h_k @ R_jk^T (+ xw when fused).
+        for j in range(lay.n_s):
+            dots = [f"tl.dot(hk{k}, rT{j}_{k}, input_precision=PREC)" for jj, k in lay.r_blocks if jj == j]
+            start = self._slot_start(j)
+            lines.append(f"g{j} = " + " + ".join(([start] if lay.fused else []) + dots))
+            store = self._slot_store(j, f"g{j}")
+            if store:
+                lines.append(store)
+        body, local = self._forward_body()
         exprs = [op.expr if isinstance(op, ad.Pointwise) else op.operand for op in self.prog.forward]
-        loads = [line for line in self.leaf_loads(exprs, local, {}, states_from_memory=False, slots_from_memory=False)
-                 if not line.startswith("w_")]  # vectors are loaded once, before the loop
+        loads = self._register_loads(exprs, local, states_from_memory=False)
         operands = []
         for k, name in enumerate(self.c.schedule.s_operands):
             j = next(j for j, kk in lay.r_blocks if kk == k)
             operands.append(f"hk{k} = {naming.state_var(name)}.to(rT{j}_{k}.dtype)")
         return operands + loads + lines + body + self.forward_epilogue(persistent=True)
+
+    # ---- tiled per-step ---------------------------------------------------------------------
+    # One launch a step: a program owns BB batch rows and BN hidden units and computes their recurrent
+    # products itself, reading the previous step's full h (and, backward, the full slot gradients of
+    # step t + 1) from memory in chunks of BK, with its columns of R. Launch boundaries order the steps.
+    def tiled_forward(self) -> list[str]:
+        lay = self.lay
+        lines = [f"g{j} = {self._slot_start(j)}" for j in range(lay.n_s)]
+        lines += ["for q in range(0, N, BK):",
+                  "    ik = q + tl.arange(0, BK)",
+                  "    kok = (ik[:, None] < N) & (c < N)"]
+        for k in range(lay.n_ops):
+            lines.append(f"    hk{k} = _ld(S + (t * B + r) * ({lay.K} * N) + {k} * N + ik[None, :], "
+                         f"(r < B) & (ik[None, :] < N))")
+        for j, k in lay.r_blocks:  # rT[n_in, n_out] = R[j*N + n_out, k*N + n_in], this tile's n_out
+            lines.append(f"    rT{j}_{k} = tl.load(R + ({j} * N + c) * ({lay.n_ops} * N) + {k} * N + ik[:, None], "
+                         f"mask=kok, other=0.0)")
+            lines.append(f"    g{j} += tl.dot(hk{k}.to(rT{j}_{k}.dtype), rT{j}_{k}, input_precision=PREC)")
+        for j in range(lay.n_s):
+            store = self._slot_store(j, f"g{j}")
+            if store:
+                lines.append(store)
+        body, local = self._forward_body()
+        exprs = [op.expr for op in self.prog.forward] + [ir.Value(v) for v in (*lay.state_order, self.c.cell.output)]
+        exprs += [ir.State(v) for v in lay.state_order]  # the epilogue keeps a masked step's state
+        loads = self._register_loads(exprs, local, states_from_memory=True)
+        return loads + lines + body + self.forward_epilogue()
+
+    def tiled_backward(self) -> list[str]:
+        lay = self.lay
+        stage = "xs" if lay.fused else "s"
+        lines = []
+        for s in lay.state_order:  # the carried gradient's pointwise part, left by step t + 1
+            lines.append(f"k_{s} = _ld(CARRY + r * ({lay.K} * N) + {lay.state_block[s]} * N + c, ok)")
+        # ... plus the recurrent GEMM's share: dh_k += sum_j dg_j(t + 1) @ R_jk, this tile's columns
+        shares = [(j, k) for j, k in lay.r_blocks if (stage, j) in self.prog.slot_grads]
+        if shares:
+            lines += ["if t + 1 < T:",
+                      "    for q in range(0, N, BK):",
+                      "        ik = q + tl.arange(0, BK)",
+                      "        kok = (ik[:, None] < N) & (c < N)"]
+            for j in sorted({j for j, _ in shares}):
+                home, col = lay.slot_home[(stage, j)]
+                base, width = ("DXW", lay.n_x) if home == "dxw" else ("DG", lay.n_s)
+                lines.append(f"        dg{j} = _ld({base} + ((t + 1) * B + r) * ({width} * N) + {col} * N + ik[None, :], "
+                             f"(r < B) & (ik[None, :] < N))")
+            for j, k in shares:  # rN[n_out, n_in] = R[j*N + n_out, k*N + n_in], this tile's n_in
+                s = lay.state_order[k]
+                lines.append(f"        rN{j}_{k} = tl.load(R + ({j} * N + ik[:, None]) * ({lay.n_ops} * N) + {k} * N + c, "
+                             f"mask=kok, other=0.0)")
+                lines.append(f"        k_{s} += tl.dot(dg{j}.to(rN{j}_{k}.dtype), rN{j}_{k}, input_precision=PREC)")
+        lines += self.backward_prologue(persistent=True)
+        local: set[str] = set()
+        body: list[str] = []
+        for op in self.prog.backward:
+            var = grad_var(op.target)
+            body.append(_assign(var, op.expr, self.p))
+            local.add(var)
+        loads = [line for line in self.leaf_loads(self.backward_exprs(), local, {}) if not line.startswith("w_")]
+        return lines + loads + body + self.backward_epilogue()
 
     def persistent_backward(self) -> list[str]:
         lay = self.lay
@@ -392,6 +474,10 @@ def triton_context(compiled: CompiledCell) -> dict:
             "n_acc": len(layout.vector_grads),
             "persistent_fwd": w.persistent_forward(),
             "persistent_bwd": w.persistent_backward(),
+            # one launch a step, recurrent products included: cells without current-step products
+            "tiled": bool(layout.n_s) and not w.n_gemm,
+            "tiled_fwd": w.tiled_forward() if layout.n_s and not w.n_gemm else [],
+            "tiled_bwd": w.tiled_backward() if layout.n_s and not w.n_gemm else [],
             "state_names": list(layout.state_order),
             "state_vars": [naming.state_var(s) for s in layout.state_order],
             "persistent_max_n": PERSISTENT_MAX_N,

@@ -48,7 +48,7 @@ TARGETS = [
 # CUDA graphs after the second call with the same shapes (the backend does this itself).
 BACKENDS = (("eager", "eager", None), ("fused", "fused", None), ("triton-step", "triton", "step"),
             ("triton-persistent", "triton", "persistent"), ("triton-streamed", "triton", "streamed"),
-            ("lowered", "lowered", None))
+            ("triton-tiled", "triton", "tiled"), ("lowered", "lowered", None))
 SKIPS = {
     "eager": "eager (per-step autograd, Python loop) timed only at B=16, H=256: T=100, and T=1000 in float32 "
              "(the 10x target); elsewhere it is skipped (seconds per point)",
@@ -124,19 +124,24 @@ def applies(cell: str, label: str, h: int, dtype: str = "float32") -> bool:
         return persistent_fits(cell, h, dtype)
     if label == "triton-streamed":  # the persistent kernel re-reading R every step: where R does not fit
         return h <= 128 and not persistent_fits(cell, h, dtype)
+    if label == "triton-tiled":  # one launch a step, recurrent products included: small and middle H
+        return h <= 256 and _triton_module(cell).TILED
     return True
+
+
+def _triton_module(cell: str):
+    import cellc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sys.modules[cellc.build(cell, backend="triton").__module__]
 
 
 def persistent_fits(cell: str, h: int, dtype: str) -> bool:
     """The generated module's own rule: do R's resident blocks fit this chip's shared memory?"""
     import torch
 
-    import cellc
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = sys.modules[cellc.build(cell, backend="triton").__module__]
-    return module.persistent_fits(h, getattr(torch, dtype))
+    return _triton_module(cell).persistent_fits(h, getattr(torch, dtype))
 
 
 def measured_here(label: str, size: tuple[int, int, int], dtype: str) -> bool:
