@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 
 SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
 CASES = ("plain", "bidir_lengths", "two_layer")
-MODES = ("step", "persistent", "streamed", "tiled")
+MODES = ("step", "persistent", "tiled")
 ATOL = 1e-5
 
 
@@ -61,7 +61,7 @@ def test_each_mode_runs_its_own_kernels(results, mode):
     rows = [r for (spec, m, case, _), r in results.items() if m == mode and case in CASES]
     assert rows
     for row in rows:
-        expected = {"step": "step", "persistent": "persistent", "streamed": "persistent",
+        expected = {"step": "step", "persistent": "persistent",
                     "tiled": "tiled" if row["tiled_kernels"] else "step"}[mode]
         assert set(row["launches"]) == {expected}, row
     if mode == "tiled":

@@ -357,66 +357,6 @@ class KernelWriter:
             operands.append(f"hk{k} = {naming.state_var(name)}.to(rT{j}_{k}.dtype)")
         return operands + loads + lines + body + self.forward_epilogue(persistent=True)
 
-    # ---- tiled per-step ---------------------------------------------------------------------
-    # One launch a step: a program owns BB batch rows and BN hidden units and computes their recurrent
-    # products itself, reading the previous step's full h (and, backward, the full slot gradients of
-    # step t + 1) from memory in chunks of BK, with its columns of R. Launch boundaries order the steps.
-    def tiled_forward(self) -> list[str]:
-        lay = self.lay
-        lines = [f"g{j} = {self._slot_start(j)}" for j in range(lay.n_s)]
-        lines += ["for q in range(0, N, BK):",
-                  "    ik = q + tl.arange(0, BK)",
-                  "    kok = (ik[:, None] < N) & (c < N)"]
-        for k in range(lay.n_ops):
-            lines.append(f"    hk{k} = _ld(S + (t * B + r) * ({lay.K} * N) + {k} * N + ik[None, :], "
-                         f"(r < B) & (ik[None, :] < N))")
-        for j, k in lay.r_blocks:  # rT[n_in, n_out] = R[j*N + n_out, k*N + n_in], this tile's n_out
-            lines.append(f"    rT{j}_{k} = tl.load(R + ({j} * N + c) * ({lay.n_ops} * N) + {k} * N + ik[:, None], "
-                         f"mask=kok, other=0.0)")
-            lines.append(f"    g{j} += tl.dot(hk{k}.to(rT{j}_{k}.dtype), rT{j}_{k}, input_precision=PREC)")
-        for j in range(lay.n_s):
-            store = self._slot_store(j, f"g{j}")
-            if store:
-                lines.append(store)
-        body, local = self._forward_body()
-        exprs = [op.expr for op in self.prog.forward] + [ir.Value(v) for v in (*lay.state_order, self.c.cell.output)]
-        exprs += [ir.State(v) for v in lay.state_order]  # the epilogue keeps a masked step's state
-        loads = self._register_loads(exprs, local, states_from_memory=True)
-        return loads + lines + body + self.forward_epilogue()
-
-    def tiled_backward(self) -> list[str]:
-        lay = self.lay
-        stage = "xs" if lay.fused else "s"
-        lines = []
-        for s in lay.state_order:  # the carried gradient's pointwise part, left by step t + 1
-            lines.append(f"k_{s} = _ld(CARRY + r * ({lay.K} * N) + {lay.state_block[s]} * N + c, ok)")
-        # ... plus the recurrent GEMM's share: dh_k += sum_j dg_j(t + 1) @ R_jk, this tile's columns
-        shares = [(j, k) for j, k in lay.r_blocks if (stage, j) in self.prog.slot_grads]
-        if shares:
-            lines += ["if t + 1 < T:",
-                      "    for q in range(0, N, BK):",
-                      "        ik = q + tl.arange(0, BK)",
-                      "        kok = (ik[:, None] < N) & (c < N)"]
-            for j in sorted({j for j, _ in shares}):
-                home, col = lay.slot_home[(stage, j)]
-                base, width = ("DXW", lay.n_x) if home == "dxw" else ("DG", lay.n_s)
-                lines.append(f"        dg{j} = _ld({base} + ((t + 1) * B + r) * ({width} * N) + {col} * N + ik[None, :], "
-                             f"(r < B) & (ik[None, :] < N))")
-            for j, k in shares:  # rN[n_out, n_in] = R[j*N + n_out, k*N + n_in], this tile's n_in
-                s = lay.state_order[k]
-                lines.append(f"        rN{j}_{k} = tl.load(R + ({j} * N + ik[:, None]) * ({lay.n_ops} * N) + {k} * N + c, "
-                             f"mask=kok, other=0.0)")
-                lines.append(f"        k_{s} += tl.dot(dg{j}.to(rN{j}_{k}.dtype), rN{j}_{k}, input_precision=PREC)")
-        lines += self.backward_prologue(persistent=True)
-        local: set[str] = set()
-        body: list[str] = []
-        for op in self.prog.backward:
-            var = grad_var(op.target)
-            body.append(_assign(var, op.expr, self.p))
-            local.add(var)
-        loads = [line for line in self.leaf_loads(self.backward_exprs(), local, {}) if not line.startswith("w_")]
-        return lines + loads + body + self.backward_epilogue()
-
     def persistent_backward(self) -> list[str]:
         lay = self.lay
         lines = self.backward_prologue(persistent=True)
@@ -449,6 +389,65 @@ class KernelWriter:
         for s in lay.state_order:
             lines.append(f"k_{s} = tl.where(ok, new_{s}, 0.0)")
         return lines
+
+
+    # ---- tiled per-step ---------------------------------------------------------------------
+    # One launch a step: a program owns BB batch rows and BN hidden units and computes their recurrent
+    # products itself, reading the previous step's full h (and, backward, the full slot gradients of
+    # step t + 1) from memory, with its columns of r. The reductions run over the contiguous operand
+    # columns of S (slot columns of dXW backward) against the dense r, zero blocks included, in chunks
+    # of BK: a chunk holds one operand load and one r tile per slot, so few values are live at once.
+    # Launch boundaries order the steps.
+    def tiled_forward(self) -> list[str]:
+        lay = self.lay
+        width = f"{lay.n_ops} * N"  # reduction length: the operands' columns, S[t, :, :n_ops*N]
+        lines = [f"g{j} = {self._slot_start(j)}" for j in range(lay.n_s)]
+        lines += [f"for q in range(0, {width}, BK):",
+                  "    ik = q + tl.arange(0, BK)",
+                  f"    h = _ld(S + (t * B + r) * ({lay.K} * N) + ik[None, :], (r < B) & (ik[None, :] < {width}))"]
+        for j in range(lay.n_s):  # rT[i, n] = r[j*N + n, i] for this tile's n
+            lines.append(f"    rT = tl.load(R + ({j} * N + c) * ({width}) + ik[:, None], "
+                         f"mask=(ik[:, None] < {width}) & (c < N), other=0.0)")
+            lines.append(f"    g{j} += tl.dot(h.to(rT.dtype), rT, input_precision=PREC)")
+        for j in range(lay.n_s):
+            store = self._slot_store(j, f"g{j}")
+            if store:
+                lines.append(store)
+        body, local = self._forward_body()
+        exprs = [op.expr for op in self.prog.forward] + [ir.Value(v) for v in (*lay.state_order, self.c.cell.output)]
+        exprs += [ir.State(v) for v in lay.state_order]  # the epilogue keeps a masked step's state
+        loads = self._register_loads(exprs, local, states_from_memory=True)
+        return loads + lines + body + self.forward_epilogue()
+
+    def tiled_backward(self) -> list[str]:
+        lay = self.lay
+        lines = []
+        for s in lay.state_order:  # the carried gradient's pointwise part, left by step t + 1
+            lines.append(f"k_{s} = _ld(CARRY + r * ({lay.K} * N) + {lay.state_block[s]} * N + c, ok)")
+        # ... plus the recurrent GEMM's share: dh_k += dg(t + 1) @ r[:, k block], this tile's columns
+        # (slot gradients sit in the first n_s*N columns of dXW when fused, of dG otherwise; slots
+        # without a gradient stay zero there)
+        if self.prog.slot_grads.keys() & {("xs" if lay.fused else "s", j) for j in range(lay.n_s)}:
+            base, stride = ("DXW", lay.n_x) if lay.fused else ("DG", lay.n_s)
+            width = f"{lay.n_s} * N"
+            lines += ["if t + 1 < T:",
+                      f"    for q in range(0, {width}, BK):",
+                      "        ik = q + tl.arange(0, BK)",
+                      f"        dg = _ld({base} + ((t + 1) * B + r) * ({stride} * N) + ik[None, :], (r < B) & (ik[None, :] < {width}))"]
+            for k in range(lay.n_ops):
+                s = lay.state_order[k]
+                lines.append(f"        rN = tl.load(R + ik[:, None] * ({lay.n_ops} * N) + {k} * N + c, "
+                             f"mask=(ik[:, None] < {width}) & (c < N), other=0.0)")
+                lines.append(f"        k_{s} += tl.dot(dg.to(rN.dtype), rN, input_precision=PREC)")
+        lines += self.backward_prologue(persistent=True)
+        local: set[str] = set()
+        body: list[str] = []
+        for op in self.prog.backward:
+            var = grad_var(op.target)
+            body.append(_assign(var, op.expr, self.p))
+            local.add(var)
+        loads = [line for line in self.leaf_loads(self.backward_exprs(), local, {}) if not line.startswith("w_")]
+        return lines + loads + body + self.backward_epilogue()
 
 
 def triton_context(compiled: CompiledCell) -> dict:

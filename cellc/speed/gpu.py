@@ -39,7 +39,7 @@ LOWERABLE = ("np", "gru")
 DTYPES = ("float32", "bfloat16")
 TARGETS = [
     "vanilla, cifg, nig, fgr: forward + backward <= 1.5x torch.nn.LSTM (cuDNN) at the same B, T, H, dtype",
-    "persistent kernel (H <= 128 here; R on chip, or streamed from L2 where it does not fit): faster than cuDNN "
+    "persistent kernel (H <= 128 here, where R fits on chip): faster than cuDNN "
     "at H <= 200, B <= 16",
     "np and gru lowered: within 2 % of cuDNN (it is cuDNN)",
     "every cell's fastest backend >= 10x faster than the per-step eager backend at B=16, T=1000",
@@ -47,8 +47,8 @@ TARGETS = [
 # Backends: (label, cellc backend, CELLC_TRITON_MODE). The per-step rows replay their loops from
 # CUDA graphs after the second call with the same shapes (the backend does this itself).
 BACKENDS = (("eager", "eager", None), ("fused", "fused", None), ("triton-step", "triton", "step"),
-            ("triton-persistent", "triton", "persistent"), ("triton-streamed", "triton", "streamed"),
-            ("triton-tiled", "triton", "tiled"), ("lowered", "lowered", None))
+            ("triton-persistent", "triton", "persistent"), ("triton-tiled", "triton", "tiled"),
+            ("lowered", "lowered", None))
 SKIPS = {
     "eager": "eager (per-step autograd, Python loop) timed only at B=16, H=256: T=100, and T=1000 in float32 "
              "(the 10x target); elsewhere it is skipped (seconds per point)",
@@ -122,8 +122,6 @@ def applies(cell: str, label: str, h: int, dtype: str = "float32") -> bool:
         return cell in LOWERABLE
     if label == "triton-persistent":
         return persistent_fits(cell, h, dtype)
-    if label == "triton-streamed":  # the persistent kernel re-reading R every step: where R does not fit
-        return h <= 128 and not persistent_fits(cell, h, dtype)
     if label == "triton-tiled":  # one launch a step, recurrent products included: small and middle H
         return h <= 256 and _triton_module(cell).TILED
     return True
@@ -315,8 +313,7 @@ def target_rows(run: Run) -> list[list[str]]:
             ratio = best.train_ms / ref.train_ms
             out.append(["<= 1.5x cuDNN", cell, best.backend, where, dtype, f"{ref.train_ms:.2f}", f"{best.train_ms:.2f}",
                         f"{ratio:.2f}x", "met" if ratio <= 1.5 else "NOT met"])
-        whole_loop = [r for name, r in here.items() if name in ("triton-persistent", "triton-streamed")]
-        persistent = min(whole_loop, key=lambda r: r.train_ms) if whole_loop else None
+        persistent = here.get("triton-persistent")
         if ref and persistent and h <= 200 and b <= 16:
             ratio = persistent.train_ms / ref.train_ms
             out.append(["persistent < cuDNN", cell, persistent.backend, where, dtype, f"{ref.train_ms:.2f}",
