@@ -8,6 +8,8 @@ that writes torch's LSTM with other names and another term order lowers too; nea
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -79,6 +81,21 @@ def test_lowered_matches_eager(spec, case):
     opts = dict(CASES[case])
     lengths = opts.pop("lengths")
     _compare(spec, opts, lengths)
+
+
+@pytest.mark.parametrize("spec,torch_class", [("np", torch.nn.LSTM), ("gru", torch.nn.GRU)])
+def test_whole_stack_weights_are_one_buffer_in_torch_layout(spec, torch_class):
+    # cuDNN uses the weights as they are only when every layer's and direction's sit, in torch's order,
+    # back to back in one buffer; otherwise it copies them into one on every call
+    layer = cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True)
+    module = sys.modules[type(layer).__module__]
+    storage = [w for ln in range(2) for d in range(2) for w in layer._weights(ln, d) if w is not None and w.dim()]
+    views = module._TorchWeights.apply(N, *storage)
+    reference = torch_class(M, N, num_layers=2, bidirectional=True)._flat_weights
+    assert [v.shape for v in views] == [w.shape for w in reference]
+    base = views[0].untyped_storage().data_ptr()
+    assert all(v.untyped_storage().data_ptr() == base and v.is_contiguous() for v in views)
+    assert [v.storage_offset() for v in views] == [sum(w.numel() for w in views[:k]) for k in range(len(views))]
 
 
 def test_detection_is_structural():

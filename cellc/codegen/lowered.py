@@ -3,9 +3,9 @@
 The spec's parameters keep their storage (``weight_x``, ``weight_s``, ``bias``, the layout
 every backend shares); each forward assembles torch's ``w_ih, w_hh, b_ih, b_hh`` from them
 in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one cat of row slices
-into a single flat buffer, as views laid out the way cuDNN keeps its weights: cuDNN then uses that
-buffer as it is instead of compacting separate tensors into one on every call (the copy and
-the warning the H100 run showed). A custom autograd function cuts the four gradients back into
+into a single flat buffer for the whole stack (every layer and direction), as views laid out the
+way cuDNN keeps its weights: cuDNN then uses that buffer as it is instead of compacting separate
+tensors into one on every call (the copy and the warning the H100 run showed). A custom autograd function cuts the four gradients back into
 the spec's blocks (autograd's own slicing would cost a zero-filled copy per block). torch's second
 bias is a zero block except the GRU's ``b_hn``.
 """
