@@ -313,9 +313,9 @@ class KernelWriter:
         """The part of recurrent slot j's sum that is not a recurrent product: xw's block when fused."""
         return f"_ld(xw + (t * B + r) * ({self.lay.n_x} * N) + {j} * N + c, ok)" if self.lay.fused else "zero"
 
-    def _forward_body(self) -> tuple[list[str], list[str]]:
+    def _forward_body(self) -> tuple[list[str], set[str]]:
         """The step's pointwise forward (and current-step products) once the recurrent sums g_j are known:
-        (body lines, loads it needs with states in registers)."""
+        (body lines, the variables they define)."""
         body: list[str] = []
         local: set[str] = set()
         for op in self.prog.forward:
@@ -458,6 +458,7 @@ def triton_context(compiled: CompiledCell) -> dict:
     w = KernelWriter(compiled, layout)
     fwd = w.step_forward()
     bwd = w.step_backward()
+    tiled = bool(layout.n_s) and not w.n_gemm  # one launch a step, recurrent products included
     context = {
         "tk": {
             "lay": layout,
@@ -473,10 +474,9 @@ def triton_context(compiled: CompiledCell) -> dict:
             "n_acc": len(layout.vector_grads),
             "persistent_fwd": w.persistent_forward(),
             "persistent_bwd": w.persistent_backward(),
-            # one launch a step, recurrent products included: cells without current-step products
-            "tiled": bool(layout.n_s) and not w.n_gemm,
-            "tiled_fwd": w.tiled_forward() if layout.n_s and not w.n_gemm else [],
-            "tiled_bwd": w.tiled_backward() if layout.n_s and not w.n_gemm else [],
+            "tiled": tiled,  # cells without current-step products
+            "tiled_fwd": w.tiled_forward() if tiled else [],
+            "tiled_bwd": w.tiled_backward() if tiled else [],
             "state_names": list(layout.state_order),
             "state_vars": [naming.state_var(s) for s in layout.state_order],
             "persistent_max_n": PERSISTENT_MAX_N,
