@@ -10,8 +10,12 @@ pytest.importorskip("triton")
 
 from cellc.speed import kernel_resources as kr  # noqa: E402
 
+# where a Triton install ships no cuobjdump, registers and spills cannot be read
+needs_cuobjdump = pytest.mark.skipif(not kr.cuobjdump_path().exists(), reason="this Triton install has no cuobjdump")
+
 
 @pytest.mark.slow
+@needs_cuobjdump
 @pytest.mark.parametrize("cell,dtype", [("fgr", "float32"), ("cifg", "bfloat16"), ("vanilla", "float32"),
                                         ("vanilla", "bfloat16")])
 def test_persistent_rule_never_picks_a_kernel_that_does_not_fit(cell, dtype):
@@ -25,6 +29,7 @@ def test_persistent_rule_never_picks_a_kernel_that_does_not_fit(cell, dtype):
 
 
 @pytest.mark.slow
+@needs_cuobjdump
 def test_tiled_and_staged_kernels_compile_for_sm90():
     # fgr's tiled kernels (four operands, a dense r with zero blocks) and mgu's per-step stages (a
     # current-step product between two kernels) in bf16: the compiled path, which the interpreter skips

@@ -55,10 +55,15 @@ class Row:
     error: str = ""
 
 
-def _cuobjdump() -> str:
+def cuobjdump_path() -> Path:
+    """Where Triton keeps the cuobjdump it ships (present in its Linux wheels)."""
     import triton
 
-    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+def _cuobjdump() -> str:
+    path = cuobjdump_path()
     if not path.exists():
         raise UsageError(f"this Triton install has no cuobjdump ({path}); it is needed to read registers and spills")
     return str(path)
