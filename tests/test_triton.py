@@ -69,7 +69,7 @@ def test_each_mode_runs_its_own_kernels(results, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["step", "persistent"])
+@pytest.mark.parametrize("mode", MODES)
 def test_kernels_keep_the_input_gemm_where_the_backward_reads_it(results, mode):
     rows = [r for (spec, m, case, _), r in results.items() if spec and spec.endswith("xslot.yaml") and m == mode
             and case in CASES]

@@ -82,8 +82,14 @@ def cubin_usage(cubin: bytes) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def compile_kernel(kernel, constants: dict, dtype: str, num_warps: int, arch: int = ARCH) -> Resources:
-    """Compile one jitted kernel for sm_<arch> with these constexprs; no GPU is needed."""
+def compile_kernel(kernel, constants: dict, dtype: str, num_warps: int, sizes: dict[str, int] | None = None,
+                   arch: int = ARCH) -> Resources:
+    """Compile one jitted kernel for sm_<arch> with these constexprs; no GPU is needed.
+
+    Specialised as a launch specialises it: every pointer 16-byte aligned (the kernels get whole torch
+    tensors), and each integer in ``sizes`` (B, N, T) that is a multiple of 16 known to be one. Without
+    that the compiler loses vectorised accesses and allocates registers differently (more spills).
+    """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -100,8 +106,12 @@ def compile_kernel(kernel, constants: dict, dtype: str, num_warps: int, arch: in
             signature[name] = "*i8"
         else:
             signature[name] = f"*{low}" if name in LOW_DTYPE_POINTERS else "*fp32"
+    sizes = sizes or {}
+    aligned = [i for i, name in enumerate(kernel.arg_names)
+               if signature[name].startswith("*") or (name in sizes and sizes[name] % 16 == 0)]
     source = ASTSource(fn=kernel, signature=signature,
-                       constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()})
+                       constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
+                       attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     registers, stack = cubin_usage(compiled.asm["cubin"])
     return Resources(compiled.metadata.shared, registers, stack)
@@ -115,14 +125,19 @@ def generated_module(cell: str):
         return sys.modules[cellc.build(cell, backend="triton").__module__]
 
 
-def launch_configs(module, family: str, N: int, dtype: str) -> list[tuple[str, dict, int]]:
-    """(kernel, constexprs, num_warps) as the backend launches this family at hidden size N (batch 16, masked)."""
-    precision = "tf32" if dtype == "float32" else "ieee"  # TF32 as in the timings
+def launch_configs(module, family: str, N: int, dtype: str = "float32", precision: str = "ieee") -> list[tuple[str, dict, int]]:
+    """(kernel, constexprs, num_warps) as the backend launches this family at hidden size N (batch 16, masked);
+    precision: tl.dot's, "ieee" (torch's default for float32) or "tf32" (torch.backends.cuda.matmul.allow_tf32)."""
     names = sorted(n for n in module.triton_kernels() if n.startswith(family + "_"))
     if family == "step":
         BB, BN = module._blocks(16, N)
         return [(name, dict(HAS_MASK=True, BB=BB, BN=BN), 4) for name in names]
-    config = module._persistent_config(N, precision) if family == "persistent" else module._tiled_config(N, precision)
+    import torch
+
+    if family == "persistent":
+        config = module._persistent_config(N, precision, getattr(torch, dtype))
+    else:
+        config = module._tiled_config(N, precision)
     warps = config.pop("num_warps")
     return [(name, dict(HAS_MASK=True, **config), warps) for name in names]
 
@@ -138,14 +153,17 @@ def survey(cells, dtypes=DTYPES, sizes=SIZES, progress=None) -> list[Row]:
                 continue
             for N in family_sizes:
                 for dtype in dtypes:
-                    for name, constants, warps in launch_configs(module, family, N, dtype):
-                        jobs.append((cell, module, family, name, N, dtype, constants, warps))
+                    # float32 dots: IEEE (torch's default) and TF32 (allow_tf32, as in the GPU timings)
+                    for precision in ("ieee", "tf32") if dtype == "float32" and family != "step" else ("ieee",):
+                        for name, constants, warps in launch_configs(module, family, N, dtype, precision):
+                            jobs.append((cell, module, family, name, N, dtype, constants, warps))
     for cell, module, family, name, N, dtype, constants, warps in (progress(jobs) if progress else jobs):
-        config = " ".join(f"{k}={v}" for k, v in constants.items() if k in ("BB", "BN", "BK")) + f" warps={warps}"
-        key = (cell, name, dtype, config)  # sizes that share a configuration compile once
+        config = " ".join(f"{k}={v}" for k, v in constants.items() if k in ("BB", "BN", "BK", "PREC")) + f" warps={warps}"
+        key = (cell, name, dtype, config, N % 16 == 0)  # sizes that share a configuration compile once
         if key not in seen:
             try:
-                seen[key] = compile_kernel(module.triton_kernels()[name], constants, dtype, warps)
+                seen[key] = compile_kernel(module.triton_kernels()[name], constants, dtype, warps,
+                                           sizes={"B": 16, "N": N, "T": 1000})
             except Exception as error:  # recorded in the report: a kernel that does not compile is a finding
                 seen[key] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
         found = seen[key]
@@ -183,9 +201,11 @@ def render(rows: list[Row]) -> str:
         "",
         f"Written by `python -m cellc.speed.kernel_resources` (Triton {triton.__version__}, "
         f"target sm_{ARCH}, shared-memory limit {SHARED_LIMIT} bytes a block). Each kernel is compiled at the "
-        "configuration the backend launches it with (batch 16, masked; bf16 runs keep inputs, weights and "
-        "xw in bf16, state in float32). *stack* is bytes of registers spilled to local memory per thread "
-        "(0 = none). A Triton version on the GPU machine other than this one may allocate differently.",
+        "configuration the backend launches it with (batch 16, T=1000, masked; bf16 runs keep inputs, weights "
+        "and xw in bf16, state in float32; float32 dots both IEEE, torch's default, and TF32), specialised as "
+        "a launch specialises it (pointers 16-byte aligned, B and N known multiples of 16). *stack* is bytes "
+        "of registers spilled to local memory per thread (0 = none). A Triton version on the GPU machine "
+        "other than this one may allocate differently.",
         "",
         f"- {len(rows)} kernel builds, {len(failed)} failed to compile, {len(spills)} spill registers, "
         f"{sum(1 for r in rows if r.resources and r.resources.shared > SHARED_LIMIT)} need more shared memory "
