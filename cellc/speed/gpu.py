@@ -26,6 +26,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from cellc.speed.kernel_resources import generated_module
+
 GRID_B = (16, 64)
 GRID_T = (100, 1000)
 GRID_H = (256, 768)
@@ -123,23 +125,15 @@ def applies(cell: str, label: str, h: int, dtype: str = "float32") -> bool:
     if label == "triton-persistent":
         return persistent_fits(cell, h, dtype)
     if label == "triton-tiled":  # one launch a step, recurrent products included: small and middle H
-        return h <= 256 and _triton_module(cell).TILED
+        return h <= 256 and generated_module(cell).TILED
     return True
-
-
-def _triton_module(cell: str):
-    import cellc
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sys.modules[cellc.build(cell, backend="triton").__module__]
 
 
 def persistent_fits(cell: str, h: int, dtype: str) -> bool:
     """The generated module's own rule: do R's resident blocks fit this chip's shared memory?"""
     import torch
 
-    return _triton_module(cell).persistent_fits(h, getattr(torch, dtype))
+    return generated_module(cell).persistent_fits(h, getattr(torch, dtype))
 
 
 def measured_here(label: str, size: tuple[int, int, int], dtype: str) -> bool:
