@@ -15,17 +15,17 @@ One time step; x is the input, v[-1] a value at the previous step (recurrent sta
 
 Parameters per layer and direction: 4N(M+N) + 4N (N hidden, M input).
 
-    W_z  input matrix           N x M  weight_x[0N:1N]
-    W_i  input matrix           N x M  weight_x[1N:2N]
-    W_f  input matrix           N x M  weight_x[2N:3N]
+    W_i  input matrix           N x M  weight_x[0N:1N]
+    W_f  input matrix           N x M  weight_x[1N:2N]
+    W_z  input matrix           N x M  weight_x[2N:3N]
     W_o  input matrix           N x M  weight_x[3N:4N]
-    R_z  previous-step matrix   N x N  weight_s[0N:1N]
-    R_i  previous-step matrix   N x N  weight_s[1N:2N]
-    R_f  previous-step matrix   N x N  weight_s[2N:3N]
+    R_i  previous-step matrix   N x N  weight_s[0N:1N]
+    R_f  previous-step matrix   N x N  weight_s[1N:2N]
+    R_z  previous-step matrix   N x N  weight_s[2N:3N]
     R_o  previous-step matrix   N x N  weight_s[3N:4N]
-    b_z  bias                   N      bias[0N:1N]
-    b_i  bias                   N      bias[1N:2N]
-    b_f  bias                   N      bias[2N:3N]
+    b_i  bias                   N      bias[0N:1N]
+    b_f  bias                   N      bias[1N:2N]
+    b_z  bias                   N      bias[2N:3N]
     b_o  bias                   N      bias[3N:4N]
 
 Usage, like torch.nn.LSTM:
@@ -53,17 +53,17 @@ STATE_NAMES = ("y", "c")
 INITIAL_STATE = (0.0, 0.0)
 # Spec parameter -> (storage group, block); block k holds rows [k*N, (k+1)*N).
 PARAMETERS = {
-    "W_z": ("weight_x", 0),
-    "W_i": ("weight_x", 1),
-    "W_f": ("weight_x", 2),
+    "W_i": ("weight_x", 0),
+    "W_f": ("weight_x", 1),
+    "W_z": ("weight_x", 2),
     "W_o": ("weight_x", 3),
-    "R_z": ("weight_s", 0),
-    "R_i": ("weight_s", 1),
-    "R_f": ("weight_s", 2),
+    "R_i": ("weight_s", 0),
+    "R_f": ("weight_s", 1),
+    "R_z": ("weight_s", 2),
     "R_o": ("weight_s", 3),
-    "b_z": ("bias", 0),
-    "b_i": ("bias", 1),
-    "b_f": ("bias", 2),
+    "b_i": ("bias", 0),
+    "b_f": ("bias", 1),
+    "b_z": ("bias", 2),
     "b_o": ("bias", 3),
 }
 GROUP_BLOCKS = {
@@ -94,9 +94,9 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
     for t in range(T):
         g = torch.addmm(xw_fused[t], s_y, r_t)
         g0, g1, g2, g3 = g.chunk(4, 1)
-        v_z = torch.tanh(g0)
-        v_i = torch.sigmoid(g1)
-        v_f = torch.sigmoid(g2)
+        v_z = torch.tanh(g2)
+        v_i = torch.sigmoid(g0)
+        v_f = torch.sigmoid(g1)
         v_c = v_z * v_i + s_c * v_f
         v_o = torch.sigmoid(g3)
         v_y = torch.tanh(v_c) * v_o

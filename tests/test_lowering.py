@@ -15,7 +15,6 @@ import torch
 
 import cellc
 from cellc.errors import UsageError
-from cellc.ir.lowering import lowering_plan
 from cellc.ir.pipeline import compile_spec
 from cellc.spec.loader import spec_search_dirs
 
@@ -83,23 +82,103 @@ def test_lowered_matches_eager(spec, case):
     _compare(spec, opts, lengths)
 
 
+def _buffer_views(layer):
+    """torch's weight list the module hands torch, checked to lie in one storage; with their offsets."""
+    params = sys.modules[type(layer).__module__]._torch_weights(layer)
+    base = params[0].untyped_storage().data_ptr()
+    assert all(p.untyped_storage().data_ptr() == base and p.is_contiguous() for p in params)
+    return params, [p.storage_offset() for p in params]
+
+
 @pytest.mark.parametrize("spec,torch_class", [("np", torch.nn.LSTM), ("gru", torch.nn.GRU)])
-def test_whole_stack_weights_are_one_buffer_in_torch_layout(spec, torch_class):
+def test_weights_live_in_one_buffer_in_torch_layout(spec, torch_class):
     # cuDNN uses the weights as they are only when every layer's and direction's sit, in torch's order,
-    # back to back in one buffer; otherwise it copies them into one on every call
+    # in one buffer; otherwise it copies them into one on every call. The spec's storage IS that buffer.
     layer = cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True)
-    module = sys.modules[type(layer).__module__]
-    storage = [w for ln in range(2) for d in range(2) for w in layer._weights(ln, d) if w is not None and w.dim()]
-    views = module._TorchWeights.apply(N, *storage)
+    params, offsets = _buffer_views(layer)
     reference = torch_class(M, N, num_layers=2, bidirectional=True)._flat_weights
-    assert [v.shape for v in views] == [w.shape for w in reference]
-    base = views[0].untyped_storage().data_ptr()
-    assert all(v.untyped_storage().data_ptr() == base and v.is_contiguous() for v in views)
-    assert [v.storage_offset() for v in views] == [sum(w.numel() for w in views[:k]) for k in range(len(views))]
+    assert [p.shape for p in params] == [w.shape for w in reference]
+    assert offsets == [sum(w.numel() for w in params[:k]) for k in range(len(params))]
+    stack = [(ln, d) for ln in range(2) for d in range(2)]
+    assert all(params[4 * k] is layer._weights(*ld)[0] and params[4 * k + 1] is layer._weights(*ld)[1]
+               for k, ld in enumerate(stack))
+    biases = [layer._weights(*ld)[3] for ld in stack]
+    if spec == "np":  # the bias is b_ih itself and b_hh a zero block
+        assert all(params[4 * k + 2] is b for k, b in enumerate(biases))
+        assert all(not params[4 * k + 3].any() for k in range(4))
+    # Moved or cast, the same Parameter objects (an optimizer's) are views of a new buffer, values kept.
+    before = [p.detach().clone() for p in layer.parameters()]
+    identity = [id(p) for p in layer.parameters()]
+    layer.double()
+    params, _ = _buffer_views(layer)
+    assert params[0].dtype == torch.float64 and [id(p) for p in layer.parameters()] == identity
+    for a, b in zip(layer.parameters(), before):
+        torch.testing.assert_close(a, b.double(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("spec", ["np", "gru"])
+def test_training_steps_and_repeated_calls_match_eager(spec):
+    """An optimizer updates the buffer in place; two calls before one backward (a shared graph) and a
+    bias changed through .data (no version bump) still give eager's values and gradients."""
+    eager = cellc.build(spec, backend="eager")(M, N, num_layers=2, dtype=torch.float64)
+    lowered = cellc.build(spec, backend="lowered")(M, N, num_layers=2, dtype=torch.float64)
+    lowered.load_state_dict(eager.state_dict())
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (eager, lowered)]
+    g = torch.Generator().manual_seed(2)
+    for step in range(3):
+        x1, x2 = (torch.randn(T, B, M, generator=g, dtype=torch.float64) for _ in range(2))
+        for module, optimizer in zip((eager, lowered), optimizers):
+            optimizer.zero_grad()
+            (module(x1)[0].pow(2).sum() + module(x2)[0].sum()).backward()
+            optimizer.step()
+        for (name, a), b in zip(lowered.named_parameters(), eager.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=lambda m: f"step {step} {name}: {m}")
+    _buffer_views(lowered)  # still one buffer after the updates
+    # cuDNN's backward checks the version of every weight it saved (torch on CPU saves no bias): a call
+    # must not bump the version of the biases an earlier call handed torch
+    versions = [v._version for views in lowered._torch_biases for v in views]
+    lowered(x1)
+    assert [v._version for views in lowered._torch_biases for v in views] == versions
+    for module in (eager, lowered):
+        module.bias_l0.data.add_(0.25)
+    x = torch.randn(T, B, M, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(lowered(x)[0], eager(x)[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("spec", ["np", "gru"])
+def test_aligned_layout_with_gaps(spec, monkeypatch):
+    """cuDNN may align its blocks; the layout torch reports is used as it is (here: gaps of 3 after
+    every tensor, as a fake torch layout)."""
+    module = sys.modules[cellc.build(spec, backend="lowered").__module__]
+    plain = module._torch_layout
+
+    def aligned(layer, device, dtype):
+        shapes, offsets, size = plain(layer, device, dtype)
+        return shapes, [o + 3 * (k + 1) for k, o in enumerate(offsets)], size + 3 * (len(offsets) + 1)
+
+    monkeypatch.setattr(module, "_torch_layout", aligned)
+    layer = cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True)
+    _, offsets = _buffer_views(layer)
+    assert offsets == aligned(layer, layer.weight_x_l0.device, layer.weight_x_l0.dtype)[1]
+    _compare(spec, dict(num_layers=2, bidirectional=True), [5, 2, 4])
+
+
+def test_np_runs_with_torch_lstm_autograd_graph():
+    """np's call is torch.nn.LSTM's: no node of cellc's own between the weights and torch's kernel."""
+    layer = cellc.build("np", backend="lowered")(M, N)
+    seen, todo = set(), [layer(torch.randn(T, B, M))[0].sum().grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [n for n, _ in node.next_functions]
+    leaves = {id(node.variable) for node in seen if type(node).__name__ == "AccumulateGrad"}
+    assert leaves == {id(p) for p in layer.parameters()}
+    assert not any(isinstance(node, torch.autograd.function.BackwardCFunction) for node in seen)
 
 
 def test_detection_is_structural():
-    plans = {spec: lowering_plan(compile_spec(spec)) for spec in SPECS}
+    plans = {spec: compile_spec(spec).lowering for spec in SPECS}
     assert {s for s, p in plans.items() if p is not None} == {"np", "gru"}
     assert plans["np"].mode == "lstm" and plans["gru"].mode == "gru"
     # np stores z, i, f, o; torch's order is i, f, g(=z), o.
@@ -110,9 +189,13 @@ def test_detection_is_structural():
 def test_renamed_and_reordered_lstm_lowers(tmp_path):
     path = tmp_path / "renamed_lstm.yaml"
     path.write_text(RENAMED_LSTM)
-    plan = lowering_plan(compile_spec(path))
+    plan = compile_spec(path).lowering
     assert plan is not None and plan.mode == "lstm"
     assert plan.weight_hh == ("R_i", "R_f", "R_g", "R_o") and plan.states == ("h", "c")
+    # written o, f, g, i: stored in torch's gate order, so that torch's weights are views of the storage
+    layout = compile_spec(path).schedule.layout
+    assert [layout[w].index for w in ("W_i", "W_f", "W_g", "W_o", "R_i", "R_f", "R_g", "R_o")] == [0, 1, 2, 3] * 2
+    assert [layout[b].index for b in ("b_i", "b_f", "b_g", "b_o")] == [0, 1, 2, 3]
     _compare(path, dict(bidirectional=True), [5, 3, 4])
 
 
@@ -124,7 +207,7 @@ def test_renamed_and_reordered_lstm_lowers(tmp_path):
 def test_near_misses_do_not_lower(tmp_path, edit):
     path = tmp_path / "near.yaml"
     path.write_text(RENAMED_LSTM.replace("name: renamed_lstm", "name: near").replace("  c = i * g + f * c[-1]", "  " + edit))
-    assert lowering_plan(compile_spec(path)) is None
+    assert compile_spec(path).lowering is None
 
 
 def test_lowered_backend_refuses_other_cells():

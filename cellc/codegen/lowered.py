@@ -1,19 +1,17 @@
 """Lowering onto torch's own RNN kernels (cuDNN on GPU) for cells that are exactly LSTM or GRU.
 
-The spec's parameters keep their storage (``weight_x``, ``weight_s``, ``bias``, the layout
-every backend shares); each forward assembles torch's ``w_ih, w_hh, b_ih, b_hh`` from them
-in torch's gate order (np stores z, i, f, o; torch wants i, f, g, o) with one cat of row slices
-into a single flat buffer for the whole stack (every layer and direction), as views laid out the
-way cuDNN keeps its weights: cuDNN then uses that buffer as it is instead of compacting separate
-tensors into one on every call (the copy and the warning the H100 run showed). A custom autograd function cuts the four gradients back into
-the spec's blocks (autograd's own slicing would cost a zero-filled copy per block). torch's second
-bias is a zero block except the GRU's ``b_hn``.
+The pipeline stores such a cell's gates in torch's order (np's z, i, f, o become i, f, z, o), so
+its ``weight_x`` and ``weight_s`` are torch's ``w_ih`` and ``w_hh`` as they are. The generated
+module keeps them, as torch.nn.LSTM keeps its own, as views of one flat buffer for the whole stack
+laid out as cuDNN wants its weights: a call hands torch the storage itself, and its autograd graph
+is torch.nn.LSTM's. The bias is ``b_ih`` itself where torch's second bias is zero (np); where it is
+not (the GRU's ``b_hn`` sits in ``b_hh``), each call mirrors the bias into the two.
 """
 
 from __future__ import annotations
 
 from cellc.errors import UsageError
-from cellc.ir.lowering import LoweringPlan, lowering_plan
+from cellc.ir.lowering import LoweringPlan
 from cellc.ir.pipeline import CompiledCell
 
 
@@ -33,26 +31,32 @@ def block_runs(compiled: CompiledCell, names: tuple[str | None, ...]) -> list[tu
 
 def lowered_context(compiled: CompiledCell, required: bool) -> dict:
     """Template context for the lowered layer; ``lowering`` is None when the cell is not torch's."""
-    plan: LoweringPlan | None = lowering_plan(compiled)
+    plan: LoweringPlan | None = compiled.lowering
     if plan is None:
         if required:
             raise UsageError(
                 f"backend 'lowered' runs only cells whose equations are exactly torch.nn.LSTM's or "
                 f"torch.nn.GRU's; '{compiled.name}' is neither (use auto, compiled, fused, triton or eager)")
         return {"lowering": None}
-    assert None not in plan.weight_ih + plan.weight_hh, "only bias blocks can be zero (torch's b_hh)"
-    torch_blocks = (plan.weight_ih, plan.weight_hh, plan.bias_ih, plan.bias_hh)
-    used = [name for names in torch_blocks for name in names if name]
-    # The backward is a permutation of the gradient rows: every storage block must appear exactly once.
-    layout = compiled.schedule.layout
-    assert len(used) == len(set(used)) == sum(compiled.schedule.group_sizes[g] for g in ("weight_x", "weight_s", "bias")) \
-        and all(layout[name].group in ("weight_x", "weight_s", "bias") for name in used)
+    sizes = compiled.schedule.group_sizes
+    gates = len(plan.weight_ih)
+    w_ih, w_hh, b_ih, b_hh = (block_runs(compiled, names) for names in
+                              (plan.weight_ih, plan.weight_hh, plan.bias_ih, plan.bias_hh))
+    # The schedule stores a lowered cell's gates in torch's order (pipeline: gate_order), so its input
+    # and previous-step matrices are torch's w_ih and w_hh whole.
+    assert w_ih == [("weight_x", 0, gates)] and sizes["weight_x"] == gates
+    assert w_hh == [("weight_s", 0, gates)] and sizes["weight_s"] == gates
+    # Every bias block is in exactly one of torch's biases (their gradients are a permutation of it).
+    used = sorted(f + k for runs in (b_ih, b_hh) for g, f, c in runs if g for k in range(c))
+    assert used == list(range(sizes["bias"])) and all(g in (None, "bias") for g, _, _ in b_ih + b_hh)
     return {
         "lowering": {
             "mode": plan.mode,
-            "gates": len(plan.weight_ih),
-            # w_ih, w_hh, b_ih, b_hh, each as runs of the spec's storage blocks (zero blocks: bias only).
-            "torch_runs": [block_runs(compiled, names) for names in torch_blocks],
+            "gates": gates,
+            # The bias is b_ih exactly and b_hh is zero: the bias can be a view of the buffer too.
+            "bias_resident": b_ih == [("bias", 0, sizes["bias"])] and b_hh == [(None, 0, gates)],
+            # Otherwise each of b_ih, b_hh as runs (first bias block or None for zero blocks, count).
+            "bias_runs": [[(f if g else None, c) for g, f, c in runs] for runs in (b_ih, b_hh)],
             # Position in the module's state tuple of torch's h (and c).
             "state_index": [compiled.states.index(s) for s in plan.states],
             # For each module state: its position among torch's states.

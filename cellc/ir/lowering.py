@@ -15,7 +15,7 @@ from itertools import permutations
 from typing import Iterator
 
 from cellc.ir import nodes as ir
-from cellc.ir.pipeline import CompiledCell
+from cellc.ir.params import ParamInfo
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,10 @@ def _match_all(left, right, params, states) -> Iterator[dict[str, str]]:
         yield from _match_all(left[1:], right[1:], bound, states)
 
 
-def lowering_plan(compiled: CompiledCell) -> LoweringPlan | None:
-    """The mapping onto torch's LSTM or GRU, or None when the cell is anything else."""
-    cell = compiled.cell
-    spec_states = list(compiled.states)
+def plan_lowering(cell: ir.Cell, params: dict[str, ParamInfo]) -> LoweringPlan | None:
+    """The mapping onto torch's LSTM or GRU, or None when the cell is anything else (the pipeline
+    keeps it as ``CompiledCell.lowering``)."""
+    spec_states = list(cell.states)
     if cell.output not in spec_states:
         return None
     inlined = _inline(cell)
@@ -141,8 +141,8 @@ def lowering_plan(compiled: CompiledCell) -> LoweringPlan | None:
         others = [s for s in spec_states if s != cell.output]
         states = {"h": cell.output, **({"c": others[0]} if mode == "lstm" else {})}
         names = list(reference)
-        for params in _match_all(tuple(reference[n] for n in names),
+        for bound in _match_all(tuple(reference[n] for n in names),
                                  tuple(inlined[states[n]] for n in names), {}, states):
-            if len(params) == len(compiled.params):
-                return _plan_for(mode, params, states)
+            if len(bound) == len(params):
+                return _plan_for(mode, bound, states)
     return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from cellc.errors import SpecError
 from cellc.ir import nodes as ir
 from cellc.ir.lower import lower
+from cellc.ir.lowering import LoweringPlan, plan_lowering
 from cellc.ir.params import ParamInfo, format_formula, infer_parameters, parameter_formula
 from cellc.ir.passes import eliminate_dead_code, fold_constants
 from cellc.ir.printer import cell_text
@@ -27,6 +28,7 @@ class CompiledCell:
     params: dict[str, ParamInfo]
     schedule: Schedule
     hash: str
+    lowering: LoweringPlan | None = None  # how the cell maps onto torch.nn.LSTM / GRU, when it is exactly one
     # Things the spec's author should hear about that are not errors (shown by `cellc check` / `compile`).
     notes: list[str] = field(default_factory=list)
 
@@ -105,9 +107,11 @@ def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     cell = eliminate_dead_code(fold_constants(cell))
     cell = _check_state(cell, spec)
     params = infer_parameters(cell, _init_in_use(cell, spec), spec.key_locations)
-    sched = schedule(cell, params)
+    lowering = plan_lowering(cell, params)
+    # A cell that is torch's stores its gates in torch's order, so torch's weights are views of its storage.
+    sched = schedule(cell, params, gate_order=lowering.weight_ih if lowering else ())
     return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params),
-                        notes=notes)
+                        lowering=lowering, notes=notes)
 
 
 def _unused_equations(cell: ir.Cell) -> list[str]:

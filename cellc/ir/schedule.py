@@ -106,15 +106,21 @@ class _Collector:
         return ir.Sum(tuple(out), loc=node.loc) if len(out) > 1 else placeholder
 
 
-def schedule(cell: ir.Cell, params: dict[str, ParamInfo]) -> Schedule:
+def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str, ...] = ()) -> Schedule:
+    """``gate_order``: input matrices in the order their gates' blocks should be stored (torch's gate
+    order, for a cell that lowers onto torch's kernels: its storage then IS torch's weights)."""
     collector = _Collector(params)
     equations = [ir.Equation(eq.name, collector.visit(eq.expr), loc=eq.loc) for eq in cell.equations]
+    # Slots follow the groups' order of appearance, or gate_order (a stable sort: groups without a listed
+    # input matrix keep their order, after the rest).
+    groups = sorted(enumerate(collector.groups), key=lambda g: gate_order.index(g[1][0][0])
+                    if g[1][0] and g[1][0][0] in gate_order else len(gate_order))
 
-    # x-slots and s-slots per group, in order of appearance.
+    # x-slots and s-slots per group, in that order.
     x_slots: list[XSlot] = []
     s_slots: list[SSlot] = []
-    group_slots: list[tuple[list[int], int | None]] = []
-    for matrices, bias, products in collector.groups:
+    group_slots: dict[int, tuple[list[int], int | None]] = {}  # group id (its placeholder's index) -> slots
+    for gid, (matrices, bias, products) in groups:
         xs = []
         for k, matrix in enumerate(matrices):
             xs.append(len(x_slots))
@@ -123,7 +129,7 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo]) -> Schedule:
         if products:
             s_index = len(s_slots)
             s_slots.append(SSlot(tuple(products), xs[0] if xs else None))
-        group_slots.append((xs, s_index))
+        group_slots[gid] = (xs, s_index)
 
     fused = bool(s_slots) and all(s.paired_x is not None for s in s_slots)
     # Fused: x-slot order follows s-slot order so that xw[t][:, :K*N] lines up with the GEMM.
