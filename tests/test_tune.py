@@ -1,0 +1,41 @@
+"""Warps tuning: the generated modules' knob, and the tuning report (timing needs a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cellc.speed import tune
+from cellc.speed.kernel_resources import generated_module
+
+
+def test_warps_knob_overrides_the_rule_and_rejects_other_values(monkeypatch):
+    module = generated_module("vanilla")
+    monkeypatch.delenv("CELLC_TRITON_WARPS", raising=False)
+    assert module._persistent_config(64, "tf32", torch.float32)["num_warps"] == 4
+    assert tune.rule_warps("vanilla", "persistent", 64, "float32", torch) == 4
+    assert module._tiled_config(256, "tf32")["num_warps"] == 8
+    with tune.warps(8):
+        assert module._persistent_config(64, "tf32", torch.float32)["num_warps"] == 8
+        assert module._tiled_config(64, "tf32")["num_warps"] == 8
+    assert module._tiled_config(64, "tf32")["num_warps"] == 4  # restored
+    monkeypatch.setenv("CELLC_TRITON_WARPS", "3")
+    with pytest.raises(ValueError, match="CELLC_TRITON_WARPS"):
+        module._persistent_config(64, "tf32", torch.float32)
+
+
+def test_report_names_the_best_choice_against_the_rule():
+    rows = [tune.Tuned("vanilla", "persistent", 64, "float32", rule=4, ms={4: 6.0, 8: 3.0}),
+            tune.Tuned("gru", "tiled", 128, "bfloat16", rule=4, ms={4: 2.0}, note="time cap")]
+    facts = {"device": "a GPU", "when": "now", "torch": "2", "triton": "3"}
+    text = tune.render(rows, facts, "python -m cellc.speed.tune", 12.0)
+    lines = [line for line in text.splitlines() if line.startswith("| vanilla") or line.startswith("| gru")]
+    assert "| 8 " in lines[0] and "2.00x" in lines[0]
+    assert "1.00x" in lines[1] and "time cap" in lines[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cpu_only_machine_gets_one_message(tmp_path, capsys):
+    assert tune.main(["--out", str(tmp_path / "t.md")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "t.md").exists()
