@@ -8,6 +8,7 @@ that writes torch's LSTM with other names and another term order lowers too; nea
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -145,22 +146,25 @@ def test_training_steps_and_repeated_calls_match_eager(spec):
     torch.testing.assert_close(lowered(x)[0], eager(x)[0], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("spec", ["np", "gru"])
-def test_aligned_layout_with_gaps(spec, monkeypatch):
-    """cuDNN may align its blocks; the layout torch reports is used as it is (here: gaps of 3 after
-    every tensor, as a fake torch layout)."""
+@pytest.mark.parametrize("spec,torch_class", [("np", torch.nn.LSTM), ("gru", torch.nn.GRU)])
+def test_layout_as_cudnn_reports_it(spec, torch_class, monkeypatch):
+    """On a GPU the buffer follows the layout torch.nn.LSTM / GRU gets from cuDNN, gaps included (here a
+    fake one: every tensor 3 elements after the last, the buffer 5 longer); where torch keeps its weights
+    apart, the tensors lie back to back."""
     module = sys.modules[cellc.build(spec, backend="lowered").__module__]
-    plain = module._torch_layout
-
-    def aligned(layer, device, dtype):
-        shapes, offsets, size = plain(layer, device, dtype)
-        return shapes, [o + 3 * (k + 1) for k, o in enumerate(offsets)], size + 3 * (len(offsets) + 1)
-
-    monkeypatch.setattr(module, "_torch_layout", aligned)
+    shapes = [w.shape for w in torch_class(M, N, num_layers=2, bidirectional=True)._flat_weights]
+    offsets = [3 * (k + 1) + sum(math.prod(s) for s in shapes[:k]) for k in range(len(shapes))]
+    size = offsets[-1] + math.prod(shapes[-1]) + 5
+    buffer = torch.zeros(size)
+    aligned = [buffer[o:o + math.prod(s)].view(s) for o, s in zip(offsets, shapes)]
+    monkeypatch.setattr(module, "_cudnn_weights", lambda *args: aligned)
     layer = cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True)
-    _, offsets = _buffer_views(layer)
-    assert offsets == aligned(layer, layer.weight_x_l0.device, layer.weight_x_l0.dtype)[1]
+    _, found = _buffer_views(layer)
+    assert found == offsets and layer.weight_x_l0.untyped_storage().nbytes() == 4 * size
     _compare(spec, dict(num_layers=2, bidirectional=True), [5, 2, 4])
+    monkeypatch.setattr(module, "_cudnn_weights", lambda *args: [torch.zeros(s) for s in shapes])
+    _, found = _buffer_views(cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True))
+    assert found == [sum(math.prod(s) for s in shapes[:k]) for k in range(len(shapes))]
 
 
 def test_np_runs_with_torch_lstm_autograd_graph():
