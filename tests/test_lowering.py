@@ -8,6 +8,7 @@ that writes torch's LSTM with other names and another term order lowers too; nea
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 
@@ -107,6 +108,12 @@ def test_weights_live_in_one_buffer_in_torch_layout(spec, torch_class):
     if spec == "np":  # the bias is b_ih itself and b_hh a zero block
         assert all(params[4 * k + 2] is b for k, b in enumerate(biases))
         assert all(not params[4 * k + 3].any() for k in range(4))
+    # A deep copy holds one buffer of its own.
+    copied = copy.deepcopy(layer)
+    copied_params, _ = _buffer_views(copied)
+    assert copied_params[0].data_ptr() != params[0].data_ptr()
+    x = torch.randn(T, B, M)
+    torch.testing.assert_close(copied(x)[0], layer(x)[0], rtol=0, atol=0)
     # Moved or cast, the same Parameter objects (an optimizer's) are views of a new buffer, values kept.
     before = [p.detach().clone() for p in layer.parameters()]
     identity = [id(p) for p in layer.parameters()]
