@@ -82,16 +82,21 @@ class Run:
 
 
 @contextlib.contextmanager
-def triton_mode(mode: str | None):
-    old = os.environ.get("CELLC_TRITON_MODE")
-    os.environ["CELLC_TRITON_MODE"] = mode or "auto"
+def environment(name: str, value: str):
+    """The environment variable set to value inside the block, as it was after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("CELLC_TRITON_MODE", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["CELLC_TRITON_MODE"] = old
+            os.environ[name] = old
+
+
+def triton_mode(mode: str | None):
+    return environment("CELLC_TRITON_MODE", mode or "auto")
 
 
 def make(cell: str, backend: str, h: int, dtype, torch):

@@ -13,8 +13,6 @@ measurement. Installs nothing; exits 2 with one message where no CUDA device is 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from cellc.speed.gpu import cuda_ms, machine_facts, make, triton_mode
+from cellc.speed.gpu import cuda_ms, environment, machine_facts, make, triton_mode
 from cellc.speed.kernel_resources import generated_module
 
 CELLS = ("vanilla", "gru")  # four gate blocks and peepholes; three blocks and a current-step reset product
@@ -45,17 +43,8 @@ class Tuned:
     note: str = ""
 
 
-@contextlib.contextmanager
 def warps(value: int):
-    old = os.environ.get("CELLC_TRITON_WARPS")
-    os.environ["CELLC_TRITON_WARPS"] = str(value)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("CELLC_TRITON_WARPS", None)
-        else:
-            os.environ["CELLC_TRITON_WARPS"] = old
+    return environment("CELLC_TRITON_WARPS", str(value))
 
 
 def applies(cell: str, family: str, h: int, dtype: str, torch) -> bool:
