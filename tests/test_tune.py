@@ -24,6 +24,18 @@ def test_warps_knob_overrides_the_rule_and_rejects_other_values(monkeypatch):
         module._persistent_config(64, "tf32", torch.float32)
 
 
+def test_points_where_the_kernels_apply():
+    assert tune.applies("vanilla", "persistent", 64, "float32", torch)
+    assert not tune.applies("vanilla", "persistent", 128, "float32", torch)  # R does not fit on chip
+    assert tune.applies("gru", "tiled", 256, "float32", torch)
+    assert not tune.applies("mgu", "tiled", 64, "float32", torch)  # a current-step product: no tiled kernels
+
+
+def test_unknown_cell_is_one_message(capsys):
+    assert tune.main(["--cells", "vanilla,lstmx"]) == 2
+    assert "unknown cell(s) lstmx" in capsys.readouterr().err
+
+
 def test_report_names_the_best_choice_against_the_rule():
     rows = [tune.Tuned("vanilla", "persistent", 64, "float32", rule=4, ms={4: 6.0, 8: 3.0}),
             tune.Tuned("gru", "tiled", 128, "bfloat16", rule=4, ms={4: 2.0}, note="time cap")]

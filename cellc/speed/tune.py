@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from cellc.speed.kernel_resources import CELLS as KNOWN
+
+    cells = [c for c in args.cells.split(",") if c]
+    unknown = sorted(set(cells) - set(KNOWN))
+    if unknown:
+        print(f"error: --cells: unknown cell(s) {', '.join(unknown)} (choose from {', '.join(KNOWN)})", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("error: no CUDA device here (torch.cuda.is_available() is False); tuning times kernels on one",
               file=sys.stderr)
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = True
     start = time.monotonic()
     rows = []
-    for cell in (c for c in args.cells.split(",") if c):
+    for cell in cells:
         for family, h, dtype in POINTS:
             if not applies(cell, family, h, dtype, torch):
                 continue
