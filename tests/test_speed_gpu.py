@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cellc.speed import gpu
+from cellc.speed import gpu, gpu_report
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -21,14 +21,14 @@ def test_cpu_only_machine_gets_one_message(tmp_path):
 
 
 def test_targets_are_evaluated_from_rows():
-    run = gpu.Run()
+    run = gpu_report.Run()
     size = (16, 1000, 128)
-    run.rows = [gpu.Row("vanilla", "torch", size, "float32", 1.0, 10.0),
-                gpu.Row("vanilla", "triton-persistent", size, "float32", 1.0, 8.0),
-                gpu.Row("vanilla", "eager", size, "float32", 30.0, 100.0),
-                gpu.Row("np", "torch", size, "float32", 1.0, 10.0),
-                gpu.Row("np", "lowered", size, "float32", 1.0, 10.5)]
-    table = gpu.targets_table(run)
+    run.rows = [gpu_report.Row("vanilla", "torch", size, "float32", 1.0, 10.0),
+                gpu_report.Row("vanilla", "triton-persistent", size, "float32", 1.0, 8.0),
+                gpu_report.Row("vanilla", "eager", size, "float32", 30.0, 100.0),
+                gpu_report.Row("np", "torch", size, "float32", 1.0, 10.0),
+                gpu_report.Row("np", "lowered", size, "float32", 1.0, 10.5)]
+    table = gpu_report.targets_table(run)
     assert "0.80x" in table  # persistent vs cuDNN, met
     assert "1.050x" in table and "NOT met" in table  # lowered 5 % slower than cuDNN
     assert "12.5x faster" in table  # eager / best fast backend
@@ -36,22 +36,22 @@ def test_targets_are_evaluated_from_rows():
 
 def test_lowered_target_uses_the_paired_ratio_where_measured():
     size = (16, 100, 256)
-    run = gpu.Run()
-    run.rows = [gpu.Row("np", "torch", size, "float32", 1.0, 10.0),
-                gpu.Row("np", "lowered", size, "float32", 1.0, 11.0, paired=(1.01, 0.99, 1.03))]
-    row = next(r for r in gpu.target_rows(run) if r[0] == "lowered within 2 %")
+    run = gpu_report.Run()
+    run.rows = [gpu_report.Row("np", "torch", size, "float32", 1.0, 10.0),
+                gpu_report.Row("np", "lowered", size, "float32", 1.0, 11.0, paired=(1.01, 0.99, 1.03))]
+    row = next(r for r in gpu_report.target_rows(run) if r[0] == "lowered within 2 %")
     assert row[-1] == "met" and "paired" in row[7]  # 11.0 / 10.0 alone would have failed it
     run.rows[1].paired = None
-    row = next(r for r in gpu.target_rows(run) if r[0] == "lowered within 2 %")
+    row = next(r for r in gpu_report.target_rows(run) if r[0] == "lowered within 2 %")
     assert row[-1] == "NOT met"
 
 
 def test_report_rewritten_from_saved_measurements(tmp_path):
-    run = gpu.Run(rows=[gpu.Row("gru", "torch", (16, 100, 128), "bfloat16", 1.0, 4.0),
-                        gpu.Row("gru", "lowered", (16, 100, 128), "bfloat16", 1.0, 4.1, 0.2, (1.0, 0.98, 1.02))])
+    run = gpu_report.Run(rows=[gpu_report.Row("gru", "torch", (16, 100, 128), "bfloat16", 1.0, 4.0),
+                        gpu_report.Row("gru", "lowered", (16, 100, 128), "bfloat16", 1.0, 4.1, 0.2, (1.0, 0.98, 1.02))])
     facts = {"device": "TEST GPU", "when": "now", "torch": "t", "cudnn": 1, "triton": "x", "host": "h",
              "persistent_max": {"gru": [64, 128]}}
-    gpu.save_json(run, tmp_path / "r.json", facts, 12.0, "cmd")
+    gpu_report.save_json(run, tmp_path / "r.json", facts, 12.0, "cmd")
     assert gpu.main(["--from-json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
     assert "TEST GPU" in text and "1.000x paired" in text and "| gru    |        64 |        128 |" in text
