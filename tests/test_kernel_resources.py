@@ -17,10 +17,10 @@ needs_cuobjdump = pytest.mark.skipif(not kr.cuobjdump_path().exists(), reason="t
 @pytest.mark.slow
 @needs_cuobjdump
 @pytest.mark.parametrize("cell,dtype", [("fgr", "float32"), ("cifg", "bfloat16"), ("vanilla", "float32"),
-                                        ("vanilla", "bfloat16")])
+                                        ("vanilla", "bfloat16"), ("fgr", "bfloat16")])
 def test_persistent_rule_never_picks_a_kernel_that_does_not_fit(cell, dtype):
-    # at the largest hidden size the rule allows (fgr: 13 resident blocks; cifg bf16: H=128, the largest;
-    # vanilla bf16 at H=128 would need a little more than the chip has, so a looser rule fails here)
+    # at the largest hidden size the rule allows (fgr: 13 resident blocks; cifg bf16: H=128 with two steps
+    # of prefetch; vanilla bf16 at H=128 and fgr bf16 at H=64 with one, where two would not fit the chip)
     module = kr.generated_module(cell)
     N = max(n for n in (16, 32, 64, 128) if module.persistent_fits(n, getattr(torch, dtype)))
     for name, constants, warps in kr.launch_configs(module, "persistent", N, dtype):

@@ -54,6 +54,16 @@ def test_kernels_match_eager(results, spec, mode, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", ["shallow_plain", "shallow_two_layer"])
+@pytest.mark.parametrize("spec", ["vanilla", "gru"])
+def test_persistent_backward_with_one_step_of_prefetch(results, spec, case):
+    """Where the resident matrices leave room for one step of prefetch only (STAGES=2), the persistent
+    backward still matches eager."""
+    row = results[(spec, "persistent", case, None)]
+    assert row["stages"] == 2 and row["error"] <= ATOL, row
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_runs_its_own_kernels(results, mode):
     """A mode's rows launched that mode's kernels and no others (tiled: per-step kernels for cells

@@ -126,6 +126,23 @@ def main(specs: list[str]) -> None:
                 err = error(run(fast, x, state, lengths), ref)
                 print(json.dumps({"spec": spec, "mode": mode, "case": case, "error": err, "launches": launches,
                                   "tiled_kernels": sys.modules[type(fast).__module__].TILED}), flush=True)
+    # The persistent backward with one step of prefetch (what larger resident matrices get): the rule's
+    # share for two steps set to nothing, so every size takes the shallow pipeline.
+    os.environ["CELLC_TRITON_MODE"] = "persistent"
+    for spec in ("vanilla", "gru"):
+        for case in ("plain", "two_layer"):
+            opts = CASES[case]
+            eager, fast = layers(spec, opts)
+            module = sys.modules[type(fast).__module__]
+            saved, module.PERSISTENT_SHARE = module.PERSISTENT_SHARE, 0.0
+            g = torch.Generator().manual_seed(7)
+            x = torch.randn(T, B, M, generator=g)
+            state = tuple(0.5 * torch.randn(opts["num_layers"], B, opts["N"], generator=g) for _ in eager.state_names)
+            err = error(run(fast, x, state, None), run(eager, x, state, None))
+            stages = module._persistent_config(opts["N"], "ieee", torch.float32)["STAGES"]
+            module.PERSISTENT_SHARE = saved
+            print(json.dumps({"spec": spec, "mode": "persistent", "case": f"shallow_{case}", "error": err,
+                              "stages": stages}), flush=True)
     # CUDA-graph replay of the per-step loops, with the graph faked on CPU: capture hands back buffers
     # full of NaN and "replay" reruns the loop on them, so a tensor the loop reads but the runner does
     # not copy in (or writes but does not copy back) shows up as an error on the next calls.

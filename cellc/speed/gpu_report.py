@@ -192,9 +192,10 @@ def write_report(run: Run, path: Path, facts: dict, elapsed: float, command: str
     if facts.get("persistent_max"):
         lines += ["## Largest hidden size the persistent kernel takes on this device", "",
                   "R's blocks (and any current-step matrix) stay in shared memory for the whole loop; the "
-                  "generated module's `persistent_fits` allows at most 45 % of the per-block shared memory for "
-                  "them (on the H100, 96 KB of resident blocks built and 128 KB did not). Larger layers run the "
-                  "per-step kernels.", "",
+                  "generated module's `persistent_fits` allows them at most 45 % of the per-block shared memory, "
+                  "60 % in 16-bit, where above 45 % the backward prefetches one step ahead instead of two (on the H100, 128 KB of "
+                  "resident blocks did not build with two: reports/kernels-sm90.md has the compiled sizes). "
+                  "Larger layers run the per-step kernels.", "",
                   tabulate([[cell, *values] for cell, values in facts["persistent_max"].items()],
                            headers=["cell", *DTYPES], tablefmt="github"), ""]
     if run.failures:

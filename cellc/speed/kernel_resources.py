@@ -139,7 +139,9 @@ def launch_configs(module, family: str, N: int, dtype: str = "float32", precisio
     else:
         config = module._tiled_config(N, precision)
     warps = config.pop("num_warps")
-    return [(name, dict(HAS_MASK=True, **config), warps) for name in names]
+    # as the backend launches them: the persistent forward takes no STAGES (its loads wait on the dots)
+    return [(name, dict(HAS_MASK=True, **{k: v for k, v in config.items() if k != "STAGES" or name != "persistent_forward"}),
+             warps) for name in names]
 
 
 def survey(cells, dtypes=DTYPES, sizes=SIZES, progress=None) -> list[Row]:
@@ -158,7 +160,7 @@ def survey(cells, dtypes=DTYPES, sizes=SIZES, progress=None) -> list[Row]:
                         for name, constants, warps in launch_configs(module, family, N, dtype, precision):
                             jobs.append((cell, module, family, name, N, dtype, constants, warps))
     for cell, module, family, name, N, dtype, constants, warps in (progress(jobs) if progress else jobs):
-        config = " ".join(f"{k}={v}" for k, v in constants.items() if k in ("BB", "BN", "BK", "PREC")) + f" warps={warps}"
+        config = " ".join(f"{k}={v}" for k, v in constants.items() if k in ("BB", "BN", "BK", "PREC", "STAGES")) + f" warps={warps}"
         key = (cell, name, dtype, config, N % 16 == 0)  # sizes that share a configuration compile once
         if key not in seen:
             try:
