@@ -62,3 +62,13 @@ def test_tiled_rows_where_the_cell_has_tiled_kernels_and_h_is_small():
     assert gpu.applies("vanilla", "triton-tiled", 256) and not gpu.applies("vanilla", "triton-tiled", 768)
     # mgu's R (f * y[-1]) is a current-step product: no tiled kernels, so no tiled rows
     assert not gpu.applies("mgu", "triton-tiled", 64)
+
+
+def test_correctness_checks_reach_what_only_bf16_runs():
+    """The persistent kernel where only its bf16 build fits (fgr at H=64, every cell at H=128) is checked
+    in bf16 alone; everything else in float32 too at H 64 and 256."""
+    vanilla = {(h, label): fp32 for h, (label, _, _), fp32 in gpu.check_points("vanilla")}
+    fgr = {(h, label): fp32 for h, (label, _, _), fp32 in gpu.check_points("fgr")}
+    assert vanilla[(64, "triton-persistent")] and vanilla[(128, "triton-persistent")] is False
+    assert (256, "triton-persistent") not in vanilla and (128, "triton-step") not in vanilla
+    assert vanilla[(256, "triton-step")] and fgr[(64, "triton-persistent")] is False

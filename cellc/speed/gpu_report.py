@@ -179,7 +179,8 @@ def write_report(run: Run, path: Path, facts: dict, elapsed: float, command: str
         "three calls with fresh inputs: plain loop, graph capture, graph replay): "
         "max |output error|, max relative gradient error over parameters, and the bf16 module's max "
         "|output - fp32 eager output|; for the lowered rows, whether cuDNN took the module's weight "
-        "buffer as it is or copied it (torch's warning).", "",
+        "buffer as it is or copied it (torch's warning). Where only bf16 runs the backend (the persistent "
+        "kernel: fgr at H=64, every cell at H=128) the row has the bf16 column alone, ok below 5e-2.", "",
         tabulate(run.checks, headers=["cell", "backend", "H", "fp32 out err", "fp32 grad rel err",
                                       "bf16 vs fp32 out err", "cuDNN weights", ""], tablefmt="github"), "",
     ]
