@@ -72,3 +72,37 @@ def test_correctness_checks_reach_what_only_bf16_runs():
     assert vanilla[(64, "triton-persistent")] and vanilla[(128, "triton-persistent")] is False
     assert (256, "triton-persistent") not in vanilla and (128, "triton-step") not in vanilla
     assert vanilla[(256, "triton-step")] and fgr[(64, "triton-persistent")] is False
+
+
+def test_correctness_phase_runs_end_to_end_on_cpu(monkeypatch):
+    """The correctness phase itself (first run on a GPU otherwise), on CPU: CUDA placements dropped, two
+    backends, one checked in float32 and bf16, one where only its bf16 build applies."""
+    import warnings
+
+    import cellc
+
+    class CpuTorch:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def randn(*shape, device=None, **kwargs):
+            return torch.randn(*shape, **kwargs)
+
+    def make(cell, backend, h, dtype, torch_):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cellc.build(cell, backend=backend)(h, h).to(dtype=dtype)
+
+    monkeypatch.setattr(gpu, "make", make)
+    monkeypatch.setattr(gpu, "BACKENDS", (("eager", "eager", None), ("fused", "fused", None), ("lowered", "lowered", None)))
+    # fused in float32 at every H; lowered as if only its bf16 build applied (as the persistent kernel at H=128)
+    monkeypatch.setattr(gpu, "applies", lambda cell, label, h, dtype="float32": label == "fused" or dtype == "bfloat16")
+    run = gpu_report.Run()
+    gpu.check_correctness(run, CpuTorch(), cells=("np",))
+    assert not run.failures, run.failures
+    rows = {(r[1], r[2]): r for r in run.checks}
+    assert set(rows) == {("fused", 64), ("fused", 256), ("lowered", 64), ("lowered", 128), ("lowered", 256)}
+    assert rows[("fused", 64)][-1] == "ok" and float(rows[("fused", 64)][3]) < 1e-4
+    assert rows[("lowered", 128)][3:5] == ["", ""] and rows[("lowered", 128)][-1] == "ok"
+    assert rows[("lowered", 128)][6] == "as they are"  # CPU torch never copies (no cuDNN)
