@@ -80,14 +80,7 @@ def test_correctness_phase_runs_end_to_end_on_cpu(monkeypatch):
     import warnings
 
     import cellc
-
-    class CpuTorch:
-        def __getattr__(self, name):
-            return getattr(torch, name)
-
-        @staticmethod
-        def randn(*shape, device=None, **kwargs):
-            return torch.randn(*shape, **kwargs)
+    from cpu_torch import CpuTorch
 
     def make(cell, backend, h, dtype, torch_):
         with warnings.catch_warnings():
