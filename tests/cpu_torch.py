@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import types
+
 import torch
 
 
 class CpuTorch:
+    cuda = types.SimpleNamespace(synchronize=lambda: None, empty_cache=lambda: None)
+
     def __getattr__(self, name):
         return getattr(torch, name)
 

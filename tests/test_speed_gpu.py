@@ -99,3 +99,41 @@ def test_correctness_phase_runs_end_to_end_on_cpu(monkeypatch):
     assert rows[("fused", 64)][-1] == "ok" and float(rows[("fused", 64)][3]) < 1e-4
     assert rows[("lowered", 128)][3:5] == ["", ""] and rows[("lowered", 128)][-1] == "ok"
     assert rows[("lowered", 128)][6] == "as they are"  # CPU torch never copies (no cuDNN)
+
+
+def test_timing_phase_runs_end_to_end_on_cpu(monkeypatch):
+    """The timing phase (time_all, time_one, the paired ratio for lowered rows) on CPU, a clock for CUDA
+    events: a row per backend and dtype, the lowered ones with their paired ratio to torch's module."""
+    import time
+    import types
+    import warnings
+
+    import cellc
+    from cpu_torch import CpuTorch
+
+    def make(cell, backend, h, dtype, torch_):
+        if backend == "torch":
+            return torch.nn.LSTM(h, h).to(dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cellc.build(cell, backend=backend)(h, h).to(dtype=dtype)
+
+    def cuda_ms(fn, repeat, torch_, warm_up=True):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return (time.perf_counter() - start) * 1e3 / repeat
+
+    monkeypatch.setattr(gpu, "make", make)
+    monkeypatch.setattr(gpu, "cuda_ms", cuda_ms)
+    monkeypatch.setattr(gpu, "BACKENDS", (("eager", "eager", None), ("fused", "fused", None), ("lowered", "lowered", None)))
+    run = gpu_report.Run()
+    gpu.time_all(run, types.SimpleNamespace(repeat=2), CpuTorch(), time.monotonic() + 600, cells=("np",),
+                 sizes=((2, 5, 8),))
+    assert not run.failures, run.failures
+    rows = {(r.backend, r.dtype): r for r in run.rows}
+    assert {"torch", "lowered"} <= {backend for backend, _ in rows}
+    for dtype in ("float32", "bfloat16"):
+        lowered = rows[("lowered", dtype)]
+        assert lowered.train_ms > 0 and lowered.fwd_ms > 0 and len(lowered.paired) == 3
+        assert lowered.paired[1] <= lowered.paired[0] <= lowered.paired[2]  # median between the quartiles
