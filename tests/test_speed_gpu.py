@@ -77,15 +77,7 @@ def test_correctness_checks_reach_what_only_bf16_runs():
 def test_correctness_phase_runs_end_to_end_on_cpu(monkeypatch):
     """The correctness phase itself (first run on a GPU otherwise), on CPU: CUDA placements dropped, two
     backends, one checked in float32 and bf16, one where only its bf16 build applies."""
-    import warnings
-
-    import cellc
-    from cpu_torch import CpuTorch
-
-    def make(cell, backend, h, dtype, torch_):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cellc.build(cell, backend=backend)(h, h).to(dtype=dtype)
+    from cpu_torch import CpuTorch, make
 
     monkeypatch.setattr(gpu, "make", make)
     monkeypatch.setattr(gpu, "BACKENDS", (("eager", "eager", None), ("fused", "fused", None), ("lowered", "lowered", None)))
@@ -106,23 +98,8 @@ def test_timing_phase_runs_end_to_end_on_cpu(monkeypatch):
     events: a row per backend and dtype, the lowered ones with their paired ratio to torch's module."""
     import time
     import types
-    import warnings
 
-    import cellc
-    from cpu_torch import CpuTorch
-
-    def make(cell, backend, h, dtype, torch_):
-        if backend == "torch":
-            return torch.nn.LSTM(h, h).to(dtype=dtype)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cellc.build(cell, backend=backend)(h, h).to(dtype=dtype)
-
-    def cuda_ms(fn, repeat, torch_, warm_up=True):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        return (time.perf_counter() - start) * 1e3 / repeat
+    from cpu_torch import CpuTorch, cuda_ms, make
 
     monkeypatch.setattr(gpu, "make", make)
     monkeypatch.setattr(gpu, "cuda_ms", cuda_ms)

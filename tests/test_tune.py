@@ -57,25 +57,18 @@ def test_time_choice_sets_the_knob_while_it_builds_and_runs(monkeypatch):
     """time_choice on CPU (the compiled loops stand in for the kernels, a clock for CUDA events): the warps
     and mode it times are in the environment while the layer is built and run, and gone after."""
     import os
-    import time
 
-    import cellc
-    from cpu_torch import CpuTorch
+    import cpu_torch
 
     seen = []
 
     def make(cell, backend, h, dtype, torch_):
         seen.append((os.environ.get("CELLC_TRITON_WARPS"), os.environ.get("CELLC_TRITON_MODE")))
-        return cellc.build(cell, backend=backend)(h, h).to(dtype=dtype)
-
-    def cuda_ms(fn, repeat, torch_):
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
+        return cpu_torch.make(cell, backend, h, dtype)
 
     monkeypatch.setattr(tune, "make", make)
-    monkeypatch.setattr(tune, "cuda_ms", cuda_ms)
+    monkeypatch.setattr(tune, "cuda_ms", cpu_torch.cuda_ms)
     monkeypatch.setattr(tune, "T", 5)
     monkeypatch.delenv("CELLC_TRITON_WARPS", raising=False)
-    ms = tune.time_choice("gru", "persistent", 8, "float32", 8, 1, CpuTorch())
+    ms = tune.time_choice("gru", "persistent", 8, "float32", 8, 1, cpu_torch.CpuTorch())
     assert ms > 0 and seen == [("8", "persistent")] and "CELLC_TRITON_WARPS" not in os.environ

@@ -21,6 +21,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from cellc.speed.gpu import cuda_ms, environment, machine_facts, make, triton_mode
+from cellc.speed.kernel_resources import CELLS as KNOWN
 from cellc.speed.kernel_resources import generated_module
 
 CELLS = ("vanilla", "gru")  # four gate blocks and peepholes; three blocks and a current-step reset product
@@ -108,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=150.0, help="stop after this long; default 150")
     args = parser.parse_args(argv)
     import torch
-
-    from cellc.speed.kernel_resources import CELLS as KNOWN
 
     cells = [c for c in args.cells.split(",") if c]
     unknown = sorted(set(cells) - set(KNOWN))
