@@ -54,6 +54,33 @@ def test_kernels_match_eager(results, spec, mode, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", ["plain", "bidir_lengths"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("spec", SPECS)
+def test_inference_forward_stores_nothing_for_a_backward(results, spec, mode, case):
+    """Under torch.no_grad the forward kernels run with SAVE off and no buffer of saved values (except the
+    per-step kernels of a cell with current-step products, whose stages hand values on through it), and
+    still match eager; with gradients they store them."""
+    row, training = results[(spec, mode, f"inference_{case}", None)], results[(spec, mode, case, None)]
+    assert row["error"] <= ATOL, row
+    assert {save for save, _ in row["saves"]} == {False}, row
+    assert {save for save, _ in training["saves"]} == {True}, training
+    staged = row["staged"] and mode != "persistent"
+    assert all((elements > 1) == staged for _, elements in row["saves"]), row
+    assert all(elements > 1 for _, elements in training["saves"]), training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["steps_1", "steps_2"])
+@pytest.mark.parametrize("spec", SPECS)
+def test_persistent_forward_prefetch_at_the_sequence_ends(results, spec, case):
+    """The persistent forward loads step t + 1's inputs during step t: sequences of one and two steps
+    (bidirectional, one sequence shorter) still match eager."""
+    row = results[(spec, "persistent", case, None)]
+    assert row["error"] <= ATOL, row
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["shallow_plain", "shallow_two_layer"])
 @pytest.mark.parametrize("spec", ["vanilla", "gru"])
 def test_persistent_backward_with_one_step_of_prefetch(results, spec, case):
@@ -108,9 +135,10 @@ def test_autocast_16_bit_close_to_float32(results, spec, mode, case):
 @pytest.mark.parametrize("mode", ["step", "tiled"])
 @pytest.mark.parametrize("spec", SPECS)
 def test_cuda_graph_replay_copies_every_buffer_it_needs(results, spec, mode, case):
-    """The per-step loops replayed from a (faked) CUDA graph give the plain loop's results."""
+    """The per-step loops replayed from a (faked) CUDA graph give the plain loop's results, in training and
+    in inference (which copies back less)."""
     row = results[(spec, mode, case, None)]
-    assert row["replayed"] > 0, "the third call replays the captured loop"
+    assert row["replayed"] > 0 and row["replayed_inference"] > 0, "the third call of each replays the captured loops"
     assert row["error"] <= ATOL, f"{spec} {case}: error {row['error']:.3g}"
 
 

@@ -58,8 +58,9 @@ def layers(spec, opts):
     return eager, fast
 
 
-def count_launches(layer) -> dict:
-    """Count the generated module's kernel launches by kind (step_*, persistent_*, tiled_*), from now on."""
+def count_launches(layer, saves: list | None = None) -> dict:
+    """Count the generated module's kernel launches by kind (step_*, persistent_*, tiled_*), from now on;
+    into saves, (SAVE, elements of SV) of each forward launch."""
     module = sys.modules[type(layer).__module__]
     kernels = module.triton_kernels()
     counts: dict[str, int] = {}
@@ -70,7 +71,15 @@ def count_launches(layer) -> dict:
 
         def __getitem__(self, grid):
             counts[self.kind] = counts.get(self.kind, 0) + 1
-            return self.kernel[grid]
+            launch = self.kernel[grid]
+            if saves is None or "SAVE" not in self.kernel.arg_names:
+                return launch
+
+            def recorded(*args, **kwargs):
+                saves.append((kwargs["SAVE"], args[self.kernel.arg_names.index("SV")].numel()))
+                return launch(*args, **kwargs)
+
+            return recorded
 
     for name, kernel in list(kernels.items()):
         if name.startswith(("step_", "persistent_", "tiled_")):
@@ -122,10 +131,36 @@ def main(specs: list[str]) -> None:
             ref = run(eager, x, state, lengths)
             for mode in ("step", "persistent", "tiled"):
                 os.environ["CELLC_TRITON_MODE"] = mode
-                launches = count_launches(fast)
+                saves: list = []
+                launches = count_launches(fast, saves)
                 err = error(run(fast, x, state, lengths), ref)
                 print(json.dumps({"spec": spec, "mode": mode, "case": case, "error": err, "launches": launches,
-                                  "tiled_kernels": sys.modules[type(fast).__module__].TILED}), flush=True)
+                                  "tiled_kernels": sys.modules[type(fast).__module__].TILED,
+                                  "saves": sorted(set(saves))}), flush=True)
+                if case == "two_layer":
+                    continue
+                module = sys.modules[type(fast).__module__]
+                # Inference: under torch.no_grad the forward stores no values for a backward
+                saves = []
+                count_launches(fast, saves)
+                with torch.no_grad():
+                    out, final = fast(x, state, lengths=lengths)
+                    ref_out, ref_final = eager(x, state, lengths=lengths)
+                print(json.dumps({"spec": spec, "mode": mode, "case": f"inference_{case}",
+                                  "error": error([out, *final], [ref_out, *ref_final]), "saves": sorted(set(saves)),
+                                  "staged": sum(n.startswith("step_forward_") for n in module.triton_kernels()) > 1}),
+                      flush=True)
+    # The persistent forward loads each step's inputs one step ahead: sequences of one and two steps
+    os.environ["CELLC_TRITON_MODE"] = "persistent"
+    for spec in specs:
+        eager, fast = layers(spec, CASES["bidir_lengths"])
+        for steps in (1, 2):
+            g = torch.Generator().manual_seed(steps)
+            x = torch.randn(steps, B, M, generator=g)
+            state = tuple(0.5 * torch.randn(2, B, 5, generator=g) for _ in eager.state_names)
+            lengths = torch.tensor([steps, 1])
+            err = error(run(fast, x, state, lengths), run(eager, x, state, lengths))
+            print(json.dumps({"spec": spec, "mode": "persistent", "case": f"steps_{steps}", "error": err}), flush=True)
     # The persistent backward with one step of prefetch (what larger resident matrices get): the rule's
     # share for two steps set to nothing, so every size takes the shallow pipeline.
     os.environ["CELLC_TRITON_MODE"] = "persistent"
@@ -151,17 +186,24 @@ def main(specs: list[str]) -> None:
         opts = CASES[case]
         eager, fast = layers(spec, opts)
         fake_graphs(fast)
+        module = sys.modules[type(fast).__module__]
         worst = 0.0
-        for call in range(3):  # plain loop, capture, replay
+        for call in range(6):  # plain loop, capture, replay: training, then inference (its own graph)
             g = torch.Generator().manual_seed(100 + call)
             x = torch.randn(T, B, M, generator=g)
             n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
             state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
             lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
-            worst = max(worst, error(run(fast, x, state, lengths), run(eager, x, state, lengths)))
-        module = sys.modules[type(fast).__module__]
-        print(json.dumps({"spec": spec, "mode": mode, "case": f"graph_{case}", "error": worst,
-                          "replayed": module.FAKE_REPLAYS[0]}), flush=True)
+            if call < 3:
+                worst = max(worst, error(run(fast, x, state, lengths), run(eager, x, state, lengths)))
+                trained = module.FAKE_REPLAYS[0]
+                continue
+            with torch.no_grad():
+                out, final = fast(x, state, lengths=lengths)
+                ref_out, ref_final = eager(x, state, lengths=lengths)
+            worst = max(worst, error([out, *final], [ref_out, *ref_final]))
+        print(json.dumps({"spec": spec, "mode": mode, "case": f"graph_{case}", "error": worst, "replayed": trained,
+                          "replayed_inference": module.FAKE_REPLAYS[0] - trained}), flush=True)
     # Mixed precision (autocast): 16-bit matrices, float32 state. The interpreter's tl.dot is wrong
     # for bf16 (numpy has no bf16), so the persistent kernel is checked with fp16 here, bf16 on GPU.
     for spec in ("vanilla", "gru"):

@@ -13,11 +13,16 @@ Three families, all written into the generated module as source text and compile
   of any current-step matrix) resident on chip for the whole loop; the recurrent products
   are ``tl.dot``. A step's full ``h`` is in the program's registers when the next step
   needs it, so no synchronisation between programs is needed. This limits the hidden size
-  (``PERSISTENT_MAX_N``); larger layers use the per-step kernels.
+  (``PERSISTENT_MAX_N``); larger layers use the per-step kernels. The forward loads step
+  t + 1's inputs while it computes step t (the loop is bound by latency).
 - Tiled per-step kernels (cells without current-step products): one launch per step that
   also does the step's recurrent products, each program for its own tile of hidden units,
   reading the previous step's whole ``h`` from memory. Half the launches of the per-step
   kernels and no cuBLAS call; R is read from L2 every step, so no size limit on chip.
+
+Forward kernels take SAVE: whether to store what the backward reads (saved values, every
+step's state, recurrent sums). Inference (torch.no_grad) runs them without, writing the
+output and final state only.
 
 Element (b, n) of every (B, N) block is owned by one program, so accumulations (the
 peephole and bias gradients, summed over steps) need no atomics. Arithmetic is float32
@@ -93,16 +98,27 @@ class KernelWriter:
 
     # ---- leaves -------------------------------------------------------------------------
     def slot_load(self, stage: str, k: int, base: str = "xw") -> str:
-        var = self.slot_vars[(stage, k)]
+        return f"{self.slot_vars[(stage, k)]} = {self.slot_value(stage, k, base)}"
+
+    def slot_value(self, stage: str, k: int, base: str = "xw", step: str = "t", ok: str = "ok", load: str = "_ld") -> str:
+        """Slot k of a stage at a step; load="tl.load" keeps the stored dtype (_ld: float32)."""
+        other = ", other=0.0" if load == "tl.load" else ""
         if stage == "s":
-            return f"{var} = _ld(gs + (t * B + r) * ({self.lay.n_s} * N) + {k} * N + c, ok)"
-        return f"{var} = _ld({base} + (t * B + r) * ({self.lay.n_x} * N) + {k} * N + c, ok)"
+            return f"{load}(gs + (({step}) * B + r) * ({self.lay.n_s} * N) + {k} * N + c, {ok}{other})"
+        return f"{load}({base} + (({step}) * B + r) * ({self.lay.n_x} * N) + {k} * N + c, {ok}{other})"
 
     def state_ptr(self, name: str, step: str) -> str:
         return f"S + (({step}) * B + r) * ({self.lay.K} * N) + {self.lay.state_block[name]} * N + c"
 
     def saved_ptr(self, node: ir.Expr) -> str:
         return f"SV + (({self.saved_index[node]} * T + t) * B + r) * N + c"
+
+    def saved_store(self, node: ir.Expr, var: str, staged: bool = False) -> list[str]:
+        """Store of a value the backward reads: skipped where no backward follows (SAVE false, e.g. under
+        torch.no_grad), except in a step split into stages (staged), whose later stages and torch.mm
+        calls read saved values back from SV."""
+        store = f"tl.store({self.saved_ptr(node)}, {var}, mask=ok)"
+        return [store] if staged else ["if SAVE:", f"    {store}"]
 
     def leaf_loads(self, exprs, local: set, stage_store: dict, *, states_from_memory: bool = True,
                    slots_from_memory: bool = True) -> list[str]:
@@ -179,7 +195,7 @@ class KernelWriter:
                 body.append(_assign(var, op.expr, self.p))
                 local.add(var)
                 if op.target in self.saved_index:
-                    body.append(f"tl.store({self.saved_ptr(op.target)}, {var}, mask=ok)")
+                    body += self.saved_store(op.target, var, staged=len(kernels) > 1)
                 if not last and op.target not in self.saved_index:
                     k = self.fwd_tmp.setdefault(var, len(self.fwd_tmp))
                     body.append(f"tl.store(TMP + ({k} * B + r) * N + c, {var}, mask=ok)")
@@ -197,7 +213,8 @@ class KernelWriter:
 
     def forward_epilogue(self, persistent: bool = False) -> list[str]:
         out = naming.value_var(self.c.cell.output)
-        lines = ["if HAS_MASK:", "    m = tl.load(MASK + t * B + r, mask=r < B, other=0) != 0"]
+        # the persistent kernel has this step's mask already (prefetched)
+        lines = ["if HAS_MASK:"] + ([] if persistent else ["    m = tl.load(MASK + t * B + r, mask=r < B, other=0) != 0"])
         for s in self.lay.state_order:
             v, sv = naming.value_var(s), naming.state_var(s)
             lines.append(f"    {v} = tl.where(m, {v}, {sv})")
@@ -207,7 +224,9 @@ class KernelWriter:
         lines.append(f"tl.store(out + (t * B + r) * N + c, {out}_out, mask=ok)")
         for s in self.lay.state_order:
             v = naming.value_var(s)
-            lines.append(f"tl.store({self.state_ptr(s, 't + 1')}, {v}, mask=ok)")
+            # the persistent kernel keeps its state in registers: every step's only for the backward
+            store = f"tl.store({self.state_ptr(s, 't + 1')}, {v}, mask=ok)"
+            lines += ["if SAVE:", f"    {store}"] if persistent else [store]
             if persistent:
                 lines.append(f"{naming.state_var(s)} = tl.where(c < N, {v}, 0.0)")
         return lines
@@ -300,18 +319,19 @@ class KernelWriter:
         return bodies
 
     # ---- persistent ---------------------------------------------------------------------
-    def _slot_store(self, j: int, var: str) -> str | None:
-        """Store of recurrent slot j's sum where the backward reads it (None where it does not)."""
+    def _slot_store(self, j: int, var: str) -> list[str]:
+        """Store of recurrent slot j's sum where the backward reads it (none where it does not, or where no
+        backward follows)."""
         lay = self.lay
         if lay.fused and ("xs", j) in self.prog.saved_slots:
-            return f"tl.store(xw + (t * B + r) * ({lay.n_x} * N) + {j} * N + c, {var}, mask=ok)"
+            return ["if SAVE:", f"    tl.store(xw + (t * B + r) * ({lay.n_x} * N) + {j} * N + c, {var}, mask=ok)"]
         if not lay.fused and ("s", j) in self.prog.saved_slots:
-            return f"tl.store(gs + (t * B + r) * ({lay.n_s} * N) + {j} * N + c, {var}, mask=ok)"
-        return None
+            return ["if SAVE:", f"    tl.store(gs + (t * B + r) * ({lay.n_s} * N) + {j} * N + c, {var}, mask=ok)"]
+        return []
 
     def _slot_start(self, j: int) -> str:
         """The part of recurrent slot j's sum that is not a recurrent product: xw's block when fused."""
-        return f"_ld(xw + (t * B + r) * ({self.lay.n_x} * N) + {j} * N + c, ok)" if self.lay.fused else "zero"
+        return self.slot_value("x", j) if self.lay.fused else "zero"
 
     def _forward_body(self) -> tuple[list[str], set[str]]:
         """The step's pointwise forward (and current-step products) once the recurrent sums g_j are known:
@@ -328,7 +348,7 @@ class KernelWriter:
                 body.append(_assign(var, op.expr, self.p))
             local.add(var)
             if op.target in self.saved_index:
-                body.append(f"tl.store({self.saved_ptr(op.target)}, {var}, mask=ok)")
+                body += self.saved_store(op.target, var)  # tl.dot takes a current-step operand from registers
         return body, local
 
     def _register_loads(self, exprs, local, states_from_memory: bool) -> list[str]:
@@ -336,26 +356,43 @@ class KernelWriter:
         return [line for line in self.leaf_loads(exprs, local, {}, states_from_memory=states_from_memory,
                                                  slots_from_memory=False) if not line.startswith("w_")]
 
-    def persistent_forward(self) -> list[str]:
-        """Loop body of the persistent forward kernel (states and R live in registers)."""
+    def persistent_forward(self) -> tuple[list[str], list[str]]:
+        """(prologue, loop body) of the persistent forward kernel (states and R live in registers).
+
+        What a step reads from memory (its blocks of xw, its mask) does not depend on the recurrence, so
+        each step loads the next step's while it computes: the loop is bound by latency, and a load
+        issued where it is used would stall every step."""
         lines: list[str] = []
         lay = self.lay
         # Recurrent products: g_j = sum over operand blocks k of h_k @ R_jk^T (+ xw when fused).
         for j in range(lay.n_s):
             dots = [f"tl.dot(hk{k}, rT{j}_{k}, input_precision=PREC)" for jj, k in lay.r_blocks if jj == j]
-            start = self._slot_start(j)
-            lines.append(f"g{j} = " + " + ".join(([start] if lay.fused else []) + dots))
-            store = self._slot_store(j, f"g{j}")
-            if store:
-                lines.append(store)
+            lines.append(f"g{j} = " + " + ".join(([f"xg{j}"] if lay.fused else []) + dots))
+            lines += self._slot_store(j, f"g{j}")
         body, local = self._forward_body()
         exprs = [op.expr if isinstance(op, ad.Pointwise) else op.operand for op in self.prog.forward]
-        loads = self._register_loads(exprs, local, states_from_memory=False)
+        # (variable, its load at a step): the fused slots' xw blocks and the input-only slots, held until
+        # used in xw's dtype (half the registers for 16-bit inputs)
+        x_slots = sorted({leaf.index for e in exprs for leaf in ad.forward_leaves(e)
+                          if isinstance(leaf, ir.Slot) and leaf.stage == "x"})
+        reads = [(var, lambda step, ok, k=k: self.slot_value("x", k, step=step, ok=ok, load="tl.load"))
+                 for var, k in [(f"xg{j}", j) for j in range(lay.n_s) if lay.fused]
+                 + [(self.slot_vars[("x", k)], k) for k in x_slots]]
+        mask = "tl.load(MASK + ({step}) * B + r, mask={ok}, other=0)"
+        # Step 0's loads come before the loop (r < B * T: none at all where T == 0); the last step loads
+        # itself again rather than past the end.
+        prologue = [f"pf_{var} = {load('0', 'ok & (r < B * T)')}" for var, load in reads]
+        prologue += ["if HAS_MASK:", "    pf_mask = " + mask.format(step="0", ok="r < B * T")]
+        top = []
+        following = "tl.minimum(t + 1, T - 1)"
+        for var, load in reads:
+            top += [f"{var} = pf_{var}.to(tl.float32)", f"pf_{var} = {load(following, 'ok')}"]
+        top += ["if HAS_MASK:", "    m = pf_mask != 0", "    pf_mask = " + mask.format(step=following, ok="r < B")]
         operands = []
         for k, name in enumerate(self.c.schedule.s_operands):
             j = next(j for j, kk in lay.r_blocks if kk == k)
             operands.append(f"hk{k} = {naming.state_var(name)}.to(rT{j}_{k}.dtype)")
-        return operands + loads + lines + body + self.forward_epilogue(persistent=True)
+        return prologue, top + operands + lines + body + self.forward_epilogue(persistent=True)
 
     def persistent_backward(self) -> list[str]:
         lay = self.lay
@@ -410,9 +447,7 @@ class KernelWriter:
                          f"mask=(ik[:, None] < {width}) & (c < N), other=0.0)")
             lines.append(f"    g{j} += tl.dot(h.to(rT.dtype), rT, input_precision=PREC)")
         for j in range(lay.n_s):
-            store = self._slot_store(j, f"g{j}")
-            if store:
-                lines.append(store)
+            lines += self._slot_store(j, f"g{j}")
         body, local = self._forward_body()
         exprs = [op.expr for op in self.prog.forward] + [ir.Value(v) for v in (*lay.state_order, self.c.cell.output)]
         exprs += [ir.State(v) for v in lay.state_order]  # the epilogue keeps a masked step's state
@@ -458,6 +493,7 @@ def triton_context(compiled: CompiledCell) -> dict:
     w = KernelWriter(compiled, layout)
     fwd = w.step_forward()
     bwd = w.step_backward()
+    persistent_fwd = w.persistent_forward()
     tiled = bool(layout.n_s) and not w.n_gemm  # one launch a step, recurrent products included
     context = {
         "tk": {
@@ -472,7 +508,8 @@ def triton_context(compiled: CompiledCell) -> dict:
             "n_saved": len(layout.saved),
             "n_vec": len(layout.vectors),
             "n_acc": len(layout.vector_grads),
-            "persistent_fwd": w.persistent_forward(),
+            "persistent_fwd_prologue": persistent_fwd[0],
+            "persistent_fwd": persistent_fwd[1],
             "persistent_bwd": w.persistent_backward(),
             "tiled": tiled,  # cells without current-step products
             "tiled_fwd": w.tiled_forward() if tiled else [],

@@ -129,19 +129,27 @@ def launch_configs(module, family: str, N: int, dtype: str = "float32", precisio
     """(kernel, constexprs, num_warps) as the backend launches this family at hidden size N (batch 16, masked);
     precision: tl.dot's, "ieee" (torch's default for float32) or "tf32" (torch.backends.cuda.matmul.allow_tf32)."""
     names = sorted(n for n in module.triton_kernels() if n.startswith(family + "_"))
+
+    def training(name):  # forward kernels as training runs them: storing what the backward reads
+        return dict(SAVE=True) if "forward" in name else {}
+
     if family == "step":
         BB, BN = module._blocks(16, N)
-        return [(name, dict(HAS_MASK=True, BB=BB, BN=BN), 4) for name in names]
+        return [(name, dict(HAS_MASK=True, **training(name), BB=BB, BN=BN), 4) for name in names]
     import torch
 
-    if family == "persistent":
-        config = module._persistent_config(N, precision, getattr(torch, dtype))
-    else:
-        config = module._tiled_config(N, precision)
-    warps = config.pop("num_warps")
-    # as the backend launches them: the persistent forward takes no STAGES (its loads wait on the dots)
-    return [(name, dict(HAS_MASK=True, **{k: v for k, v in config.items() if k != "STAGES" or name != "persistent_forward"}),
-             warps) for name in names]
+    launches = []
+    for name in names:
+        if family == "persistent":
+            config = module._persistent_config(N, precision, getattr(torch, dtype), forward=name == "persistent_forward")
+        else:
+            config = module._tiled_config(N, precision)
+        warps = config.pop("num_warps")
+        # as the backend launches them: the persistent forward takes no STAGES (it prefetches its loads itself)
+        launches.append((name, dict(HAS_MASK=True, **training(name),
+                                    **{k: v for k, v in config.items() if k != "STAGES" or name != "persistent_forward"}),
+                         warps))
+    return launches
 
 
 def survey(cells, dtypes=DTYPES, sizes=SIZES, progress=None) -> list[Row]:
