@@ -13,7 +13,10 @@ def test_warps_knob_overrides_the_rule_and_rejects_other_values(monkeypatch):
     module = generated_module("vanilla")
     monkeypatch.delenv("CELLC_TRITON_WARPS", raising=False)
     assert module._persistent_config(64, "tf32", torch.float32)["num_warps"] == 4
-    assert tune.rule_warps("vanilla", "persistent", 64, "float32", torch) == 4
+    # the forward holds the next step's inputs too: 8 warps at 64 units
+    assert module._persistent_config(64, "tf32", torch.float32, forward=True)["num_warps"] == 8
+    assert tune.rule_warps("vanilla", "persistent", 64, "float32", torch) == (8, 4)
+    assert tune.rule_warps("vanilla", "persistent", 32, "float32", torch) == (4, 4)
     assert module._tiled_config(256, "tf32")["num_warps"] == 8
     with tune.warps(8):
         assert module._persistent_config(64, "tf32", torch.float32)["num_warps"] == 8
@@ -37,13 +40,16 @@ def test_unknown_cell_is_one_message(capsys):
 
 
 def test_report_names_the_best_choice_against_the_rule():
-    rows = [tune.Tuned("vanilla", "persistent", 64, "float32", rule=4, ms={4: 6.0, 8: 3.0}),
-            tune.Tuned("gru", "tiled", 128, "bfloat16", rule=4, ms={4: 2.0}, note="time cap")]
+    rows = [tune.Tuned("vanilla", "persistent", 32, "float32", rule=(4, 4), ms={4: 6.0, 8: 3.0}),
+            tune.Tuned("gru", "tiled", 128, "bfloat16", rule=(4, 4), ms={4: 2.0}, note="time cap"),
+            tune.Tuned("vanilla", "persistent", 64, "float32", rule=(8, 4), ms={4: 6.0, 8: 5.0, "rule": 4.0})]
     facts = {"device": "a GPU", "when": "now", "torch": "2", "triton": "3"}
     text = tune.render(rows, facts, "python -m cellc.speed.tune", 12.0)
     lines = [line for line in text.splitlines() if line.startswith("| vanilla") or line.startswith("| gru")]
     assert "| 8 " in lines[0] and "2.00x" in lines[0]
     assert "1.00x" in lines[1] and "time cap" in lines[1]
+    # a rule that mixes warps is timed on its own, and can be the best choice
+    assert "8 fwd, 4 bwd" in lines[2] and "| 4.00 " in lines[2] and "1.00x" in lines[2]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -72,3 +78,8 @@ def test_time_choice_sets_the_knob_while_it_builds_and_runs(monkeypatch):
     monkeypatch.delenv("CELLC_TRITON_WARPS", raising=False)
     ms = tune.time_choice("gru", "persistent", 8, "float32", 8, 1, cpu_torch.CpuTorch())
     assert ms > 0 and seen == [("8", "persistent")] and "CELLC_TRITON_WARPS" not in os.environ
+    # the rule's own choice: the knob unset while it runs, even where the caller had set it
+    monkeypatch.setenv("CELLC_TRITON_WARPS", "4")
+    seen.clear()
+    tune.time_choice("gru", "persistent", 8, "float32", None, 1, cpu_torch.CpuTorch())
+    assert seen == [(None, "persistent")] and os.environ["CELLC_TRITON_WARPS"] == "4"

@@ -43,10 +43,13 @@ BACKENDS = (("eager", "eager", None), ("fused", "fused", None), ("triton-step", 
 
 
 @contextlib.contextmanager
-def environment(name: str, value: str):
-    """The environment variable set to value inside the block, as it was after."""
+def environment(name: str, value: str | None):
+    """The environment variable set to value (None: unset) inside the block, as it was after."""
     old = os.environ.get(name)
-    os.environ[name] = value
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
     try:
         yield
     finally:
@@ -168,7 +171,9 @@ def check_correctness(run: Run, torch, cells=CELLS) -> None:
                                 out_ref.sum().backward()
                                 out = layer(x, lengths=lengths)[0]
                                 out.sum().backward()
-                                err = _worst(err, (out - out_ref).abs().max().item())
+                                with torch.no_grad():  # inference runs its own kernels (nothing kept for a backward)
+                                    inference = layer(x, lengths=lengths)[0]
+                                err = _worst(_worst(err, (out - out_ref).abs().max().item()), (inference - out_ref).abs().max().item())
                                 for p, q in zip(layer.parameters(), ref.parameters()):
                                     gerr = _worst(gerr, (p.grad - q.grad).abs().max().item() / (q.grad.abs().max().item() + 1e-12))
                         low = make(cell, backend, h, torch.bfloat16, torch)

@@ -177,7 +177,8 @@ def write_report(run: Run, path: Path, facts: dict, elapsed: float, command: str
         "## Correctness on this device", "",
         "Against the eager backend on the device in float32 without TF32 (B=16, T=50, variable lengths, "
         "three calls with fresh inputs: plain loop, graph capture, graph replay): "
-        "max |output error|, max relative gradient error over parameters, and the bf16 module's max "
+        "max |output error| (of the training forward and of an inference one under torch.no_grad, which "
+        "runs its own kernels), max relative gradient error over parameters, and the bf16 module's max "
         "|output - fp32 eager output|; for the lowered rows, whether cuDNN took the module's weight "
         "buffer as it is or copied it (torch's warning). Where only bf16 runs the backend (the persistent "
         "kernel: fgr at H=64, every cell at H=128) the row has the bf16 column alone, ok below 5e-2.", "",

@@ -39,13 +39,23 @@ class Tuned:
     family: str
     h: int
     dtype: str
-    rule: int  # the warps the generated module's rule picks
-    ms: dict[int, float] = field(default_factory=dict)  # warps -> forward + backward ms
+    rule: tuple[int, int]  # the warps the generated module's rule picks: (forward, backward)
+    ms: dict[int | str, float] = field(default_factory=dict)  # warps (or "rule") -> forward + backward ms
     note: str = ""
 
+    def rule_label(self) -> str:
+        forward, backward = self.rule
+        return str(forward) if forward == backward else f"{forward} fwd, {backward} bwd"
 
-def warps(value: int):
-    return environment("CELLC_TRITON_WARPS", str(value))
+    def rule_ms(self) -> float | None:
+        """The rule's time: its own run where it mixes warps, else that of the one count it picks."""
+        forward, backward = self.rule
+        return self.ms.get("rule" if forward != backward else forward)
+
+
+def warps(value: int | None):
+    """CELLC_TRITON_WARPS set to value (None: unset, the rule's)."""
+    return environment("CELLC_TRITON_WARPS", None if value is None else str(value))
 
 
 def applies(cell: str, family: str, h: int, dtype: str, torch) -> bool:
@@ -55,15 +65,22 @@ def applies(cell: str, family: str, h: int, dtype: str, torch) -> bool:
     return bool(module.persistent_fits(h, getattr(torch, dtype)))
 
 
-def rule_warps(cell: str, family: str, h: int, dtype: str, torch) -> int:
+def rule_warps(cell: str, family: str, h: int, dtype: str, torch) -> tuple[int, int]:
+    """(forward, backward) warps the generated module's rule picks."""
     module = generated_module(cell)
-    if family == "tiled":
-        return module._tiled_config(h, "tf32")["num_warps"]
-    return module._persistent_config(h, "tf32" if dtype == "float32" else "ieee", getattr(torch, dtype))["num_warps"]
+    with warps(None):
+        if family == "tiled":
+            count = module._tiled_config(h, "tf32")["num_warps"]
+            return count, count
+        config = module._persistent_config
+        precision = "tf32" if dtype == "float32" else "ieee"
+        return (config(h, precision, getattr(torch, dtype), forward=True)["num_warps"],
+                config(h, precision, getattr(torch, dtype))["num_warps"])
 
 
-def time_choice(cell: str, family: str, h: int, dtype: str, count: int, repeat: int, torch) -> float:
-    """Forward + backward ms with `count` warps (after a warm-up: compilation, graph capture)."""
+def time_choice(cell: str, family: str, h: int, dtype: str, count: int | None, repeat: int, torch) -> float:
+    """Forward + backward ms with `count` warps in every kernel (None: the rule's), after a warm-up
+    (compilation, graph capture)."""
     module = generated_module(cell)
     torch.manual_seed(0)
     with triton_mode(family), warps(count):
@@ -80,7 +97,7 @@ def time_choice(cell: str, family: str, h: int, dtype: str, count: int, repeat: 
             module.release_graphs()
 
 
-def best(row: Tuned) -> int | None:
+def best(row: Tuned) -> int | str | None:
     return min(row.ms, key=row.ms.get) if row.ms else None
 
 
@@ -88,17 +105,20 @@ def render(rows: list[Tuned], facts: dict, command: str, elapsed: float) -> str:
     table = []
     for r in rows:
         choice = best(r)
-        gain = f"{r.ms[r.rule] / r.ms[choice]:.2f}x" if choice is not None and r.rule in r.ms else ""
-        table.append([r.cell, r.family, r.h, r.dtype, r.rule, *[f"{r.ms[w]:.2f}" if w in r.ms else "" for w in WARPS],
-                      "" if choice is None else choice, gain, r.note])
+        rule_ms = r.rule_ms()
+        gain = f"{rule_ms / r.ms[choice]:.2f}x" if choice is not None and rule_ms is not None else ""
+        table.append([r.cell, r.family, r.h, r.dtype, r.rule_label(),
+                      *[f"{r.ms[w]:.2f}" if w in r.ms else "" for w in (*WARPS, "rule")],
+                      "" if choice is None else r.rule_label() if choice == "rule" else choice, gain, r.note])
     return "\n".join([
         "# Warps per program for the Triton kernels, timed on the device", "",
         f"Written by `{command}` on **{facts['device']}** ({facts['when']}; torch {facts['torch']}, "
         f"triton {facts['triton']}). Whole run: {elapsed:.0f} s. Forward + backward at B={B}, T={T}, medians of "
         "CUDA-event timings after a warm-up; float32 with TF32 on (as in reports/speed-gpu.md). 'rule' is the "
-        "warps the generated module picks today; 'rule / best' is how much faster the best choice is.", "",
-        tabulate(table, headers=["cell", "kernels", "H", "dtype", "rule", *[f"{w} warps ms" for w in WARPS], "best",
-                                 "rule / best", ""], tablefmt="github", disable_numparse=True), ""])
+        "warps the generated module picks today (timed on its own where its forward and backward differ); "
+        "'rule / best' is how much faster the best choice is.", "",
+        tabulate(table, headers=["cell", "kernels", "H", "dtype", "rule", *[f"{w} warps ms" for w in WARPS],
+                                 "rule ms", "best", "rule / best", ""], tablefmt="github", disable_numparse=True), ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = Tuned(cell, family, h, dtype, rule_warps(cell, family, h, dtype, torch))
             rows.append(row)
-            for count in WARPS:
+            for count in (*WARPS, None) if row.rule[0] != row.rule[1] else WARPS:
                 if time.monotonic() - start > args.max_seconds:
                     row.note = "time cap"
                     break
                 try:
-                    row.ms[count] = time_choice(cell, family, h, dtype, count, args.repeat, torch)
+                    row.ms["rule" if count is None else count] = time_choice(cell, family, h, dtype, count, args.repeat, torch)
                 except Exception as error:  # recorded: a choice that does not build or run is a finding
-                    row.note += f"{count} warps: {type(error).__name__}: {str(error)[:120]} "
+                    row.note += f"{count or 'rule'} warps: {type(error).__name__}: {str(error)[:120]} "
             torch.cuda.empty_cache()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
