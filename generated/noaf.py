@@ -198,8 +198,9 @@ class Noaf(nn.Module):
         return getattr(self, group + self._suffix(layer, direction))[block * N:(block + 1) * N]
 
     def _weights(self, layer, direction):
-        suffix = self._suffix(layer, direction)
-        return tuple(getattr(self, group + suffix, None) for group in ("weight_x", "weight_s", "weight_c", "bias", "diag"))
+        # from _parameters itself: nn.Module.__getattr__ costs about a microsecond a name, every call
+        parameters, suffix = self._parameters, self._suffix(layer, direction)
+        return tuple(parameters.get(group + suffix) for group in ("weight_x", "weight_s", "weight_c", "bias", "diag"))
 
     def _initial_state(self, state, batch, like):
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
