@@ -152,3 +152,14 @@ def test_generated_module_imports_torch_only():
     outside = source[:kernels_start] + source[kernels_end:]
     assert "import triton" not in outside
     assert "import triton" in source[kernels_start:kernels_end]
+
+
+def test_backward_gathers_runs_of_gradient_blocks():
+    from cellc.codegen.triton_gen import block_runs
+
+    # consecutive on both sides and in the same place: one run; a gap or another group starts a new one
+    assert block_runs([(0, 0), (1, 1), (2, 2), (3, 3)]) == [(0, 0, 4)]
+    assert block_runs([(0, 0), (1, 2), (2, 3)]) == [(0, 0, 1), (1, 2, 2)]
+    assert block_runs([(0, "diag", 0), (1, "diag", 1), (2, "bias", 2), (3, "bias", 3)]) == [
+        (0, "diag", 0, 2), (2, "bias", 2, 2)]
+    assert block_runs([(0, "bias", 3)]) == [(0, "bias", 3, 1)] and block_runs([]) == []

@@ -485,6 +485,22 @@ class KernelWriter:
         return lines + loads + body + self.backward_epilogue()
 
 
+def block_runs(pairs: list[tuple]) -> list[tuple]:
+    """(source block, *where, target block) pairs as runs (source, *where, target, count): consecutive
+    pairs whose source and target blocks both follow on (and lie in the same place) become one, so the
+    backward gathers each run of gradient blocks with one copy (one launch on a GPU) instead of a copy
+    per block."""
+    runs: list[tuple] = []
+    for source, *where, target in pairs:
+        if runs:
+            first, *place, start, count = runs[-1]
+            if place == where and source == first + count and target == start + count:
+                runs[-1] = (first, *place, start, count + 1)
+                continue
+        runs.append((source, *where, target, 1))
+    return runs
+
+
 def triton_context(compiled: CompiledCell) -> dict:
     from cellc.codegen.fused import Layout
 
@@ -517,6 +533,9 @@ def triton_context(compiled: CompiledCell) -> dict:
             "state_names": list(layout.state_order),
             "state_vars": [naming.state_var(s) for s in layout.state_order],
             "persistent_max_n": PERSISTENT_MAX_N,
+            # the backward's gathers: (xw column block, bias block, count), (ACC row, group, block, count)
+            "x_bias_runs": block_runs(layout.x_bias_folded),
+            "grad_runs": block_runs([(a, *layout.vector_places[v]) for a, v in enumerate(layout.vector_grads)]),
         },
         "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
     }
