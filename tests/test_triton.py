@@ -163,3 +163,17 @@ def test_backward_gathers_runs_of_gradient_blocks():
     assert block_runs([(0, "diag", 0), (1, "diag", 1), (2, "bias", 2), (3, "bias", 3)]) == [
         (0, "diag", 0, 2), (2, "bias", 2, 2)]
     assert block_runs([(0, "bias", 3)]) == [(0, "bias", 3, 1)] and block_runs([]) == []
+
+
+def test_gradient_groups_skip_the_zero_fill_only_where_every_block_is_written():
+    from types import SimpleNamespace
+
+    from cellc.codegen.triton_gen import _covered_groups
+
+    compiled = SimpleNamespace(schedule=SimpleNamespace(group_sizes={"bias": 4, "diag": 3}))
+    layout = SimpleNamespace(x_bias_folded=[(0, 0), (1, 1), (2, 2)], vector_grads=["b_Rn", "p_i", "p_o"],
+                             vector_places={"b_Rn": ("bias", 3), "p_i": ("diag", 0), "p_o": ("diag", 2)})
+    assert _covered_groups(compiled, layout) == {"bias"}  # diag's block 1 gets no gradient here
+    layout.vector_grads.append("p_f")
+    layout.vector_places["p_f"] = ("diag", 1)
+    assert _covered_groups(compiled, layout) == {"bias", "diag"}

@@ -501,6 +501,18 @@ def block_runs(pairs: list[tuple]) -> list[tuple]:
     return runs
 
 
+def _covered_groups(compiled: CompiledCell, layout: Layout) -> set[str]:
+    """Vector groups (bias, diag) whose every block gets its gradient from the backward's gathers."""
+    written: dict[str, set[int]] = {}
+    for _, block in layout.x_bias_folded:
+        written.setdefault("bias", set()).add(block)
+    for name in layout.vector_grads:
+        group, block = layout.vector_places[name]
+        written.setdefault(group, set()).add(block)
+    sizes = compiled.schedule.group_sizes
+    return {group for group, blocks in written.items() if blocks == set(range(sizes.get(group, 0)))}
+
+
 def triton_context(compiled: CompiledCell) -> dict:
     from cellc.codegen.fused import Layout
 
@@ -536,6 +548,8 @@ def triton_context(compiled: CompiledCell) -> dict:
             # the backward's gathers: (xw column block, bias block, count), (ACC row, group, block, count)
             "x_bias_runs": block_runs(layout.x_bias_folded),
             "grad_runs": block_runs([(a, *layout.vector_places[v]) for a, v in enumerate(layout.vector_grads)]),
+            # groups whose every block those gathers write: their gradient needs no zero fill first
+            "grads_cover": sorted(_covered_groups(compiled, layout)),
         },
         "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
     }
