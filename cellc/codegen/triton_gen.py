@@ -513,6 +513,17 @@ def _covered_groups(compiled: CompiledCell, layout: Layout) -> set[str]:
     return {group for group, blocks in written.items() if blocks == set(range(sizes.get(group, 0)))}
 
 
+def _vector_group(compiled: CompiledCell, layout: Layout) -> str | None:
+    """The storage group whose blocks are the vector parameters, in order and nothing else, or None."""
+    places = [layout.vector_places[v] for v in layout.vectors]
+    groups = {group for group, _ in places}
+    if len(groups) != 1:
+        return None
+    group = groups.pop()
+    in_order = [index for _, index in places] == list(range(len(places)))
+    return group if in_order and compiled.schedule.group_sizes.get(group) == len(places) else None
+
+
 def triton_context(compiled: CompiledCell) -> dict:
     from cellc.codegen.fused import Layout
 
@@ -548,6 +559,8 @@ def triton_context(compiled: CompiledCell) -> dict:
             # the backward's gathers: (xw column block, bias block, count), (ACC row, group, block, count)
             "x_bias_runs": block_runs(layout.x_bias_folded),
             "grad_runs": block_runs([(a, *layout.vector_places[v]) for a, v in enumerate(layout.vector_grads)]),
+            # the group that holds exactly the vector parameters, in the kernels' order (VEC is a view of it)
+            "vec_group": _vector_group(compiled, layout),
             # groups whose every block those gathers write: their gradient needs no zero fill first
             "grads_cover": sorted(_covered_groups(compiled, layout)),
         },
