@@ -220,7 +220,8 @@ class Nfg(nn.Module):
                 for k, value in enumerate(last):
                     finals[k].append(value)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 2)
-        return layer_input, tuple(torch.stack(f) for f in finals)
+        # one layer and direction: a view, not a copy (a kernel launch on a GPU)
+        return layer_input, tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
 
     def forward(self, input, state=None, lengths=None):
         packed = isinstance(input, PackedSequence)

@@ -165,15 +165,20 @@ def test_backward_gathers_runs_of_gradient_blocks():
     assert block_runs([(0, "bias", 3)]) == [(0, "bias", 3, 1)] and block_runs([]) == []
 
 
-def test_gradient_groups_skip_the_zero_fill_only_where_every_block_is_written():
-    from types import SimpleNamespace
+def test_vector_gradients_gather_runs_and_zero_fill_only_what_no_gather_writes():
+    from cellc.codegen.triton_gen import vector_gradients
 
-    from cellc.codegen.triton_gen import _covered_groups
-
-    compiled = SimpleNamespace(schedule=SimpleNamespace(group_sizes={"bias": 4, "diag": 3}))
-    layout = SimpleNamespace(x_bias_folded=[(0, 0), (1, 1), (2, 2)], vector_grads=["b_Rn", "p_i", "p_o"],
-                             vector_places={"b_Rn": ("bias", 3), "p_i": ("diag", 0), "p_o": ("diag", 2)})
-    assert _covered_groups(compiled, layout) == {"bias"}  # diag's block 1 gets no gradient here
-    layout.vector_grads.append("p_f")
-    layout.vector_places["p_f"] = ("diag", 1)
-    assert _covered_groups(compiled, layout) == {"bias", "diag"}
+    # vanilla: four biases from xw's columns, three peepholes from ACC: each group one slice, no copy
+    lines = vector_gradients({"bias": 4, "diag": 3}, [(0, 0), (1, 1), (2, 2), (3, 3)],
+                             [("diag", 0), ("diag", 1), ("diag", 2)])
+    assert "d_bias = d_xw_sum[0 * N : 4 * N].to(bias.dtype)" in lines
+    assert "d_diag = acc_sums[0 : 3].reshape(-1).to(diag.dtype)" in lines
+    # gru: three biases from xw, the fourth (inside the reset product) from ACC; no peepholes
+    lines = vector_gradients({"bias": 4}, [(0, 0), (1, 1), (2, 2)], [("bias", 3)])
+    assert lines[2:] == ["d_bias = torch.empty_like(bias)", "d_bias[0 * N : 3 * N] = d_xw_sum[0 * N : 3 * N]",
+                         "d_bias[3 * N : 4 * N] = acc_sums[0 : 1].reshape(-1)", "d_diag = None"]
+    # a peephole block no gather writes: the group starts from zeros
+    lines = vector_gradients({"bias": 1, "diag": 3}, [(0, 0)], [("diag", 0), ("diag", 2)])
+    assert "d_diag = torch.zeros_like(diag)" in lines
+    assert "d_diag[0 * N : 1 * N] = acc_sums[0 : 1].reshape(-1)" in lines
+    assert "d_diag[2 * N : 3 * N] = acc_sums[1 : 2].reshape(-1)" in lines

@@ -501,16 +501,33 @@ def block_runs(pairs: list[tuple]) -> list[tuple]:
     return runs
 
 
-def _covered_groups(compiled: CompiledCell, layout: Layout) -> set[str]:
-    """Vector groups (bias, diag) whose every block gets its gradient from the backward's gathers."""
-    written: dict[str, set[int]] = {}
-    for _, block in layout.x_bias_folded:
-        written.setdefault("bias", set()).add(block)
-    for name in layout.vector_grads:
-        group, block = layout.vector_places[name]
-        written.setdefault(group, set()).add(block)
-    sizes = compiled.schedule.group_sizes
-    return {group for group, blocks in written.items() if blocks == set(range(sizes.get(group, 0)))}
+def vector_gradients(group_sizes: dict[str, int], x_bias_folded: list[tuple[int, int]],
+                     grad_places: list[tuple[str, int]]) -> list[str]:
+    """Backward lines that make d_bias and d_diag: the bias blocks folded into the input GEMM take the
+    sums of their dXW columns, the vector parameters the batch sums of their ACC rows (grad_places: the
+    group and block of each ACC row). Consecutive blocks are gathered in one copy; a group gathered whole
+    by one run is that slice itself; a group with a block no gather writes starts from zeros."""
+    lines: list[str] = []
+    gathers: dict[str, list[tuple[str, int, int]]] = {}  # group -> (source slice, first block, count)
+    if x_bias_folded:
+        lines.append("d_xw_sum = flat.sum(0, dtype=wide)")
+        for k, b, count in block_runs(x_bias_folded):
+            gathers.setdefault("bias", []).append((f"d_xw_sum[{k} * N : {k + count} * N]", b, count))
+    if grad_places:
+        lines.append("acc_sums = ACC.sum(1)  # each vector parameter's gradient, summed over the batch")
+        for a, group, index, count in block_runs([(a, *place) for a, place in enumerate(grad_places)]):
+            gathers.setdefault(group, []).append((f"acc_sums[{a} : {a + count}].reshape(-1)", index, count))
+    for group in ("bias", "diag"):
+        size, runs = group_sizes.get(group, 0), gathers.get(group, [])
+        if not size:
+            lines.append(f"d_{group} = None")
+        elif len(runs) == 1 and runs[0][1:] == (0, size):
+            lines.append(f"d_{group} = {runs[0][0]}.to({group}.dtype)")
+        else:
+            covered = sorted(b for _, first, count in runs for b in range(first, first + count)) == list(range(size))
+            lines.append(f"d_{group} = torch.{'empty' if covered else 'zeros'}_like({group})")
+            lines += [f"d_{group}[{first} * N : {first + count} * N] = {source}" for source, first, count in runs]
+    return lines
 
 
 def _vector_group(compiled: CompiledCell, layout: Layout) -> str | None:
@@ -556,13 +573,10 @@ def triton_context(compiled: CompiledCell) -> dict:
             "state_names": list(layout.state_order),
             "state_vars": [naming.state_var(s) for s in layout.state_order],
             "persistent_max_n": PERSISTENT_MAX_N,
-            # the backward's gathers: (xw column block, bias block, count), (ACC row, group, block, count)
-            "x_bias_runs": block_runs(layout.x_bias_folded),
-            "grad_runs": block_runs([(a, *layout.vector_places[v]) for a, v in enumerate(layout.vector_grads)]),
+            "vector_gradients": vector_gradients(compiled.schedule.group_sizes, layout.x_bias_folded,
+                                                 [layout.vector_places[v] for v in layout.vector_grads]),
             # the group that holds exactly the vector parameters, in the kernels' order (VEC is a view of it)
             "vec_group": _vector_group(compiled, layout),
-            # groups whose every block those gathers write: their gradient needs no zero fill first
-            "grads_cover": sorted(_covered_groups(compiled, layout)),
         },
         "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
     }
