@@ -71,6 +71,17 @@ def test_inference_forward_stores_nothing_for_a_backward(results, spec, mode, ca
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", ["loss_on_final_state", "loss_on_output"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("spec", ["vanilla", "gru"])
+def test_gradients_when_the_loss_reads_part_of_the_outputs(results, spec, mode, case):
+    """A loss on the final state alone (no output gradient) or on the output alone (no final-state
+    gradients, which the backward then gets as None) still gives eager's parameter gradients."""
+    row = results[(spec, mode, case, None)]
+    assert row["error"] <= ATOL, row
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["steps_1", "steps_2"])
 @pytest.mark.parametrize("spec", SPECS)
 def test_persistent_forward_prefetch_at_the_sequence_ends(results, spec, case):

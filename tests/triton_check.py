@@ -161,6 +161,22 @@ def main(specs: list[str]) -> None:
             lengths = torch.tensor([steps, 1])
             err = error(run(fast, x, state, lengths), run(eager, x, state, lengths))
             print(json.dumps({"spec": spec, "mode": "persistent", "case": f"steps_{steps}", "error": err}), flush=True)
+    # Losses that read part of the outputs: their other gradients reach the backward as None
+    for spec in ("vanilla", "gru"):
+        eager, fast = layers(spec, CASES["bidir_lengths"])
+        g = torch.Generator().manual_seed(11)
+        x = torch.randn(T, B, M, generator=g)
+        lengths = torch.tensor([T, 2])
+        for mode in ("step", "persistent", "tiled"):
+            os.environ["CELLC_TRITON_MODE"] = mode
+            for part in ("final_state", "output"):
+                grads = []
+                for layer in (fast, eager):
+                    out, final = layer(x, lengths=lengths)
+                    loss = (final[0] ** 2).sum() if part == "final_state" else (out ** 2).sum()
+                    grads.append(torch.autograd.grad(loss, list(layer.parameters())))
+                print(json.dumps({"spec": spec, "mode": mode, "case": f"loss_on_{part}",
+                                  "error": error(*grads)}), flush=True)
     # The persistent backward with one step of prefetch (what larger resident matrices get): the rule's
     # share for two steps set to nothing, so every size takes the shallow pipeline.
     os.environ["CELLC_TRITON_MODE"] = "persistent"
