@@ -166,14 +166,14 @@ def test_generated_module_imports_torch_only():
 
 
 def test_backward_gathers_runs_of_gradient_blocks():
-    from cellc.codegen.triton_gen import block_runs
+    from cellc.codegen.triton_gen import paired_runs
 
     # consecutive on both sides and in the same place: one run; a gap or another group starts a new one
-    assert block_runs([(0, 0), (1, 1), (2, 2), (3, 3)]) == [(0, 0, 4)]
-    assert block_runs([(0, 0), (1, 2), (2, 3)]) == [(0, 0, 1), (1, 2, 2)]
-    assert block_runs([(0, "diag", 0), (1, "diag", 1), (2, "bias", 2), (3, "bias", 3)]) == [
+    assert paired_runs([(0, 0), (1, 1), (2, 2), (3, 3)]) == [(0, 0, 4)]
+    assert paired_runs([(0, 0), (1, 2), (2, 3)]) == [(0, 0, 1), (1, 2, 2)]
+    assert paired_runs([(0, "diag", 0), (1, "diag", 1), (2, "bias", 2), (3, "bias", 3)]) == [
         (0, "diag", 0, 2), (2, "bias", 2, 2)]
-    assert block_runs([(0, "bias", 3)]) == [(0, "bias", 3, 1)] and block_runs([]) == []
+    assert paired_runs([(0, "bias", 3)]) == [(0, "bias", 3, 1)] and paired_runs([]) == []
 
 
 def test_vector_gradients_gather_runs_and_zero_fill_only_what_no_gather_writes():

@@ -485,7 +485,7 @@ class KernelWriter:
         return lines + loads + body + self.backward_epilogue()
 
 
-def block_runs(pairs: list[tuple]) -> list[tuple]:
+def paired_runs(pairs: list[tuple]) -> list[tuple]:
     """(source block, *where, target block) pairs as runs (source, *where, target, count): consecutive
     pairs whose source and target blocks both follow on (and lie in the same place) become one, so the
     backward gathers each run of gradient blocks with one copy (one launch on a GPU) instead of a copy
@@ -511,11 +511,11 @@ def vector_gradients(group_sizes: dict[str, int], x_bias_folded: list[tuple[int,
     gathers: dict[str, list[tuple[str, int, int]]] = {}  # group -> (source slice, first block, count)
     if x_bias_folded:
         lines.append("d_xw_sum = flat.sum(0, dtype=wide)")
-        for k, b, count in block_runs(x_bias_folded):
+        for k, b, count in paired_runs(x_bias_folded):
             gathers.setdefault("bias", []).append((f"d_xw_sum[{k} * N : {k + count} * N]", b, count))
     if grad_places:
         lines.append("acc_sums = ACC.sum(1)  # each vector parameter's gradient, summed over the batch")
-        for a, group, index, count in block_runs([(a, *place) for a, place in enumerate(grad_places)]):
+        for a, group, index, count in paired_runs([(a, *place) for a, place in enumerate(grad_places)]):
             gathers.setdefault(group, []).append((f"acc_sums[{a} : {a + count}].reshape(-1)", index, count))
     for group in ("bias", "diag"):
         size, runs = group_sizes.get(group, 0), gathers.get(group, [])
