@@ -9,7 +9,6 @@ detection relies on it), in the batch element that holds it and nowhere else.
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -17,6 +16,8 @@ import torch
 import cellc
 from cellc.ir.activations import ACTIVATIONS
 from cellc.spec.loader import spec_search_dirs
+
+from backend_builds import build_fast
 
 SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
 FAST = ("fused", "compiled")
@@ -36,9 +37,7 @@ def _one_activation_spec(tmp_path, act: str):
 
 def _layers(spec, backend, dtype):
     eager = cellc.build(spec, backend="eager")(M, N, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a missing compiler falls back (tested separately)
-        fast = cellc.build(spec, backend=backend)(M, N, dtype=dtype)
+    fast = build_fast(spec, backend, M, N, dtype=dtype)
     fast.load_state_dict(eager.state_dict())
     return eager, fast
 
