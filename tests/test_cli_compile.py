@@ -113,6 +113,19 @@ def test_compile_argument_errors(monkeypatch, capsys):
     assert "unknown backend 'nope'" in capsys.readouterr().err
 
 
+def test_compile_output_errors_are_usage_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    assert main(["compile", "nog", "--out", "afile"]) == 2
+    err = capsys.readouterr().err
+    assert "--out afile: cannot write afile/nog.py" in err and "Traceback" not in err
+    # two specs of one name would write one module: refused before anything is written
+    (tmp_path / "copy.yaml").write_text((REPO / "specs" / "nog.yaml").read_text())
+    assert main(["compile", "vanilla", "nog", "copy.yaml", "--out", "out"]) == 2
+    assert "are both named 'nog'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_show_vanilla(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert main(["show", "vanilla"]) == 0

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import cellc
@@ -127,13 +129,19 @@ def test_extends_with_trailing_newline(tmp_path, ref):
     rejected(path, "is not a spec name")
 
 
-@pytest.mark.parametrize("text", [
-    "initial:\n  y: .nan\n", "initial:\n  y: .inf\n", "initial:\n  y: -.inf\n", "init:\n  b_a: .nan\n",
-    "initial:\n  y: 1e400\n", "init:\n  b_a: '1'\n",
+@pytest.mark.parametrize("text,fragment", [
+    ("initial:\n  y: .nan\n", "initial: value of 'y' is not finite"),
+    ("initial:\n  y: .inf\n", "initial: value of 'y' is not finite"),
+    ("initial:\n  y: -.inf\n", "initial: value of 'y' is not finite"),
+    ("init:\n  b_a: .nan\n", "init: value of 'b_a' is not finite"),
+    ("initial:\n  y: 1e400\n", "initial: value of 'y' must be a number, not the text '1e400'"),
+    ("init:\n  b_a: '1'\n", "init: value of 'b_a' must be a number, not the text '1'"),
+    ("init:\n  b_a: true\n", "init: value of 'b_a' must be a number, not True"),
 ])
-def test_non_finite_or_non_numeric_settings(tmp_path, text):
+def test_non_finite_or_non_numeric_settings(tmp_path, text, fragment):
     path = spec(tmp_path, f"name: h\nequations: |\n{BODY}{text}")
-    rejected(path, "")
+    err = rejected(path, fragment)
+    assert err.location is not None and err.location.line == 5  # the setting's own line
 
 
 @pytest.mark.parametrize("key,name", [("initial", "y"), ("init", "b_a")])
@@ -143,15 +151,22 @@ def test_huge_integer_settings_are_spec_errors(tmp_path, capsys, key, name, valu
 
     path = spec(tmp_path, f"name: h\nequations: |\n{BODY}{key}:\n  {name}: {value}\n")
     err = rejected(path, f"value of '{name}' is too large")
-    assert err.location is not None and err.location.line == 4  # the mapping
+    assert err.location is not None and err.location.line == 5  # the key
     assert main(["check", str(path)]) == 2
     assert "Traceback" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("expr", ["1e999", "1e300 * 1e300", "(1e308 + 1e308)", "nan", "inf"])
-def test_non_finite_numbers_in_equations(tmp_path, expr):
+@pytest.mark.parametrize("expr,fragment", [
+    ("1e999", "number 1e999 is not finite"),
+    ("1e30 * 1e30", "constants combine to a number that is not finite in float32"),
+    ("(3e38 + 3e38)", "constants combine to a number that is not finite in float32"),
+    ("nan", "undefined name 'nan'"),
+    ("inf", "undefined name 'inf'"),
+])
+def test_non_finite_numbers_in_equations(tmp_path, expr, fragment):
     path = spec(tmp_path, f"name: h\nequations: |\n  y = tanh(W_a x + R_a y[-1]) * {expr}\n")
-    rejected(path, "")
+    err = rejected(path, fragment)
+    assert err.location is not None and err.location.line == 3
 
 
 @pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "specs/vanilla", "vanilla.yaml", "..", ".",
@@ -206,7 +221,18 @@ def identifiers(source: str) -> set[str]:
     return out
 
 
-PREFIXED = re.compile(r"^[vswm]_[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+PREFIX = re.compile(r"([a-z]+_)+")  # v_, w_, d_v_, acc_, ...: lower-case words, each closed by an underscore
+
+
+SUFFIX = re.compile(r"(_[a-z0-9]+)*")  # _t, _ptr, ...
+
+
+def prefixed(ident: str, names: set[str]) -> bool:
+    """``ident`` is one of ``names`` behind a generator's prefix (which no spec name can supply), perhaps
+    with a lower-case suffix."""
+    return any(PREFIX.fullmatch(ident[:k]) and any(ident[k:].startswith(n) and SUFFIX.fullmatch(ident[k + len(n):])
+                                                   for n in names)
+               for k in range(2, len(ident)))
 
 # Every name this spec chooses carries the marker "Zq", so its traces in the source can be found.
 MARKED = (
@@ -218,19 +244,26 @@ MARKED = (
 )
 
 
-def test_spec_names_reach_the_source_only_prefixed_or_as_plain_name_strings(tmp_path):
+@pytest.mark.parametrize("backend", ["eager", "fused", "compiled", "triton"])
+def test_spec_names_reach_the_source_only_prefixed_or_as_plain_name_strings(tmp_path, backend):
     compiled = compile_spec(spec(tmp_path, MARKED))
-    source = render_module(compiled)
+    source = render_module(compiled, backend)
     names = set(compiled.params) | set(compiled.cell.values)
     assert {"W_Zq2", "R_Zq2", "p_Zq", "ZqC"} <= names  # all kinds are present
     for ident in identifiers(source):
         if "Zq" in ident or "zq" in ident:
-            assert ident == "ZqCell" or (PREFIXED.match(ident) and ident[2:] in names | {"Zqin"}), ident
+            assert ident == "ZqCell" or prefixed(ident, names | {"Zqin"}), ident
     tree = ast.parse(source)
     docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "Zq" in node.value:
-            if id(node) not in docstrings:  # docstrings list equations and parameters as text
+            if id(node) in docstrings:  # docstrings list equations and parameters as text
+                continue
+            if "\n" in node.value:  # embedded source (C++ time loops, Triton kernels): token by token
+                for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value):
+                    if "Zq" in token or "zq" in token:
+                        assert token in ("zq_cell", "ZqCell") or prefixed(token, names | {"Zqin"}), token
+            else:
                 assert node.value in names, node.value
     namespace: dict = {}
     exec(compile(source, "<zq>", "exec"), namespace)  # it is valid, runnable Python
@@ -263,7 +296,52 @@ def test_codegen_refuses_unvalidated_names_and_numbers():
 
 
 def test_build_of_hostile_spec_never_executes_it(tmp_path, capfd):
-    path = spec(tmp_path, f"name: h\ndescription: \"{INJECTED}\"\nequations: |\n{BODY}")
+    # free text (description, reference) that would break out of a docstring or a string, were it emitted
+    breakout = f'x"""\n{INJECTED}\n"""\' + "{INJECTED}" + \''
+    text = yaml.safe_dump({"name": "h", "description": breakout, "reference": breakout, "equations": BODY})
+    path = spec(tmp_path, text)
+    for backend in ("eager", "fused", "compiled", "triton"):
+        assert "pwned" not in render_module(compile_spec(path), backend)
     cls = cellc.build(path)
     assert cls.__name__ == "H"
+    cls(2, 3)(torch.randn(2, 1, 2))
     assert "pwned" not in capfd.readouterr().out
+
+
+def test_generated_globals_lists_every_name_a_class_could_replace():
+    """A spec's class is bound at the generated module's top level; GENERATED_GLOBALS, which spec names are
+    checked against, must hold every top-level name of every backend that a class name could equal."""
+    from cellc.spec.identifiers import GENERATED_GLOBALS
+
+    class_shaped = re.compile(r"([A-Z][a-z0-9]*)+")
+    found = set()
+    for name in ("vanilla", "gru", "mgu", "fgr"):  # plain, lowerable, staged, full gate recurrence
+        compiled = compile_spec(name)
+        for backend in ("eager", "fused", "compiled", "triton", "lowered"):
+            if backend == "lowered" and compiled.lowering is None:
+                continue
+            module = ast.parse(render_module(compiled, backend))
+            for node in module.body:  # top-level statements, those under if / try included
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.alias):
+                        found.add((sub.asname or sub.name).split(".")[0])
+                    elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) and sub in _top_level(node):
+                        found.add(sub.id)
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name != naming.class_name(name):
+                    found.add(node.name)
+    reachable = {n for n in found if class_shaped.fullmatch(n)}
+    assert {"PackedSequence", "NATIVE"} <= reachable  # the scan sees imports and constants
+    assert reachable <= GENERATED_GLOBALS, reachable - GENERATED_GLOBALS
+
+
+def _top_level(node):
+    """Names a top-level statement binds in the module (not inside the functions and classes it defines)."""
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return []
+    return [sub for sub in ast.walk(node) if isinstance(sub, ast.Name)]
+
+
+def test_spec_file_that_is_not_a_regular_file(tmp_path):
+    rejected(tmp_path, "is not a regular file")  # a directory
+    if Path("/dev/zero").exists():  # endless: must not be read whole
+        rejected(Path("/dev/zero"), "is not a regular file")

@@ -161,21 +161,51 @@ CASES = [
     ),
     (
         "folds-to-infinity",
-        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * 1e300 * 1e300\n",
+        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * 1e30 * 1e30\n",
         (3, 7),
-        "not finite",
+        "combine to a number that is not finite in float32",
     ),
     (
         "nested-too-deep",
         GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + " + "(" * 300 + "b_a" + ")" * 300 + ")\n",
         None,
-        "nested more than 100 levels deep",
+        "nested more than 100 operations deep",
     ),
+    # names a spec may not take: the class it names would be a keyword, or replace the module's own names
+    ("name-keyword", "name: class\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7), "'class' is a Python keyword"),
+    ("name-trailing-underscore", "name: cell_\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7),
+     "trailing or double underscore"),
+    ("name-shadows-import", "name: path\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7),
+     "would name its class 'Path', which the generated module uses itself"),
+    ("name-shadows-constant", "name: n_a_t_i_v_e\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7),
+     "would name its class 'NATIVE'"),
+    # YAML that would say something unseen: merge keys, keys given twice at any depth, keys that are not names
+    ("yaml-merge-key", GOOD_HEAD + "<<: {equations: 'y = tanh(W_a x + R_a y[-1])'}\n", (2, 1), "merge keys ('<<')"),
+    ("yaml-nested-duplicate", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\ninit: {b_a: 1, b_a: 2}\n",
+     (4, 16), "key 'b_a' appears twice"),
+    ("yaml-null-key", GOOD_HEAD + "~: 1\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (2, 1), "keys are names"),
+    ("misspelt-name-key", "nme: bad\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 1), "unknown key 'nme'"),
+    ("yaml-nul", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\x00\n", (3, 30), "character U+0000"),
+    # numbers: ASCII digits only, within float32
+    ("unicode-digit", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * \uff10.5\n", (3, 33),
+     "unexpected character"),
+    ("beyond-float32", GOOD_HEAD + "equations: |\n  y = 1e39 * tanh(W_a x + R_a y[-1])\n", (3, 7),
+     "number 1e39 is beyond the float32 range"),
+    ("init-beyond-float32", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\ninit:\n  b_a: 1.0e+39\n",
+     (5, 3), "init: value of 'b_a' is beyond the float32 range"),
+    ("init-exponent-as-text", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\ninit:\n  b_a: 1e5\n",
+     (5, 3), "not the text '1e5' (YAML reads 1e5 as text: write 1.0e+5)"),
+    # a cell whose output cannot depend on its input
+    ("input-never-read", GOOD_HEAD + "equations: |\n  y = tanh(R_a y[-1] + b_a)\n", (2, 12), "never reads its input 'x'"),
+    # a double-quoted block with escapes: positions in it cannot be mapped, so the message points at its start
+    ("quoted-escapes", GOOD_HEAD + 'equations: "f = sigmoid(W_f x + R_f y[-1])\\ny = tanh(W_a x + R_a y[-1]) * q"\n',
+     (2, 13), "undefined name 'q'"),
 ]
 
 EDIT_CASES = [
     ("drop-gate", "vanilla", "drop gate q", "the cell has no value 'q' (values: z, i, f, c, o, y)"),
     ("drop-gate-output", "vanilla", "drop gate y", "'y' is the cell's output and cannot be dropped"),
+    ("drop-gate-not-a-gate", "vanilla", "drop gate c", "'c' is not a gate (a gate is sigmoid(...) or hard_sigmoid(...))"),
     ("drop-activation-value", "vanilla", "drop activation in q", "the cell has no value 'q'"),
     ("drop-activation-absent", "vanilla", "drop activation sigmoid in z", "equation 'z' has no activation 'sigmoid'"),
     ("drop-activation-unknown", "vanilla", "drop activation swish in z", "unknown activation 'swish'"),
@@ -282,3 +312,34 @@ def test_subprocess_prints_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("bad.yaml:4:7: error: 'a' is used before it is computed")
     assert proc.stdout == ""
+
+
+def test_equations_written_in_reverse_order_beyond_the_recursion_limit(tmp_path):
+    """Evaluation order is found without recursion: a chain longer than Python's recursion limit, written
+    output first, compiles and runs."""
+    import torch
+
+    import cellc
+
+    n = sys.getrecursionlimit() + 200
+    lines = ["name: chain", "equations: |", f"  y = a{n - 1}"]
+    lines += [f"  a{k} = sigmoid(a{k - 1})" for k in range(n - 1, 0, -1)]
+    lines.append("  a0 = tanh(W_a x + R_a y[-1])")
+    path = tmp_path / "chain.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    compiled = cellc.compile_spec(path)
+    assert [eq.name for eq in compiled.cell.equations][:2] == ["a0", "a1"]
+    assert compiled.cell.equations[-1].name == "y"
+    out, _ = cellc.build(path, backend="eager")(2, 3)(torch.zeros(1, 1, 2))
+    expected = torch.zeros(1)  # a0 = tanh(0) = 0, then sigmoid applied n - 1 times
+    for _ in range(n - 1):
+        expected = torch.sigmoid(expected)
+    torch.testing.assert_close(out.flatten(), expected.expand(3))
+
+
+def test_edits_that_leave_the_input_unread_point_at_the_edits(tmp_path, monkeypatch, capsys):
+    text = ("name: bad\nextends: vanilla\nedits:\n  - drop gate i\n  - drop gate f\n  - drop gate o\n"
+            "  - override z = tanh(R_z y[-1])\n")
+    code, _, err = run_check(tmp_path, monkeypatch, capsys, text)
+    assert code == 2
+    assert_located(err, text, "bad.yaml", 3, 1, "the cell never reads its input 'x'")

@@ -3,7 +3,8 @@ local, a builtin or a module; the prefixes never start with an underscore."""
 
 from __future__ import annotations
 
-from cellc.spec.identifiers import identifier_problem
+from cellc.spec import identifiers
+from cellc.spec.identifiers import identifier_problem, spec_name_problem
 
 
 def checked(name: str) -> str:
@@ -32,4 +33,7 @@ def current_matrix_var(name: str) -> str:
 
 def class_name(spec_name: str) -> str:
     """'vanilla' -> 'Vanilla', 'my_cell' -> 'MyCell'."""
-    return "".join(part[:1].upper() + part[1:] for part in checked(spec_name).split("_")) or "Cell"
+    problem = spec_name_problem(spec_name)
+    if problem:
+        raise ValueError(f"refusing to emit unvalidated spec name: {problem}")
+    return identifiers.class_name(spec_name)

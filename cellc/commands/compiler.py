@@ -69,9 +69,17 @@ def cmd_compile(args) -> int:
     stale: list[str] = []
     written = 0
     expected: set[str] = set()
-    for target in _targets(args):
+    files: dict[str, str] = {}  # spec name -> the file that gave it
+    cells = []
+    for target in _targets(args):  # every spec checked before anything is written
         compiled = compile_spec(target)
         _warn(compiled)
+        if compiled.name in files:  # both would write the same module
+            raise UsageError(f"{files[compiled.name]} and {compiled.spec.file} are both named '{compiled.name}'; "
+                             "spec names must differ")
+        files[compiled.name] = compiled.spec.file
+        cells.append(compiled)
+    for compiled in cells:
         source = render_module(compiled, backend)
         path = out_dir / f"{compiled.name}.py"
         expected.add(path.name)
@@ -79,10 +87,13 @@ def cmd_compile(args) -> int:
             if not path.is_file() or path.read_text() != source:
                 stale.append(short_path(path))
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not path.is_file() or path.read_text() != source:
-            path.write_text(source)
-            written += 1
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not path.is_file() or path.read_text() != source:
+                path.write_text(source)
+                written += 1
+        except OSError as err:
+            raise UsageError(f"--out {args.out}: cannot write {short_path(path)} ({err.strerror})") from None
         print(f"{short_path(path)}  ({compiled.formula_text()}, hash {compiled.hash})")
     if args.check:
         if args.all and out_dir.is_dir():

@@ -115,25 +115,31 @@ def _sort(equations: list[ir.Equation]) -> list[ir.Equation]:
     }
     done: list[str] = []
     state: dict[str, str] = {}
-
-    def visit(name: str, path: list[str], via: ir.Value | None) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "active":
-            cycle = " -> ".join(path[path.index(name):] + [name])
-            raise SpecError(
-                f"'{name}' is used before it is computed within a step (cycle {cycle}); "
-                f"read the previous step's value as {name}[-1]",
-                via.loc if via is not None else by_name[name].loc,
-            )
-        state[name] = "active"
-        for dep in deps[name]:
-            visit(dep.name, path + [name], dep)
-        state[name] = "done"
-        done.append(name)
-
     for eq in equations:
-        visit(eq.name, [], None)
+        if state.get(eq.name) == "done":
+            continue
+        # depth-first, dependencies first, with an explicit stack: a spec's chain of equations may be
+        # longer than Python's recursion limit. Each entry: (name, its dependencies not yet visited).
+        state[eq.name] = "active"
+        stack = [(eq.name, iter(deps[eq.name]))]
+        while stack:
+            name, pending = stack[-1]
+            dep = next(pending, None)
+            if dep is None:
+                stack.pop()
+                state[name] = "done"
+                done.append(name)
+            elif state.get(dep.name) == "active":
+                path = [n for n, _ in stack]
+                cycle = " -> ".join(path[path.index(dep.name):] + [dep.name])
+                raise SpecError(
+                    f"'{dep.name}' is used before it is computed within a step (cycle {cycle}); "
+                    f"read the previous step's value as {dep.name}[-1]",
+                    dep.loc,
+                )
+            elif state.get(dep.name) != "done":
+                state[dep.name] = "active"
+                stack.append((dep.name, iter(deps[dep.name])))
     return [by_name[n] for n in done]
 
 

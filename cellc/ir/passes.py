@@ -7,11 +7,10 @@ gate's parameters disappear without any edit-specific code.
 
 from __future__ import annotations
 
-import math
-
 from cellc.errors import SpecError
 from cellc.ir import nodes as ir
 from cellc.ir.activations import ACTIVATIONS
+from cellc.spec.identifiers import FLOAT32_MAX
 
 
 def _fold_sum(node: ir.Sum) -> ir.Expr:
@@ -91,9 +90,10 @@ def _fold_finite(node: ir.Expr) -> ir.Expr | None:
     out = _fold(node)
     if out is not None:
         for part in (out, *ir.children(out)):  # folding leaves its constant on top or one level down
-            if isinstance(part, ir.Const) and not math.isfinite(part.value):
-                # e.g. 1e300 * 1e300: only finite numbers may reach generated code.
-                raise SpecError("these constants combine to a number that is not finite", part.loc or node.loc)
+            if isinstance(part, ir.Const) and not abs(part.value) <= FLOAT32_MAX:
+                # e.g. 1e300 * 1e300: only finite numbers may reach generated code, and float32 must hold them.
+                raise SpecError("these constants combine to a number that is not finite in float32",
+                                part.loc or node.loc)
     return out
 
 

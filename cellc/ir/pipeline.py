@@ -56,11 +56,19 @@ class CompiledCell:
 
 
 def _check_state(cell: ir.Cell, spec: Spec) -> ir.Cell:
-    """A recurrent cell needs state; drop inherited `initial` entries for states edits removed."""
+    """A recurrent cell needs state and must read its input; drop inherited `initial` entries for states
+    edits removed."""
     if not cell.states:
         raise SpecError(
             f"the cell has no recurrent state: no value is read at the previous step "
             f"(e.g. {cell.output}[-1]), so it is not a recurrent cell",
+            spec.key_locations.get("output"),
+        )
+    if not any(isinstance(node, ir.Input) for eq in cell.equations for node in ir.walk(eq.expr)):
+        # e.g. `y = tanh(R_y y[-1] + b_y)`, or every gate dropped: the output would not depend on the input
+        raise SpecError(
+            f"the cell never reads its input '{cell.input}' (e.g. W_a {cell.input}), so its output would not "
+            "depend on the sequence it is given",
             spec.key_locations.get("output"),
         )
     initial = {k: v for k, v in cell.initial.items()

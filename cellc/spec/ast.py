@@ -17,16 +17,21 @@ class Pos:
 class Origin:
     """Where a snippet (an equations block, one edit) sits in its YAML file."""
 
-    def __init__(self, file: str, file_lines: list[str], first_line: int, column_offset: int):
+    def __init__(self, file: str, file_lines: list[str], first_line: int, column_offset: int, exact: bool = True):
         self.file = file
         self.file_lines = file_lines
         self.first_line = first_line  # 1-based file line of the snippet's line 1
         self.column_offset = column_offset  # added to the snippet's column
+        # False where the snippet's text is not the file's (a quoted scalar with escapes such as \n, a
+        # plain scalar folded over lines): positions in it then point at where the snippet starts.
+        self.exact = exact
         self.text = ""  # the snippet itself, set by the parser (for end-of-text errors)
 
     def locate(self, line: int, column: int):
         from cellc.errors import Location
 
+        if not self.exact:
+            line, column = 1, 1
         file_line = self.first_line + line - 1
         source = self.file_lines[file_line - 1] if 0 < file_line <= len(self.file_lines) else None
         return Location(self.file, file_line, column + self.column_offset, source)

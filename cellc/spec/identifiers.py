@@ -7,6 +7,10 @@ import builtins
 import keyword
 import re
 
+# The largest number a spec may write or its constants fold to: cells run in float32 (or 16-bit types), and a
+# constant beyond this would be inf there.
+FLOAT32_MAX = 3.4028234663852886e38
+
 # Patterns for untrusted text: always use .fullmatch(). `\Z`, not `$`, so even a stray .match() cannot
 # accept a trailing newline ("evil\n" would otherwise name generated/evil\n.py).
 # Letters, digits and single underscores; starts with a letter; short.
@@ -34,6 +38,33 @@ RESERVED = frozenset(
     # Every builtin (getattr, hash, max, ...): no spec name may even look like one.
     | {name for name in dir(builtins) if not name.startswith("_")}
 )
+
+
+# Names a generated module binds at its top level that a spec's class name could equal (a class name is
+# CamelCase: 'path' -> 'Path', 'n_a_t_i_v_e' -> 'NATIVE'); the class would replace them. tests/test_security.py
+# renders every backend and checks that this list holds every such name.
+GENERATED_GLOBALS = frozenset(
+    {"FORMULA", "GRAPHS", "LOOPS", "LOWERABLE", "MODES", "NATIVE", "PARAMETERS", "PackedSequence", "Path", "TILED",
+     "TRITON"}
+)
+
+
+def class_name(spec_name: str) -> str:
+    """The generated module's class: 'vanilla' -> 'Vanilla', 'my_cell' -> 'MyCell'."""
+    return "".join(part[:1].upper() + part[1:] for part in spec_name.split("_")) or "Cell"
+
+
+def spec_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a spec (its module file and class), or None when it can."""
+    if not SPEC_NAME.fullmatch(name):
+        return "spec names are lower case letters, digits and underscores, starting with a letter"
+    problem = identifier_problem(name)
+    if problem:
+        return problem
+    if class_name(name) in GENERATED_GLOBALS:
+        return (f"spec name '{name}' would name its class '{class_name(name)}', which the generated module "
+                "uses itself; choose another name")
+    return None
 
 
 def identifier_problem(name: str) -> str | None:

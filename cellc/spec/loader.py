@@ -62,17 +62,38 @@ def _validate(source: YamlSource) -> SpecFile:
     try:
         return SpecFile.model_validate(source.data)
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        # an unknown key first: a misspelt 'name' is better named than reported missing
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(first["loc"])
         if first["type"] == "extra_forbidden":
             known = ", ".join(SpecFile.model_fields)
             message = f"unknown key '{loc[-1]}' (known keys: {known})"
             if len(loc) == 1 and str(loc[0]) in source.keys:  # point at the key, not its value
                 raise SpecError(message, source.node_location(source.keys[str(loc[0])])) from None
+        elif loc[:1] in (("initial",), ("init",)) and len(loc) >= 2:
+            loc = loc[:2]  # ('initial', 'c', 'float'): the last part names a branch of the type, not a place
+            message = f"{loc[0]}: value of '{loc[1]}' {_number_problem(first)}"
         else:
             where = ".".join(str(p) for p in loc)
-            message = f"{where}: {first['msg']}" if where else first["msg"]
+            detail = first["msg"].removeprefix("Value error, ")
+            message = f"{where}: {detail}" if where else detail
         raise SpecError(message, source.location_of(loc)) from None
+
+
+def _number_problem(error: dict) -> str:
+    """What is wrong with a setting's number, in the spec's own terms."""
+    if error["type"] == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, str):
+        try:
+            float(given)
+        except ValueError:
+            return f"must be a number, not the text '{given[:40]}'"
+        # YAML 1.1 reads 1e5 (no '.', no exponent sign) as text
+        return f"must be a number, not the text '{given[:40]}' (YAML reads 1e5 as text: write 1.0e+5)"
+    return f"must be a number, not {given!r}"[:120]
 
 
 def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
@@ -111,8 +132,10 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
     for key in ("initial", "init"):
         for sub in getattr(model, key):
             key_locations[f"{key}.{sub}"] = source.mapping_key_location(key, sub)
-    key_locations.setdefault("output", source.location_of(("output",)) if "output" in source.keys
-                             else source.location_of(("equations",)))
+    # Where errors about the whole cell point (no state, input unread, output not computed): for a spec
+    # that extends another, at what this file changed (its edits), not into the parent's file.
+    whole_cell = next(key for key in ("output", "edits", "extends", "equations") if key in source.keys or key == "equations")
+    key_locations["output"] = source.location_of((whole_cell,))
 
     equations = apply_edits(equations, edits, output_name)
     return Spec(

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from cellc.spec import ast
-from cellc.spec.identifiers import SPEC_NAME, identifier_problem
+from cellc.spec.identifiers import FLOAT32_MAX, identifier_problem, spec_name_problem
+
+
+def _finite(number: float | int) -> float | int:
+    try:
+        as_float = float(number)
+    except OverflowError:  # an integer beyond float range (10**400): a bad value, not a crash
+        raise ValueError("is too large (beyond the float range)") from None
+    if not math.isfinite(as_float):
+        raise ValueError("is not finite")
+    if abs(as_float) > FLOAT32_MAX:
+        raise ValueError("is beyond the float32 range (about 3.4e38)")
+    return number
+
+
+# A setting's number: YAML's int or float (strict: no text, no booleans), finite.
+Number = Annotated[float | int, AfterValidator(_finite)]
 
 
 def _check_identifier(name: str) -> str:
@@ -26,23 +43,24 @@ class SpecFile(BaseModel):
     name: str = Field(description="spec name: lower case, digits, underscores")
     description: str = ""
     reference: str = ""
-    extends: str | None = Field(default=None, description="a spec name or a relative path to build on")
+    extends: str | None = Field(default=None, description="the name of a spec to build on (beside this file or in specs/)")
     equations: str | None = Field(default=None, description="one step of the recurrence")
     edits: list[str] = Field(default_factory=list, description="edit directives applied in order")
     input: str = "x"
     output: str = "y"
-    initial: dict[str, float | int] = Field(
+    initial: dict[str, Number] = Field(
         default_factory=dict, description="initial value of a state (default 0)"
     )
-    init: dict[str, float | int] = Field(
+    init: dict[str, Number] = Field(
         default_factory=dict, description="constant initial value of a vector parameter (e.g. b_f: 1)"
     )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not SPEC_NAME.fullmatch(value):
-            raise ValueError("spec names are lower case letters, digits and underscores, starting with a letter")
+        problem = spec_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("input", "output")
@@ -50,17 +68,13 @@ class SpecFile(BaseModel):
     def _ident(cls, value: str) -> str:
         return _check_identifier(value)
 
-    @field_validator("initial", "init")
+    @field_validator("initial", "init", mode="before")
     @classmethod
-    def _numbers(cls, value: dict[str, float | int]) -> dict[str, float | int]:
-        for key, number in value.items():
-            _check_identifier(key)
-            try:
-                as_float = float(number)
-            except OverflowError:  # an integer beyond float range (10**400): a bad value, not a crash
-                raise ValueError(f"value of '{key}' is too large (beyond the float range)") from None
-            if not math.isfinite(as_float):
-                raise ValueError(f"value of '{key}' is not finite")
+    def _keys(cls, value):
+        if isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str):
+                    _check_identifier(key)
         return value
 
 

@@ -11,7 +11,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from cellc.errors import SpecError
 from cellc.spec import ast
-from cellc.spec.identifiers import identifier_problem
+from cellc.spec.identifiers import FLOAT32_MAX, identifier_problem
 
 
 @lru_cache(maxsize=1)
@@ -61,7 +61,8 @@ def _check_depth(tree: Tree, origin: ast.Origin, what: str) -> None:
         node, depth = work.pop()
         if depth > MAX_DEPTH:
             line, column = getattr(node.meta, "line", 1), getattr(node.meta, "column", 1)
-            raise SpecError(f"{what} nested more than {MAX_DEPTH} levels deep; split it into several equations",
+            # each operator and parenthesis is a level: a sum of 100 terms is 100 deep
+            raise SpecError(f"{what} nested more than {MAX_DEPTH} operations deep; split it into several equations",
                             origin.locate(line, column))
         work.extend((kid, depth + 1) for kid in node.children if isinstance(kid, Tree))
 
@@ -97,6 +98,9 @@ class _Builder:
             value = float(kids[0])
             if not math.isfinite(value):
                 raise SpecError(f"number {kids[0]} is not finite", self.origin.locate(pos.line, pos.column))
+            if abs(value) > FLOAT32_MAX:  # cells run in float32 (and 16-bit types): it would be inf there
+                raise SpecError(f"number {kids[0]} is beyond the float32 range (about 3.4e38)",
+                                self.origin.locate(pos.line, pos.column))
             return ast.Num(value, pos=pos)
         if kind == "name":
             return ast.Name(self.name(kids[0]), pos=pos)

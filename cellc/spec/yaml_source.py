@@ -19,9 +19,11 @@ class YamlSource:
         self.path = path
         self.file = short_path(path)
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise SpecError(f"spec file not found: {self.file}") from None
+            if not path.is_file():  # a device or pipe could be endless (/dev/zero)
+                raise SpecError(f"spec file not found: {self.file}" if not path.exists()
+                                else f"{self.file} is not a regular file; not a spec file")
+            with path.open("rb") as stream:
+                raw = stream.read(MAX_SPEC_BYTES + 1)
         except OSError as err:
             raise SpecError(f"cannot read spec file {self.file}: {err.strerror}") from None
         if len(raw) > MAX_SPEC_BYTES:
@@ -38,20 +40,47 @@ class YamlSource:
             mark = err.problem_mark or err.context_mark
             problem = err.problem or err.context or "invalid YAML"
             raise SpecError(f"bad YAML: {problem}", self._location(mark.line, mark.column) if mark else None) from None
+        except yaml.reader.ReaderError as err:  # a character YAML refuses (NUL, other controls)
+            line0 = self.text.count("\n", 0, err.position)
+            column0 = err.position - (self.text.rfind("\n", 0, err.position) + 1)
+            code = err.character if isinstance(err.character, int) else ord(err.character)
+            raise SpecError(f"bad YAML: character U+{code:04X} is not allowed in YAML text",
+                            self._location(line0, column0)) from None
         except yaml.YAMLError as err:
             raise SpecError(f"bad YAML in {self.file}: {err}") from None
         except RecursionError:  # PyYAML composes nested collections recursively
             raise SpecError(f"bad YAML in {self.file}: nested too deeply; not a spec file") from None
         if not isinstance(self.data, dict) or not isinstance(node, yaml.MappingNode):
             raise SpecError("a spec file must be a YAML mapping (name: ..., equations: ...)", self._location(0, 0))
+        self._check_keys(node)
         self.keys: dict[str, yaml.Node] = {}
         self.values: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            if str(key_node.value) in self.keys:
-                # PyYAML keeps the last of two equal keys; a spec must not say two things.
-                raise SpecError(f"bad YAML: key '{key_node.value}' appears twice", self.node_location(key_node))
             self.keys[str(key_node.value)] = key_node
             self.values[str(key_node.value)] = value_node
+
+    def _check_keys(self, node: yaml.Node) -> None:
+        """Every mapping's keys, at any depth: text, each once (PyYAML keeps the last of two equal keys,
+        and a spec must not say two things), and no merge keys ('<<' copies another mapping's keys in
+        unseen, past this check)."""
+        stack = [node]
+        while stack:  # iterative: the file is untrusted, its nesting may be deep
+            node = stack.pop()
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend(node.value)
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            seen = set()
+            for key_node, value_node in node.value:
+                where = self.node_location(key_node)
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise SpecError("bad YAML: merge keys ('<<') are not allowed in a spec; write the keys out", where)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                    raise SpecError("bad YAML: keys are names, not numbers, nulls or collections", where)
+                if key_node.value in seen:
+                    raise SpecError(f"bad YAML: key '{key_node.value}' appears twice", where)
+                seen.add(key_node.value)
+                stack.append(value_node)
 
     def _location(self, line0: int, column0: int) -> Location:
         source = self.lines[line0] if 0 <= line0 < len(self.lines) else None
@@ -100,7 +129,9 @@ class YamlSource:
                     break
             return Origin(self.file, self.lines, first + 1, indent)
         quote = 1 if node.style in ("'", '"') else 0
-        return Origin(self.file, self.lines, line0 + 1, node.start_mark.column + quote)
+        # exact only where the file holds the value as it is (no escapes, no folding)
+        written = self.text[node.start_mark.index + quote:node.end_mark.index - quote]
+        return Origin(self.file, self.lines, line0 + 1, node.start_mark.column + quote, exact=written == node.value)
 
     def origin_of(self, key: str, index: int | None = None) -> Origin:
         node = self.values[key]
