@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import cellc
-from cellc.harness.train import TrainConfig, train_trial
+from cellc.harness.train import TrainConfig, evaluate, train_trial
 from cellc.tasks import Sequence, TaskData
 from cellc.tasks.jsb import JSBChorales
 
@@ -72,6 +72,79 @@ def test_diverging_trial_is_recorded_not_raised(vanilla):
     assert outcome.status == "diverged"
     assert outcome.epochs < 4
     assert outcome.test_at_best is None or math.isfinite(outcome.test_at_best)
+
+
+class Recorded(JSBChorales):
+    """JSB that keeps the network a trial builds, and whose training loss turns NaN from a given epoch."""
+
+    def __init__(self, nan_from_epoch: int | None = None):
+        super().__init__()
+        self.nan_from_epoch, self.epoch = nan_from_epoch, 1
+
+    def build_network(self, layer_class, hidden_size):
+        self.network = super().build_network(layer_class, hidden_size)
+        return self.network
+
+    def loss(self, outputs, batch):
+        loss = super().loss(outputs, batch)
+        return loss * math.nan if self.nan_from_epoch is not None and self.epoch >= self.nan_from_epoch else loss
+
+
+def _snapshots(task):
+    """on_epoch that keeps each epoch's weights (and tells the task which epoch comes next)."""
+    kept = []
+
+    def on_epoch(report):
+        kept.append({k: v.detach().clone() for k, v in task.network.state_dict().items()})
+        task.epoch = report.epoch + 1
+
+    return kept, on_epoch
+
+
+def test_test_score_is_the_best_epochs_weights(vanilla):
+    """test_at_best is the test metric of the weights of the best validation epoch, not the last one."""
+    task, data = Recorded(), toy_data()
+    kept, on_epoch = _snapshots(task)
+    outcome = train_trial(task, data, vanilla, config(lr=0.3, momentum=0.0, max_epochs=6, patience=6), on_epoch)
+    assert outcome.status == "ok" and outcome.epochs == 6
+    assert outcome.best_epoch < outcome.epochs  # this learning rate overshoots: the best is not the last
+    task.network.load_state_dict(kept[outcome.best_epoch - 1])
+    assert outcome.test_at_best == evaluate(task.network, task, data.test)
+    task.network.load_state_dict(kept[-1])
+    assert outcome.test_at_best != evaluate(task.network, task, data.test)
+
+
+def test_divergence_keeps_the_result_before_it(vanilla):
+    """A trial whose loss turns NaN in epoch 3 is 'diverged', keeps epochs 1-2, and is tested at the better."""
+    task, data = Recorded(nan_from_epoch=3), toy_data()
+    kept, on_epoch = _snapshots(task)
+    outcome = train_trial(task, data, vanilla, config(lr=1e-1, max_epochs=6, patience=6), on_epoch)
+    assert outcome.status == "diverged"
+    assert outcome.epochs == 2 == len(outcome.valid_curve) == len(kept)
+    assert outcome.best_epoch in (1, 2) and outcome.best_valid == min(outcome.valid_curve)
+    task.network.load_state_dict(kept[outcome.best_epoch - 1])
+    assert outcome.test_at_best == evaluate(task.network, task, data.test)
+
+
+def test_subset_is_drawn_anew_each_epoch_and_noise_is_for_training_only(vanilla):
+    task, data = Recorded(), toy_data()
+    seen: dict[int, list] = {}
+    collate = task.collate
+
+    def recording_collate(group):  # the training batches of each epoch (evaluation batches are counted too)
+        seen.setdefault(task.epoch, []).extend(id(s) for s in group)
+        return collate(group)
+
+    task.collate = recording_collate
+    kept, on_epoch = _snapshots(task)
+    outcome = train_trial(task, data, vanilla, config(train_subset=3, noise=5.0, max_epochs=3, patience=3), on_epoch)
+    train_ids = {id(s) for s in data.train}
+    per_epoch = [[i for i in seen[e] if i in train_ids] for e in (1, 2, 3)]
+    assert all(len(ids) == 3 == len(set(ids)) for ids in per_epoch)
+    assert len({frozenset(ids) for ids in per_epoch}) > 1  # not the same three sequences every epoch
+    for weights, valid in zip(kept, outcome.valid_curve):  # validation saw no noise: it repeats exactly
+        task.network.load_state_dict(weights)
+        assert evaluate(task.network, task, data.valid) == valid
 
 
 def test_batches_and_subset(vanilla):
