@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from cellc.cli import main
+from cellc.errors import CellcError
 from cellc.harness.bench import BenchOptions, run_bench
 from cellc.harness.profiles import get_profile
 from cellc.harness.storage import default_storage_url, open_storage
@@ -163,6 +164,34 @@ def test_crashing_worker_loses_only_its_trial(tmp_path, monkeypatch):
     assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3 + ["FAIL"]
     failed = next(t for t in trials if t.state.name == "FAIL")
     assert "worker process died (exit code 9)" in failed.user_attrs["error"]
+
+
+def failing_factory(cell: str, backend: str):
+    """Layer factory whose layers cannot be built: every trial fails with the same error."""
+    import cellc
+
+    real = cellc.build("vanilla", backend=backend)
+
+    class Broken(real):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("CELLC_TEST_BROKEN layer")
+
+    return Broken
+
+
+def test_failing_trials_stop_the_bench_after_max_failures_keeping_what_finished(tmp_path, capsys):
+    assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "1", "--no-report") == 0
+    before = snapshot(tmp_path)["smoke/jsb/vanilla"]
+    profile = get_profile("smoke").model_copy(update={"trials": 20})
+    options = BenchOptions(name="smoke", tasks=["jsb"], cells=["vanilla"], profile=profile, workers=0,
+                           storage=default_storage_url(tmp_path / "runs"), data_dir=str(DATA_ROOT),
+                           layer_factory="test_harness_bench:failing_factory")
+    with pytest.raises(CellcError, match="5 trials failed in a row .*CELLC_TEST_BROKEN layer.*Finished trials are stored"):
+        run_bench(options, log=lambda text: None)
+    trials = stored(tmp_path)["smoke/jsb/vanilla"]
+    assert [(t.number, t.state.name, t.params, t.user_attrs) for t in trials[:1]] == before  # untouched
+    assert [t.state.name for t in trials[1:]] == ["FAIL"] * 5
+    assert all("CELLC_TEST_BROKEN layer" in t.user_attrs["error"] for t in trials[1:])
 
 
 @pytest.mark.parametrize("args, expected", [
