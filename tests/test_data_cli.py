@@ -57,6 +57,20 @@ def test_prepare_needs_proxy_flag_and_matching_sizes(tmp_path, capsys):
     assert main(["data", "prepare", "--task", "jsb", "--proxy"]) == 2
 
 
+def test_prepare_refuses_bad_sizes_missing_data_dir_and_unwritable_root(tmp_path, capsys):
+    assert main(["data", "prepare", "--task", "timit", "--proxy", "--train-speakers", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--train-speakers: Input should be greater than or equal to 1 (got -3)" in err
+    # a mistyped --data-dir is an error, not a new folder
+    assert main(["data", "prepare", "--task", "timit", "--proxy", "--data-dir", str(tmp_path / "typo"), "--quiet"]) == 2
+    assert "folder not found; create it first" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "file").write_text("")
+    assert main(["data", "prepare", "--task", "iam", "--proxy", "--root", str(tmp_path / "file" / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the iam proxy corpus to" in err and "Traceback" not in err
+
+
 def test_prepare_and_info_iam_proxy(tmp_path, capsys):
     pytest.importorskip("HersheyFonts")
     args = ["--train-writers", "2", "--valid-writers", "1", "--test-writers", "1", "--forms-per-writer", "1",

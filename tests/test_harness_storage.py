@@ -90,6 +90,22 @@ def test_bad_storage_url():
         open_storage("nosuchdialect://x")
 
 
+def test_storage_errors_are_one_line_keep_the_file_and_hide_passwords(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 400)
+    with pytest.raises(UsageError) as info:
+        open_storage(f"sqlite:///{garbage}")
+    assert "(file is not a database)" in str(info.value) and "\n" not in str(info.value)
+    assert garbage.read_bytes() == b"not a database" * 400
+    # a reader (cellc report) creates no database where a mistyped path points
+    with pytest.raises(UsageError, match="no such database file"):
+        open_storage(f"sqlite:///{tmp_path / 'typo.db'}", must_exist=True)
+    assert not (tmp_path / "typo.db").exists()
+    with pytest.raises(UsageError) as info:
+        open_storage("postgresql://user:secret@localhost:1/db")
+    assert "secret" not in str(info.value) and "user:***@" in str(info.value)
+
+
 def test_bench_listing_matches_the_bench_name_exactly(storage):
     for bench in ("a", "a/b", "ab"):
         open_study(storage, bench, "jsb", "vanilla", settings(), {"bench": bench, "task": "jsb", "cell": "vanilla"},

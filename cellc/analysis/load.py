@@ -9,7 +9,7 @@ import optuna
 
 from cellc.errors import UsageError
 from cellc.harness.record import TrialRecord, study_records
-from cellc.harness.storage import list_bench_studies, open_storage
+from cellc.harness.storage import list_bench_studies, open_storage, shown_url
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,10 @@ class StudyData:
 
 def load_bench(storage_url: str, bench: str) -> list[StudyData]:
     """All studies of ``bench`` in the storage, in creation order."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, must_exist=True)  # a report reads; a mistyped path creates nothing
     summaries = list_bench_studies(storage, bench)
     if not summaries:
-        raise UsageError(f"no studies named {bench}/... in {storage_url}; run `cellc bench` first or check --name")
+        raise UsageError(f"no studies named {bench}/... in {shown_url(storage_url)}; run `cellc bench` first or check --name")
     out = []
     for summary in summaries:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

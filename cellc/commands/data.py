@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pydantic import ValidationError
 from tabulate import tabulate
 
+from cellc.commands.settings import flag_errors
 from cellc.errors import DataError, UsageError
 
 TASKS = ("timit", "iam", "jsb")
@@ -142,6 +144,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from cellc.data import proxy_corpus
     from cellc.data.proxy_handwriting import ProxyHandwritingConfig, generate_handwriting_proxy
     from cellc.data.proxy_speech import ProxySpeechConfig, generate_speech_proxy
+    from cellc.tasks.base import explicit_data_root
     from cellc.tasks.corpus_source import proxy_home
 
     if args.task not in PROXY_TASKS:
@@ -159,14 +162,21 @@ def run_prepare(args: argparse.Namespace) -> int:
     values = {n: getattr(args, n) for n in model.model_fields if getattr(args, n) is not None}
     try:
         config = model(**values)
-    except ValueError as err:
-        raise UsageError(f"proxy size: {err}") from None
+    except ValidationError as err:
+        raise UsageError(f"bad proxy setting: {flag_errors(err)}") from None
+    named = explicit_data_root(args.data_dir)
+    if not args.root and named is not None and not named[0].is_dir():  # a typo must not become a new folder
+        raise UsageError(f"{named[1]} {named[0]}: folder not found; create it first (mkdir -p {named[0]}) "
+                         "or name the corpus folder itself with --root")
     root = Path(args.root) if args.root else proxy_corpus.proxy_dir(proxy_home(args.data_dir), args.task)
     if not args.force and proxy_corpus.is_complete_proxy(root, config):
         print(f"{args.task} proxy already prepared at {root} (same settings); --force regenerates it")
         return 0
     generate = generate_speech_proxy if args.task == "timit" else generate_handwriting_proxy
-    generate(root, config, progress=not args.quiet)
+    try:
+        generate(root, config, progress=not args.quiet)
+    except OSError as err:
+        raise DataError(f"cannot write the {args.task} proxy corpus to {root}: {err.strerror or err}") from None
     print(f"{args.task} proxy written to {root}")
     print(f"check it with: cellc data info --task {args.task} --root {root}")
     return 0

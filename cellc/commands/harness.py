@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from cellc.commands.settings import flag_errors
 from cellc.commands.shell import join_command, storage_args
 from cellc.errors import CellcError, UsageError
 
@@ -74,17 +75,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="compiled-cell backend (default: auto)")
 
 
-def _one_line(err: ValidationError) -> str:
-    """A pydantic error as '--flag: message (got value)' items on one line."""
-    parts = []
-    for item in err.errors():
-        flag = "--" + "-".join(str(part) for part in item["loc"]).replace("_", "-")
-        value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        parts.append(f"{flag}: {item['msg'].removeprefix('Value error, ')}{shown}")
-    return "; ".join(parts)
-
-
 def _split(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
@@ -107,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
             init_std=args.init_std or None, seed=args.seed,
         )
     except ValidationError as err:
-        raise UsageError(f"bad training setting: {_one_line(err)}") from None
+        raise UsageError(f"bad training setting: {flag_errors(err)}") from None
     task = get_task(args.task, args.data_dir)
     data = task.load()
     layer = layer_class(args.cell, args.backend)
@@ -175,7 +165,7 @@ def bench_options_from_args(args: argparse.Namespace):
     try:
         apply_overrides(profile, overrides)  # validate now; tasks may size the profile further
     except ValidationError as err:
-        raise UsageError(f"bad bench setting: {_one_line(err)}") from None
+        raise UsageError(f"bad bench setting: {flag_errors(err)}") from None
     name = checked_bench_name(args.name) if args.name is not None else profile.name
     out = Path(args.out)
     if args.storage:
@@ -217,12 +207,13 @@ def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list
 
 def run_bench_command(args: argparse.Namespace) -> int:
     from cellc.harness.bench import run_bench
+    from cellc.harness.storage import shown_url
 
     options = bench_options_from_args(args)
     started = time.perf_counter()
     summary = run_bench(options)
     print(f"bench {options.name}: {summary.ran} trial(s) run, {summary.failed} failed, "
-          f"{time.perf_counter() - started:.0f}s; storage {options.storage}", file=sys.stderr)
+          f"{time.perf_counter() - started:.0f}s; storage {shown_url(options.storage)}", file=sys.stderr)
     if not args.no_report:
         from cellc.commands.report import write_report
 

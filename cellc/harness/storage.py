@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,39 @@ def default_storage_url(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'studies.db').resolve()}"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage (SQLite file, PostgreSQL, ...) with heartbeats for stale-trial detection."""
+def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    """An RDB storage (SQLite file, PostgreSQL, ...) with heartbeats for stale-trial detection.
+    must_exist: a reader's (``cellc report``): an SQLite file that is not there is an error, not a new
+    empty database."""
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
+        path = url.split(":///", 1)[-1]
+        if must_exist and path not in ("", ":memory:") and not Path(path).is_file():
+            raise UsageError(f"--storage {shown_url(url)}: no such database file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
             )
-    except Exception as err:  # bad URL, unreachable server, unreadable file
-        raise UsageError(f"--storage {url}: cannot open the study storage ({err})") from None
+    except Exception as err:  # bad URL, unreachable server, unreadable file, missing driver
+        raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({_storage_problem(err)})") from None
+
+
+def shown_url(url: str) -> str:
+    """The URL with any password masked, for messages (a URL may hold one)."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _storage_problem(err: Exception) -> str:
+    """The cause in one line: SQLAlchemy appends the SQL and a link, Optuna hides a missing driver's name."""
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, ModuleNotFoundError):
+        return f"its database driver is not installed: pip install {cause.name}"
+    original = getattr(err, "orig", None)  # the database's own error, under SQLAlchemy's wrapper
+    lines = str(original if original is not None else err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def open_study(

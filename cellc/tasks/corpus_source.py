@@ -51,7 +51,7 @@ def locate_corpus(
     if named is not None and not named[0].is_dir():
         raise DataError(
             f"{task}: {named[1]} {named[0]}: folder not found. Check the path; to generate a proxy corpus "
-            f"there run `cellc data prepare --task {task} --proxy --data-dir {named[0]}`"
+            f"there run `mkdir -p {named[0]} && cellc data prepare --task {task} --proxy --data-dir {named[0]}`"
         )
     root, looked = resolve_data_root(data_dir, real_subdir)
     if root is not None:
