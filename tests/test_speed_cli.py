@@ -36,6 +36,37 @@ def test_bad_counts_are_usage_errors(tmp_path, monkeypatch, capsys, argv, fragme
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["--data-dir", "/nonexistent-cellc-data"], "JSB Chorales data not found"),
+    (["--jsb-sequences", "0", "--out", "{tmp}/file/speed.md"], "cannot create"),
+    (["--jsb-sequences", "0", "--out", "{tmp}"], "is a folder"),
+])
+def test_missing_data_and_unwritable_output_are_found_before_timing(tmp_path, monkeypatch, capsys, argv, fragment):
+    from cellc.speed import measure
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing may be timed before the data and the output are checked")
+
+    monkeypatch.setattr(measure, "measure", never)
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["speed", "--backends", "eager", *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_speed_runs_and_writes_its_report(tmp_path, capfd):
+    out = tmp_path / "speed.md"
+    assert main(["speed", "--cells", "vanilla", "gru", "--backends", "eager", "compiled", "--sizes", "1,3,2,4",
+                 "--repeat", "1", "--threads", "1", "--jsb-sequences", "2", "--jsb-hidden", "4", "--out", str(out)]) == 0
+    report = out.read_text()
+    assert out.with_suffix(".png").is_file()
+    for cell, backend in [("vanilla", "eager"), ("vanilla", "compiled"), ("gru", "eager"), ("gru", "compiled")]:
+        assert any(f"| {cell} " in line and f"| {backend} " in line for line in report.splitlines()), (cell, backend)
+    assert "cellc speed --cells vanilla gru" in report
+    assert "USDT" not in capfd.readouterr().err  # the profiler's native log lines are kept out of the terminal
+
+
 def test_cell_targets_scale_by_parameter_count():
     """fgr may take its parameter ratio (2.94x at M=39, H=256) times 1.2 of vanilla's time, no more."""
     from cellc.speed.measure import Timing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from cellc.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from cellc.speed.measure import BACKENDS, CELLS
+    from cellc.speed.measure import BACKENDS, CELLS, SIZES
 
     p = subparsers.add_parser("speed", help="time the backends against torch.nn.LSTM / GRU; write reports/speed.md")
     p.add_argument("--cells", nargs="+", default=list(CELLS), help=f"specs to time (default: {' '.join(CELLS)})")
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median; default 5)")
     p.add_argument("--threads", nargs="+", type=int, default=None,
                    help="thread counts (default: 1 and all cores)")
-    p.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: the four of issue 5)")
+    p.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: " + " ".join(",".join(map(str, s)) for s in SIZES) + ")")
     p.add_argument("--jsb-sequences", type=int, default=20,
                    help="JSB sequences timed for the end-to-end line (0 skips it; default 20)")
     p.add_argument("--jsb-hidden", type=int, default=100)
@@ -57,15 +58,29 @@ def _check_counts(args) -> None:
         raise UsageError(f"--jsb-hidden must be at least 1 (got {args.jsb_hidden})")
 
 
+def _check_writable(out: Path) -> None:
+    """The report's folder must take files: found out before minutes of timing, not after."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot create {out.parent} ({err.strerror})") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UsageError(f"--out {out}: " + ("is a folder; name the report file" if out.is_dir()
+                                              else f"{out.parent} is not writable"))
+
+
 def cmd_speed(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from cellc.speed.measure import jsb_epoch_seconds, make_layer, measure
+    from cellc.speed.measure import jsb_epoch_seconds, load_jsb, make_layer, measure
     from cellc.speed.report import write_report
 
     _check_counts(args)
     sizes = _sizes(args.sizes)
+    out = Path(args.out)
+    _check_writable(out)
+    jsb_data = load_jsb(args.data_dir) if args.jsb_sequences else None  # missing data: an error before the timing
     threads = args.threads or sorted({1, os.cpu_count() or 1})
     compile_info = {}
     if "compiled" in args.backends:  # build first, so compile time is reported and never timed
@@ -83,10 +98,9 @@ def cmd_speed(args) -> int:
     if args.jsb_sequences:
         fastest = "compiled" if "compiled" in args.backends else args.backends[-1]
         for backend in dict.fromkeys(["eager", fastest]):
-            seconds, timed, total, source = jsb_epoch_seconds(backend, args.jsb_hidden, args.jsb_sequences, args.data_dir)
+            seconds, timed, total, source = jsb_epoch_seconds(backend, args.jsb_hidden, args.jsb_sequences, jsb_data)
             jsb.append((backend, seconds, timed, total, source, args.jsb_hidden))
     torch.set_num_threads(os.cpu_count() or 1)
-    out = Path(args.out)
-    write_report(timings, out, args.repeat, jsb, compile_info, "cellc speed " + " ".join(sys.argv[2:]))
+    write_report(timings, out, args.repeat, jsb, compile_info, shlex.join(["cellc", *args.argv]))
     print(out.read_text())
     return 0

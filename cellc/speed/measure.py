@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -51,11 +54,26 @@ def median_ms(fn, repeat: int, warmup: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The profiler's native logger (Kineto) writes a line to file descriptor 2 at every start and stop, and
+    no setting turns it off: two lines per measurement, burying the progress bar and any error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory_mb(fn) -> float:
     """Peak of live CPU tensor memory during ``fn`` (allocation events from the torch profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     # Each op's own allocations minus frees, in start order: an approximation of live memory.
     events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
@@ -87,14 +105,20 @@ def measure(cell: str, backend: str, size, threads: int, repeat: int, memory: bo
     return Timing(cell, backend, tuple(size), threads, fwd, both, peak)
 
 
-def jsb_epoch_seconds(backend: str, hidden: int, sequences: int, data_dir=None) -> tuple[float, int, int, str]:
-    """Seconds per JSB training epoch at batch 1 (one thread), timed on the first ``sequences``
-    training sequences and extrapolated by total time steps. Returns (seconds, timed, total, source)."""
+def load_jsb(data_dir=None):
+    """(task, data) for jsb_epoch_seconds: loaded before any timing, so missing data stops a run at once."""
     from cellc.tasks import get_task
 
-    torch.set_num_threads(1)
     task = get_task("jsb", data_dir)
-    data = task.load()
+    return task, task.load()
+
+
+def jsb_epoch_seconds(backend: str, hidden: int, sequences: int, jsb) -> tuple[float, int, int, str]:
+    """Seconds per JSB training epoch at batch 1 (one thread), timed on the first ``sequences``
+    training sequences of ``jsb`` (load_jsb's) and extrapolated by total time steps. Returns (seconds,
+    timed, total, source)."""
+    torch.set_num_threads(1)
+    task, data = jsb
     train = data.train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
