@@ -168,6 +168,17 @@ def test_list(monkeypatch, capsys):
     assert "4NM + 13N^2 + 7N" in rows["fgr"]
 
 
+def test_list_names_where_a_broken_spec_breaks(tmp_path, monkeypatch, capsys):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "good.yaml").write_text("name: good\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n")
+    (tmp_path / "specs" / "broken.yaml").write_text("name: broken\nequations: |\n  y = tanh(W_a x + R_a y[-1] + q)\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list"]) == 2  # a listing with a broken spec is not a clean bill
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
+    assert "ERROR (specs/broken.yaml:3:32): undefined name 'q'" in rows["broken"]
+    assert "N(M+N)" in rows["good"]
+
+
 def test_check_ok(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert main(["check", "specs/gru.yaml", "mgu"]) == 0

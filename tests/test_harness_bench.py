@@ -198,6 +198,8 @@ def test_failing_trials_stop_the_bench_after_max_failures_keeping_what_finished(
     (["--space", "lr=0:1e-2"], "LOW must be positive"),
     (["--space", "hidden=50"], "expected LOW:HIGH"),
     (["--space", "depth=1:2"], "KEY in hidden"),
+    (["--space", "hidden=1.5:3"], "--space hidden: LOW and HIGH must be whole numbers"),
+    (["--space", "lr=nan:1"], "--space lr: LOW and HIGH must be finite numbers"),
     (["--trials", "0"], "--trials must be at least 1"),
     (["--tasks", "nope"], "unknown task 'nope'"),
     (["--profile", "huge"], "unknown profile 'huge'"),

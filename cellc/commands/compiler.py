@@ -155,14 +155,17 @@ def cmd_list(args) -> int:
     from cellc.ir.pipeline import compile_spec
 
     rows = []
+    broken = 0
     for path in all_spec_paths():
         try:
             compiled = compile_spec(path)
-        except SpecError as err:
-            rows.append((path.stem, "", "", f"ERROR: {err.message}"))
+        except SpecError as err:  # listed with where it breaks; `cellc check` shows the line
+            where = f" ({err.location.render()})" if err.location is not None else ""
+            rows.append((path.stem, "", "", f"ERROR{where}: {err.message}"))
+            broken += 1
             continue
         spec = compiled.spec
         parent = spec.lineage[1] if len(spec.lineage) > 1 else ""
         rows.append((compiled.name, parent, compiled.formula_text(), spec.description))
     print(tabulate(rows, headers=["spec", "extends", "parameters", "description"], tablefmt="simple"))
-    return 0
+    return 2 if broken else 0

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--patience", type=int, default=15)
     train.add_argument("--warmup", type=int, default=15,
                        help="leading epochs at the initial validation value not counted toward patience (default: 15)")
-    train.add_argument("--train-subset", type=int, default=None, help="training sequences per epoch (default: all)")
+    train.add_argument("--train-subset", type=int, default=None, help="training sequences per epoch (0 or default: all)")
     train.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(
             hidden=args.hidden, lr=args.lr, momentum=args.momentum, noise=args.noise, batch_size=args.batch_size,
-            max_epochs=args.max_epochs, patience=args.patience, warmup=args.warmup, train_subset=args.train_subset,
+            max_epochs=args.max_epochs, patience=args.patience, warmup=args.warmup, train_subset=args.train_subset or None,
             init_std=args.init_std or None, seed=args.seed,
         )
     except ValidationError as err:
@@ -158,7 +158,7 @@ def bench_options_from_args(args: argparse.Namespace):
             key, sep, text = item.partition("=")
             if not sep or key not in SPACE_KEYS:
                 raise UsageError(f"--space {item!r}: expected KEY=LOW:HIGH with KEY in {', '.join(SPACE_KEYS)}")
-            ranges[key] = parse_range(text, f"--space {key}").model_dump()
+            ranges[key] = parse_range(text, f"--space {key}", integer=key == "hidden").model_dump()
         overrides["space"] = ranges
     if args.workers < 0:
         raise UsageError("--workers must be 0 (inline) or more")

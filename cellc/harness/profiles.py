@@ -22,6 +22,7 @@ for long speech utterances); any field can then be overridden from the command l
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -109,13 +110,17 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def parse_range(text: str, setting: str) -> Range:
-    """``LOW:HIGH`` -> Range (UsageError naming ``setting`` on bad input)."""
+def parse_range(text: str, setting: str, integer: bool = False) -> Range:
+    """``LOW:HIGH`` -> Range (UsageError naming ``setting`` on bad input); ``integer``: both whole numbers."""
     try:
         low_text, high_text = text.split(":")
         low, high = float(low_text), float(high_text)
     except ValueError:
         raise UsageError(f"{setting}: expected LOW:HIGH, got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UsageError(f"{setting}: LOW and HIGH must be finite numbers, got {text!r}")
+    if integer and not (low.is_integer() and high.is_integer()):
+        raise UsageError(f"{setting}: LOW and HIGH must be whole numbers, got {text!r}")
     if not low <= high:
         raise UsageError(f"{setting}: LOW must not exceed HIGH in {text!r}")
     return Range(low=low, high=high)
