@@ -35,19 +35,16 @@ def _replace_names(expr: ast.Node, name: str, by: ast.Node) -> ast.Node:
     return ast.transform(expr, swap)
 
 
-# A gate's values lie in [0, 1]: its equation is one of these applied to its inputs.
-GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
-
-
 def _drop_gate(equations, edit: ast.DropGate, output: str):
     k = _index(equations, edit.gate, edit)
     if edit.gate == output:
         raise _fail(edit, f"'{edit.gate}' is the cell's output and cannot be dropped")
     expr = equations[k].expr
-    if not (isinstance(expr, ast.Apply) and expr.head in GATE_ACTIVATIONS):
-        # fixing a gate to 1 leaves it always open; fixing any other value to 1 is an override
-        raise _fail(edit, f"'{edit.gate}' is not a gate (a gate is {' or '.join(f'{a}(...)' for a in GATE_ACTIVATIONS)}); "
-                          f"to replace it, write 'override {edit.gate} = ...'")
+    if not (isinstance(expr, ast.Apply) and expr.head in ACTIVATIONS and ACTIVATIONS[expr.head].gate_like):
+        # fixing a gate (its values in [0, 1]) to 1 leaves it always open; fixing any other value is an override
+        gates = " or ".join(f"{a.name}(...)" for a in ACTIVATIONS.values() if a.gate_like)
+        raise _fail(edit, f"'{edit.gate}' is not a gate (a gate is {gates}); to replace it, write "
+                          f"'override {edit.gate} = ...'")
     one = ast.Num(1.0, pos=edit.pos)
     return [
         ast.Equation(eq.target, _replace_names(eq.expr, edit.gate, one), pos=eq.pos)
