@@ -115,3 +115,28 @@ def test_constant_init_reaches_the_module(tmp_path):
     child = tmp_path / "fb_nfg.yaml"
     child.write_text("name: fb_nfg\nextends: fb\nedits:\n  - drop gate f\n")
     assert "b_f" not in cellc.compile_spec(child).params
+
+
+@pytest.mark.parametrize("parent,initial,backends", [
+    ("vanilla", {"c": 0.7, "y": -0.3}, ("eager", "fused", "compiled")),
+    ("gru", {"y": -0.3}, ("eager", "compiled", "lowered")),
+])
+def test_spec_initial_state_is_the_default_state(tmp_path, parent, initial, backends):
+    """A spec's `initial:` values are the state a call starts from when it is given none, on every backend."""
+    from backend_builds import build_fast
+
+    path = tmp_path / "warm.yaml"
+    path.write_text(f"name: warm\nextends: {parent}\ninitial:\n" + "".join(f"  {k}: {v}\n" for k, v in initial.items()))
+    x = torch.randn(4, 3, 2, dtype=torch.float64)
+    reference = None
+    for backend in backends:
+        layer = build_fast(path, backend, 2, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+        if reference is None:
+            reference = layer
+        layer.load_state_dict(reference.state_dict())
+        given = tuple(torch.full((4, 3, 5), initial.get(name, 0.0), dtype=torch.float64) for name in layer.state_names)
+        out, final = layer(x)
+        out_given, final_given = layer(x, given)
+        torch.testing.assert_close(out, out_given, rtol=0, atol=0, msg=backend)
+        torch.testing.assert_close(out, reference(x)[0], rtol=0, atol=1e-12, msg=backend)
+        assert not torch.equal(out, layer(x, tuple(torch.zeros_like(g) for g in given))[0])  # the values matter

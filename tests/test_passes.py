@@ -9,6 +9,7 @@ import pytest
 import cellc
 from cellc.codegen.render import render_module
 from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.pipeline import compile_spec
 from cellc.spec.loader import builtin_specs_dir
 
@@ -190,3 +191,37 @@ def test_printed_equations_parse_back_to_the_same_cell(tmp_path, name):
     assert again.equations_text == compiled.equations_text
     assert again.hash == compiled.hash  # same cell, same identity, whatever the route
     assert cellc.build(name).spec_hash == compiled.hash
+
+
+def test_constants_fold_to_their_values(tmp_path):
+    """(2 - -1) * -g * -0.5 is 1.5 g and sigmoid(0) * y[-1] is 0.5 y[-1]: folded, and right, on every backend."""
+    import torch
+
+    from backend_builds import build_fast
+
+    path = tmp_path / "folded.yaml"
+    path.write_text("name: folded\nequations: |\n  g = tanh(W_g x + R_g y[-1])\n"
+                    "  y = (2 - -1) * -g * -0.5 + sigmoid(0) * y[-1] + -(-(0 * g))\n")
+    text = " ".join(compile_spec(path).equations_text)
+    assert "1.5" in text and "0.5" in text and "sigmoid" not in text and "2" not in text.replace("1.5", "")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for backend in ("eager", "fused", "compiled"):
+        layer = build_fast(path, backend, 3, 4, dtype=torch.float64)
+        W, R = layer.spec_parameter("W_g"), layer.spec_parameter("R_g")
+        y, expected = torch.zeros(2, 4, dtype=torch.float64), []
+        for x_t in x:
+            y = 1.5 * torch.tanh(x_t @ W.T + y @ R.T) + 0.5 * y
+            expected.append(y)
+        torch.testing.assert_close(layer(x)[0], torch.stack(expected), rtol=0, atol=1e-12, msg=backend)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_folding_values_match_torch(name):
+    """Constant folding evaluates activations in Python: the same numbers torch computes at run time."""
+    import torch
+
+    activation = ACTIVATIONS[name]
+    points = [-1e3, -3.0, -1.0, 0.0, 1.0, 3.0, 1e3]
+    values = torch.tensor(points, dtype=torch.float64)
+    expected = eval(activation.torch_call.format(x="values"), {"torch": torch, "values": values})  # noqa: S307 - fixed text
+    assert [activation.evaluate(v) for v in points] == pytest.approx(expected.tolist(), abs=1e-15)
