@@ -179,6 +179,28 @@ def failing_factory(cell: str, backend: str):
     return Broken
 
 
+def test_two_processes_sharing_a_new_storage_split_the_trials(tmp_path):
+    """Two benches started together on one new SQLite file: neither fails creating its tables, no trial
+    fails, each trial number is run once, and together they stop at the target (or one past it per
+    study, where both asked for a trial at the same instant)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "cellc.cli", "bench", "--tasks", "jsb", "--cells", "vanilla,nfg", "--profile",
+               "smoke", "--trials", "3", "--workers", "0", "--out", str(tmp_path / "runs"), "--no-report",
+               "--data-dir", str(DATA_ROOT)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    for name, trials in stored(tmp_path).items():
+        states = [t.state.name for t in trials]
+        assert set(states) == {"COMPLETE"} and 3 <= len(trials) <= 4, (name, states)
+        assert sorted(t.number for t in trials) == list(range(len(trials)))
+    owners = {t.user_attrs["owner"] for trials in stored(tmp_path).values() for t in trials}
+    assert len(owners) == 2  # both did work
+
+
 def test_failing_trials_stop_the_bench_after_max_failures_keeping_what_finished(tmp_path, capsys):
     assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "1", "--no-report") == 0
     before = snapshot(tmp_path)["smoke/jsb/vanilla"]

@@ -6,16 +6,18 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from cellc.errors import UsageError
+from cellc.harness import storage as storage_module
 from cellc.harness.profiles import SearchSpace
 from cellc.harness.record import StudySettings, owner_id, owner_is_alive
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
-from cellc.harness.storage import fail_abandoned_trials, list_bench_studies, open_storage, open_study
+from cellc.harness.storage import GRACE_S, fail_abandoned_trials, list_bench_studies, open_storage, open_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -50,7 +52,7 @@ def test_owner_liveness():
     assert owner_is_alive("garbage") is False
 
 
-def test_abandoned_local_trials_fail_but_other_hosts_live_trials_stay(storage):
+def test_abandoned_local_trials_fail_but_other_hosts_live_trials_stay(storage, monkeypatch):
     study = make_study(storage)
     dead = study.ask(distributions(SearchSpace()))
     dead.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}:1")
@@ -59,11 +61,20 @@ def test_abandoned_local_trials_fail_but_other_hosts_live_trials_stay(storage):
     storage.record_heartbeat(remote._trial_id)
     mine = study.ask(distributions(SearchSpace()))
     mine.set_user_attr("owner", owner_id())
+    # asked by another process a moment ago, its owner not recorded yet: not abandoned (failing it crashed
+    # that process's next write)
+    just_asked = study.ask(distributions(SearchSpace()))
     assert fail_abandoned_trials(study) == 1
     states = {t.number: (t.state, t.user_attrs.get("status")) for t in study.get_trials()}
     assert states[dead.number] == (TrialState.FAIL, "interrupted")
     assert states[remote.number][0] == TrialState.RUNNING
     assert states[mine.number][0] == TrialState.RUNNING
+    assert states[just_asked.number][0] == TrialState.RUNNING
+    # ... but one without an owner for longer than the grace period is
+    later = datetime.now() + timedelta(seconds=GRACE_S + 60)
+    monkeypatch.setattr(storage_module, "datetime", type("Later", (), {"now": staticmethod(lambda: later)}))
+    assert fail_abandoned_trials(study) >= 1
+    assert study.get_trials()[just_asked.number].state == TrialState.FAIL
 
 
 def test_sampler_draws_depend_only_on_trial_number(storage, tmp_path):

@@ -69,8 +69,9 @@ class _Unit:
     """One (task, cell) study and its bookkeeping during this run.
 
     Counts of finished trials and of trials running elsewhere (other processes sharing the
-    storage) are read from storage by ``refresh`` (at start and every few seconds, not on every
-    loop turn: loading trials with their curves is not free at paper scale).
+    storage) are read from storage by ``refresh`` (at start, every few seconds, and before each
+    trial is asked for; not on every loop turn: loading trials with their curves is not free at
+    paper scale).
     """
 
     def __init__(self, task: str, cell: str, study: optuna.Study, target: int) -> None:
@@ -248,6 +249,12 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     unit = None
                     for step in range(len(units)):
                         candidate = units[(cursor + step) % len(units)]
+                        if candidate.wanted() > 0:
+                            # Counted again from storage just before asking: another process sharing the
+                            # storage may have started or finished trials since the last refresh (without
+                            # this, two processes ran 7 trials for a target of 4). Two that ask at the same
+                            # instant can still each run one trial more than the target.
+                            candidate.refresh()
                         if candidate.wanted() > 0:
                             unit, cursor = candidate, (cursor + step + 1) % len(units)
                             break

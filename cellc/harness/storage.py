@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import re
+import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +39,44 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
         if must_exist and path not in ("", ":memory:") and not Path(path).is_file():
             raise UsageError(f"--storage {shown_url(url)}: no such database file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-            )
+        with _creation_lock(url):
+            for attempt in range(3):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        return optuna.storages.RDBStorage(
+                            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                        )
+                except Exception as err:
+                    # Processes that open a new database at the same moment race to create its tables
+                    # (on a server; SQLite files are locked below): the loser's CREATE fails where the
+                    # tables are there now.
+                    if not any(text in str(err) for text in ("already exists", "UNIQUE constraint")) or attempt == 2:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
     except Exception as err:  # bad URL, unreachable server, unreadable file, missing driver
         raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({_storage_problem(err)})") from None
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str):
+    """For an SQLite file: one process at a time creates or upgrades its tables (Optuna's CREATE TABLE and
+    its schema version row race otherwise: 'table studies already exists', 'UNIQUE constraint failed')."""
+    path = url.split(":///", 1)[-1] if url.startswith("sqlite") else ""
+    if path in ("", ":memory:") or not Path(path).parent.is_dir():
+        yield
+        return
+    try:
+        handle = open(f"{path}.lock", "a")
+    except OSError:  # a folder this process may read but not write: it creates no tables there either
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def shown_url(url: str) -> str:
@@ -142,7 +177,12 @@ def fail_abandoned_trials(study: optuna.Study) -> int:
     storage = study._storage  # noqa: SLF001 - optuna exposes no public per-trial state setter
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        alive = owner_is_alive(str(trial.user_attrs.get("owner", "")))
+        owner = trial.user_attrs.get("owner")
+        if owner is not None:
+            alive = owner_is_alive(str(owner))
+        else:  # asked for a moment ago, its owner not yet recorded (or its process died in that moment)
+            started = trial.datetime_start
+            alive = False if started is not None and (datetime.now() - started).total_seconds() > GRACE_S else None
         if alive is False:
             storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")  # noqa: SLF001
             if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
