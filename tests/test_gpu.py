@@ -1,0 +1,30 @@
+"""On a CUDA device only (skipped elsewhere): every GPU path of a few cells against the eager backend, as the
+device benchmark checks them (cellc.speed.gpu.check_correctness): the Triton per-step, tiled and persistent
+kernels with their CUDA-graph capture and replay, cuDNN through the lowered path, bf16 against float32.
+
+On CPU the same logic runs under the Triton interpreter (tests/test_triton.py) and the benchmark's own code
+paths with CPU stand-ins (tests/test_speed_gpu.py); this file is what a GPU machine adds to them:
+`python -m pytest tests/test_gpu.py`."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("triton")),
+                                reason="needs a CUDA device and triton")
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "gru", "mgu", "fgr"])  # plain, lowerable, staged, gate recurrence
+def test_gpu_backends_match_eager(cell):
+    from cellc.speed import gpu
+    from cellc.speed.gpu_report import Run
+
+    run = Run()
+    gpu.check_correctness(run, torch, cells=(cell,))
+    assert not run.failures, run.failures
+    assert run.checks, "no GPU path was checked"
+    bad = [row for row in run.checks if row[-1] != "ok"]
+    assert not bad, bad
