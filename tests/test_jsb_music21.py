@@ -52,3 +52,43 @@ def test_chorale_grid_on_a_real_corpus_score():
     assert sum(1 for step in grid if len(step) >= 3) > len(grid) // 2  # four voices mostly sound
     pitch_classes = {p % 12 for step in grid for p in step}
     assert 0 in pitch_classes and 6 not in pitch_classes  # transposed to C minor: no F sharp left
+
+
+class _Pitch:
+    def __init__(self, midi):
+        self.midi = midi
+
+
+class _Note:
+    def __init__(self, offset, length, *midis):
+        self.offset, self.quarterLength, self.pitches = offset, length, [_Pitch(m) for m in midis]
+
+
+class _Score:
+    """What chorale_grid reads of a music21 score: key analysis, total length, its notes, repeat expansion."""
+
+    def __init__(self, tonic, highest, notes, expanded=None):
+        self.tonic, self.highestTime, self.notes, self.expanded = tonic, highest, notes, expanded
+
+    def expandRepeats(self):
+        if self.expanded is None:
+            raise ValueError("music21 cannot expand these repeats")
+        return self.expanded
+
+    def analyze(self, what):
+        assert what == "key"
+        return type("Key", (), {"tonic": type("Tonic", (), {"pitchClass": self.tonic})})()
+
+    def flatten(self):
+        return type("Flat", (), {"notes": self.notes})()
+
+
+def test_chorale_grid_transposes_to_c_fills_quarters_and_expands_repeats():
+    # D major (tonic 2): down a whole tone. A half note on D4 (62) sounds at quarters 0 and 1; a chord at
+    # 2.5 of length 1 sounds at quarter 3 (a quarter is counted where it starts sounding at its beat)
+    notes = [_Note(0.0, 2.0, 62), _Note(2.5, 1.0, 66, 69), _Note(3.0, 1.0, 130)]  # 130: beyond the piano
+    grid = jsb_music21.chorale_grid(_Score(2, 4.0, notes))
+    assert grid == [[60], [60], [], [64, 67]]
+    # A (tonic 9): up three semitones, the nearer way to C; repeats expanded where music21 can
+    expanded = _Score(9, 2.0, [_Note(0.0, 1.0, 57), _Note(1.0, 1.0, 57)])
+    assert jsb_music21.chorale_grid(_Score(9, 1.0, [_Note(0.0, 1.0, 57)], expanded=expanded)) == [[60], [60]]
