@@ -184,6 +184,8 @@ CASES = [
     ("yaml-nested-duplicate", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\ninit: {b_a: 1, b_a: 2}\n",
      (4, 16), "key 'b_a' appears twice"),
     ("yaml-null-key", GOOD_HEAD + "~: 1\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (2, 1), "keys are names"),
+    ("yaml-boolean-key", GOOD_HEAD + "equations: |\n  on = tanh(W_a x + R_a on[-1])\n  y = on\ninitial:\n  on: 1\n",
+     (6, 3), "key 'on' reads as a true/false value; quote it: 'on':"),
     ("misspelt-name-key", "nme: bad\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 1), "unknown key 'nme'"),
     ("yaml-nul", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1])\x00\n", (3, 30), "character U+0000"),
     # numbers: ASCII digits only, within float32

@@ -75,6 +75,9 @@ class YamlSource:
                 where = self.node_location(key_node)
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     raise SpecError("bad YAML: merge keys ('<<') are not allowed in a spec; write the keys out", where)
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool":
+                    raise SpecError(f"bad YAML: key '{key_node.value}' reads as a true/false value; quote it: "
+                                    f"'{key_node.value}':", where)
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
                     raise SpecError("bad YAML: keys are names, not numbers, nulls or collections", where)
                 if key_node.value in seen:
