@@ -139,6 +139,8 @@ def test_autocast_16_bit_close_to_float32(results, spec, mode, case):
     assert row["out_dtype"] == "torch." + case.removeprefix("autocast_")
     assert row["grads_fp32"], "parameters keep float32 gradients under autocast"
     assert row["error"] < 3e-2, row
+    # 16-bit matrices: a few of their ulps, relative to each gradient (measured: bf16 6e-3 to 1e-2, fp16 7e-4)
+    assert row["grad_error"] < (3e-2 if case.endswith("bfloat16") else 5e-3), row
 
 
 @pytest.mark.slow

@@ -226,6 +226,9 @@ def main(specs: list[str]) -> None:
         eager, fast = layers(spec, CASES["plain"])
         x = torch.randn(T, B, M)
         ref = eager(x)[0]
+        ref.sum().backward()
+        ref = ref.detach()
+        ref_grads = [p.grad.clone() for p in eager.parameters()]
         for mode, dtype in (("step", torch.bfloat16), ("step", torch.float16), ("persistent", torch.float16),
                             ("tiled", torch.float16)):
             os.environ["CELLC_TRITON_MODE"] = mode
@@ -234,9 +237,12 @@ def main(specs: list[str]) -> None:
                 out = fast(x)[0]
             out.float().sum().backward()
             grads_fp32 = all(p.grad is not None and p.grad.dtype == torch.float32 for p in fast.parameters())
+            # each parameter's gradient against float32 eager, relative to its largest entry
+            grad_error = max((p.grad - g).abs().max().item() / (g.abs().max().item() + 1e-12)
+                             for p, g in zip(fast.parameters(), ref_grads))
             print(json.dumps({"spec": spec, "mode": mode, "case": f"autocast_{str(dtype)[6:]}",
                               "error": (out.float() - ref).abs().max().item(), "out_dtype": str(out.dtype),
-                              "grads_fp32": grads_fp32}), flush=True)
+                              "grads_fp32": grads_fp32, "grad_error": grad_error}), flush=True)
 
 
 if __name__ == "__main__":
