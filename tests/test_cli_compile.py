@@ -124,6 +124,9 @@ def test_compile_output_errors_are_usage_errors(tmp_path, monkeypatch, capsys):
     assert main(["compile", "vanilla", "nog", "copy.yaml", "--out", "out"]) == 2
     assert "are both named 'nog'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # the same file named twice (overlapping globs) is compiled once
+    assert main(["compile", "nog", str(REPO / "specs" / "nog.yaml"), "--out", "out"]) == 0
+    assert "1 file(s) written" in capsys.readouterr().out
 
 
 def test_show_vanilla(monkeypatch, capsys):

@@ -17,7 +17,7 @@ from cellc.harness import storage as storage_module
 from cellc.harness.profiles import SearchSpace
 from cellc.harness.record import StudySettings, owner_id, owner_is_alive
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
-from cellc.harness.storage import GRACE_S, fail_abandoned_trials, list_bench_studies, open_storage, open_study
+from cellc.harness.storage import OWNERLESS_GRACE_S, fail_abandoned_trials, list_bench_studies, open_storage, open_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -71,7 +71,7 @@ def test_abandoned_local_trials_fail_but_other_hosts_live_trials_stay(storage, m
     assert states[mine.number][0] == TrialState.RUNNING
     assert states[just_asked.number][0] == TrialState.RUNNING
     # ... but one without an owner for longer than the grace period is
-    later = datetime.now() + timedelta(seconds=GRACE_S + 60)
+    later = datetime.now() + timedelta(seconds=OWNERLESS_GRACE_S + 60)
     monkeypatch.setattr(storage_module, "datetime", type("Later", (), {"now": staticmethod(lambda: later)}))
     assert fail_abandoned_trials(study) >= 1
     assert study.get_trials()[just_asked.number].state == TrialState.FAIL
@@ -112,9 +112,13 @@ def test_storage_errors_are_one_line_keep_the_file_and_hide_passwords(tmp_path):
     with pytest.raises(UsageError, match="no such database file"):
         open_storage(f"sqlite:///{tmp_path / 'typo.db'}", must_exist=True)
     assert not (tmp_path / "typo.db").exists()
-    with pytest.raises(UsageError) as info:
-        open_storage("postgresql://user:secret@localhost:1/db")
-    assert "secret" not in str(info.value) and "user:***@" in str(info.value)
+    for url in ("postgresql://user:secret@localhost:1/db", "postgresql://user:sec/ret@localhost:1/db"):
+        with pytest.raises(UsageError) as info:
+            open_storage(url)
+        assert "secret" not in str(info.value) and "sec/ret" not in str(info.value) and "user:***@" in str(info.value)
+    # an SQLite URL's options are not part of its file name
+    with pytest.raises(UsageError, match="no such database file"):
+        open_storage(f"sqlite:///{tmp_path / 'typo.db'}?mode=ro", must_exist=True)
 
 
 def test_bench_listing_matches_the_bench_name_exactly(storage):

@@ -179,6 +179,10 @@ CASES = [
      "would name its class 'Path', which the generated module uses itself"),
     ("name-shadows-constant", "name: n_a_t_i_v_e\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7),
      "would name its class 'NATIVE'"),
+    ("name-shadows-builtin", "name: value_error\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7),
+     "would name its class 'ValueError'"),
+    ("name-shadows-module", "name: os\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (1, 7),
+     "would name generated/os.py, which shadows the module 'os'"),
     # YAML that would say something unseen: merge keys, keys given twice at any depth, keys that are not names
     ("yaml-merge-key", GOOD_HEAD + "<<: {equations: 'y = tanh(W_a x + R_a y[-1])'}\n", (2, 1), "merge keys ('<<')"),
     ("yaml-nested-duplicate", GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\ninit: {b_a: 1, b_a: 2}\n",
@@ -345,3 +349,20 @@ def test_edits_that_leave_the_input_unread_point_at_the_edits(tmp_path, monkeypa
     code, _, err = run_check(tmp_path, monkeypatch, capsys, text)
     assert code == 2
     assert_located(err, text, "bad.yaml", 3, 1, "the cell never reads its input 'x'")
+
+
+@pytest.mark.parametrize("name", ["diag", "match", "step", "max", "output", "self"])
+def test_spec_names_that_break_nothing_are_accepted(tmp_path, monkeypatch, capsys, name):
+    """A spec name is a file name, a string and a class name: words the equations may not use are fine here."""
+    code, out, err = run_check(tmp_path, monkeypatch, capsys, f"name: {name}\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("text", [
+    "name: bad\ndescription: &a [*a]\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n",  # an alias of itself
+    "name: bad\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n"  # nine levels of ten aliases: 10**9 nodes unfolded
+    + "".join(f"a{k}: &a{k} [" + ", ".join([f"*a{k - 1}" if k else "'lol'"] * 10) + "]\n" for k in range(9)),
+])
+def test_aliases_are_walked_once(tmp_path, monkeypatch, capsys, text):
+    code, _, err = run_check(tmp_path, monkeypatch, capsys, text)  # quickly, with one message
+    assert code == 2 and "Traceback" not in err

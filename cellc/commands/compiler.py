@@ -63,21 +63,25 @@ def cmd_compile(args) -> int:
     from cellc.codegen.render import render_module
     from cellc.codegen.build import resolve_backend
     from cellc.ir.pipeline import compile_spec
+    from cellc.spec.loader import find_spec
 
     backend = resolve_backend(args.backend)
     out_dir = Path(args.out)
     stale: list[str] = []
     written = 0
     expected: set[str] = set()
-    files: dict[str, str] = {}  # spec name -> the file that gave it
+    files: dict[str, Path] = {}  # spec name -> the file that gave it
     cells = []
     for target in _targets(args):  # every spec checked before anything is written
         compiled = compile_spec(target)
+        source_file = find_spec(target).resolve()
+        if files.get(compiled.name) == source_file:  # the same file named twice (overlapping globs)
+            continue
         _warn(compiled)
-        if compiled.name in files:  # both would write the same module
-            raise UsageError(f"{files[compiled.name]} and {compiled.spec.file} are both named '{compiled.name}'; "
-                             "spec names must differ")
-        files[compiled.name] = compiled.spec.file
+        if compiled.name in files:  # two files would write the same module
+            raise UsageError(f"{short_path(files[compiled.name])} and {compiled.spec.file} are both named "
+                             f"'{compiled.name}'; spec names must differ")
+        files[compiled.name] = source_file
         cells.append(compiled)
     for compiled in cells:
         source = render_module(compiled, backend)

@@ -64,9 +64,11 @@ def _check_writable(out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--out {out}: cannot create {out.parent} ({err.strerror})") from None
-    if out.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UsageError(f"--out {out}: " + ("is a folder; name the report file" if out.is_dir()
-                                              else f"{out.parent} is not writable"))
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; name the report file")
+    writable = os.access(out, os.W_OK) if out.exists() else os.access(out.parent, os.W_OK)
+    if not writable:
+        raise UsageError(f"--out {out}: {out if out.exists() else out.parent} is not writable")
 
 
 def cmd_speed(args) -> int:
@@ -78,9 +80,9 @@ def cmd_speed(args) -> int:
 
     _check_counts(args)
     sizes = _sizes(args.sizes)
+    jsb_data = load_jsb(args.data_dir) if args.jsb_sequences else None  # missing data: an error before the timing
     out = Path(args.out)
     _check_writable(out)
-    jsb_data = load_jsb(args.data_dir) if args.jsb_sequences else None  # missing data: an error before the timing
     threads = args.threads or sorted({1, os.cpu_count() or 1})
     compile_info = {}
     if "compiled" in args.backends:  # build first, so compile time is reported and never timed

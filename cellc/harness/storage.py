@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from cellc.errors import UsageError
@@ -20,6 +21,10 @@ from cellc.harness.record import DATA_IDENTITY_KEYS, STUDY_FORMAT, StudySettings
 
 HEARTBEAT_S = 20  # in-flight trials are marked alive this often
 GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed
+# A trial without a recorded owner is failed after this long. Generous: its start time is compared with this
+# host's clock, and some Optuna versions store the asking host's local time (time zones, clock changes);
+# a trial lacks an owner only in the moment between Optuna creating it and the bench naming itself.
+OWNERLESS_GRACE_S = 24 * 3600
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -35,8 +40,8 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
-        path = url.split(":///", 1)[-1]
-        if must_exist and path not in ("", ":memory:") and not Path(path).is_file():
+        path = _sqlite_file(url)
+        if must_exist and path is not None and not path.is_file():
             raise UsageError(f"--storage {shown_url(url)}: no such database file")
     try:
         with _creation_lock(url):
@@ -62,26 +67,37 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
 def _creation_lock(url: str):
     """For an SQLite file: one process at a time creates or upgrades its tables (Optuna's CREATE TABLE and
     its schema version row race otherwise: 'table studies already exists', 'UNIQUE constraint failed')."""
-    path = url.split(":///", 1)[-1] if url.startswith("sqlite") else ""
-    if path in ("", ":memory:") or not Path(path).parent.is_dir():
-        yield
-        return
+    path = _sqlite_file(url)
     try:
-        handle = open(f"{path}.lock", "a")
-    except OSError:  # a folder this process may read but not write: it creates no tables there either
+        handle = open(f"{path}.lock", "a") if path is not None and path.parent.is_dir() else None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError:  # a folder this process may only read (it creates no tables there either), or a file
+        handle = None  # system without locks: go on as before there was a lock
+    try:
         yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        if handle is not None:
+            handle.close()  # closing releases the lock
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for other databases and in-memory ones)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # not a URL at all: RDBStorage says so
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def shown_url(url: str) -> str:
     """The URL with any password masked, for messages (a URL may hold one)."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read: show what cannot hold a password as such
+        return re.sub(r"(://[^@]*:)[^@]*@", r"\1***@", url)
 
 
 def _storage_problem(err: Exception) -> str:
@@ -182,7 +198,7 @@ def fail_abandoned_trials(study: optuna.Study) -> int:
             alive = owner_is_alive(str(owner))
         else:  # asked for a moment ago, its owner not yet recorded (or its process died in that moment)
             started = trial.datetime_start
-            alive = False if started is not None and (datetime.now() - started).total_seconds() > GRACE_S else None
+            alive = False if started is not None and (datetime.now() - started).total_seconds() > OWNERLESS_GRACE_S else None
         if alive is False:
             storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")  # noqa: SLF001
             if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001

@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import sys
 
 # The largest number a spec may write or its constants fold to: cells run in float32 (or 16-bit types), and a
 # constant beyond this would be inf there.
@@ -54,16 +55,25 @@ def class_name(spec_name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in spec_name.split("_")) or "Cell"
 
 
+# Spec names become module files (generated/<name>.py): one named like a module it would shadow where that
+# folder is on the path is refused.
+MODULE_NAMES = frozenset(sys.stdlib_module_names) | {"torch", "triton", "numpy", "cellc", "generated"}
+
+
 def spec_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a spec (its module file and class), or None when it can."""
+    """Why ``name`` cannot name a spec, or None when it can. A spec name appears in generated code only as
+    a module file's name, in strings, and turned into the class name, so those are what it must not break."""
     if not SPEC_NAME.fullmatch(name):
         return "spec names are lower case letters, digits and underscores, starting with a letter"
-    problem = identifier_problem(name)
-    if problem:
-        return problem
-    if class_name(name) in GENERATED_GLOBALS:
-        return (f"spec name '{name}' would name its class '{class_name(name)}', which the generated module "
-                "uses itself; choose another name")
+    if "__" in name or name.endswith("_"):
+        return f"name '{name}' has a trailing or double underscore"
+    if keyword.iskeyword(name):
+        return f"'{name}' is a Python keyword"
+    if name in MODULE_NAMES:
+        return f"spec name '{name}' would name generated/{name}.py, which shadows the module '{name}'"
+    cls = class_name(name)
+    if cls in GENERATED_GLOBALS or hasattr(builtins, cls):  # the class would replace it in its module
+        return f"spec name '{name}' would name its class '{cls}', which the generated module uses itself"
     return None
 
 

@@ -63,9 +63,12 @@ class YamlSource:
         """Every mapping's keys, at any depth: text, each once (PyYAML keeps the last of two equal keys,
         and a spec must not say two things), and no merge keys ('<<' copies another mapping's keys in
         unseen, past this check)."""
-        stack = [node]
+        stack, visited = [node], set()
         while stack:  # iterative: the file is untrusted, its nesting may be deep
             node = stack.pop()
+            if id(node) in visited:  # an alias is the node itself: once (a self-alias would loop, nested
+                continue  # aliases multiply: a 'billion laughs' file)
+            visited.add(id(node))
             if isinstance(node, yaml.SequenceNode):
                 stack.extend(node.value)
             if not isinstance(node, yaml.MappingNode):
