@@ -356,6 +356,15 @@ def test_spec_names_that_break_nothing_are_accepted(tmp_path, monkeypatch, capsy
     """A spec name is a file name, a string and a class name: words the equations may not use are fine here."""
     code, out, err = run_check(tmp_path, monkeypatch, capsys, f"name: {name}\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n")
     assert code == 0, err
+    assert main(["compile", "bad.yaml", "--out", "out"]) == 0
+    namespace: dict = {}
+    exec(compile((tmp_path / "out" / f"{name}.py").read_text(), name, "exec"), namespace)  # it runs
+    import torch
+
+    import cellc
+
+    out_, _ = cellc.build(tmp_path / "bad.yaml", backend="compiled")(2, 3)(torch.zeros(2, 1, 2))
+    assert out_.shape == (2, 1, 3)
 
 
 @pytest.mark.parametrize("text", [

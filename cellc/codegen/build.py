@@ -43,7 +43,7 @@ def load_module(compiled: CompiledCell, backend: str = "auto") -> types.ModuleTy
     key = (compiled.name, compiled.hash, backend)
     if key not in _MODULES:
         source = render_module(compiled, backend)
-        module_name = f"cellc_generated.{naming.checked(compiled.name)}_{compiled.hash}_{backend}"
+        module_name = f"cellc_generated.{naming.checked_spec_name(compiled.name)}_{compiled.hash}_{backend}"
         filename = f"<cellc:{compiled.name}:{backend}>"
         # Registered with linecache so tracebacks and inspect show the generated source.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)

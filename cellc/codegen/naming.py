@@ -31,9 +31,14 @@ def current_matrix_var(name: str) -> str:
     return f"m_{checked(name)}"
 
 
-def class_name(spec_name: str) -> str:
-    """'vanilla' -> 'Vanilla', 'my_cell' -> 'MyCell'."""
+def checked_spec_name(spec_name: str) -> str:
+    """Defence in depth for a spec's own name (its rules are not an identifier's: see spec_name_problem)."""
     problem = spec_name_problem(spec_name)
     if problem:
         raise ValueError(f"refusing to emit unvalidated spec name: {problem}")
-    return identifiers.class_name(spec_name)
+    return spec_name
+
+
+def class_name(spec_name: str) -> str:
+    """'vanilla' -> 'Vanilla', 'my_cell' -> 'MyCell'."""
+    return identifiers.class_name(checked_spec_name(spec_name))

@@ -53,7 +53,7 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
     a, b, c = compiled.formula()
     context = {
         "backend": backend,
-        "spec_name": naming.checked(cell.name),
+        "spec_name": naming.checked_spec_name(cell.name),
         "class_name": naming.class_name(cell.name),
         "spec_hash": compiled.hash,
         "equations_text": compiled.equations_text,
