@@ -9,6 +9,7 @@ detection relies on it), in the batch element that holds it and nowhere else.
 
 from __future__ import annotations
 
+import zlib
 
 import pytest
 import torch
@@ -36,6 +37,7 @@ def _one_activation_spec(tmp_path, act: str):
 
 
 def _layers(spec, backend, dtype):
+    torch.manual_seed(zlib.crc32(str(spec).encode()))  # the same weights whatever ran before in this process
     eager = cellc.build(spec, backend="eager")(M, N, dtype=dtype)
     fast = build_fast(spec, backend, M, N, dtype=dtype)
     fast.load_state_dict(eager.state_dict())
@@ -74,7 +76,12 @@ def _assert_matches(fast: dict, eager: dict, dtype, values=lambda name: True):
         assert torch.isfinite(got[finite]).all(), f"{name}: non-finite where eager is finite"
         assert torch.equal(torch.isnan(got), torch.isnan(want)), f"{name}: NaN where eager has none, or not where it has"
         if values(name):
-            torch.testing.assert_close(got[finite], want[finite], **TOL[dtype], msg=lambda m: f"{name}: {m}")
+            tol = dict(TOL[dtype])
+            if dtype == torch.float32 and finite.any():
+                # a gradient summed over steps and batch in another order: its rounding is relative to the
+                # tensor's size, not each entry's (an entry near zero by cancellation has no relative bound)
+                tol["atol"] = tol["atol"] * max(1.0, want[finite].abs().max().item())
+            torch.testing.assert_close(got[finite], want[finite], **tol, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("scale", [100.0, 1e4])
