@@ -203,6 +203,9 @@ class Nig(nn.Module):
         for name, tensor in zip(STATE_NAMES, state):
             if tuple(tensor.shape) != shape:
                 raise ValueError(f"state {name!r} must have shape {shape}, got {tuple(tensor.shape)}")
+            if tensor.dtype != like.dtype or tensor.device != like.device:
+                raise ValueError(f"state {name!r} must be {like.dtype} on {like.device}, as the input is; "
+                                 f"got {tensor.dtype} on {tensor.device}")
         return state
 
     def _layers(self, x, state, lengths, mask):
@@ -235,6 +238,8 @@ class Nig(nn.Module):
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"input must be (T, B, {self.input_size}), got {tuple(x.shape)}")
         T, B, _ = x.shape
+        if T == 0:
+            raise ValueError("input has no time steps (T = 0)")
         mask = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=x.device).to(torch.long)

@@ -1,0 +1,64 @@
+"""The generated modules' interface where a user can get it wrong or reach an edge: autocast on CPU, double
+backward, a given state of another dtype, an input without time steps. One clear outcome each, on every
+CPU backend (compiled: C++ loops reading raw pointers, where a wrong buffer is memory corruption)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from backend_builds import build_fast
+
+CPU_BACKENDS = ("eager", "fused", "compiled", "triton")  # triton runs the compiled loops on CPU tensors
+
+
+@pytest.mark.parametrize("spec,backend", [("np", "compiled"), ("gru", "compiled"), ("mgu", "fused"),
+                                          ("vanilla", "triton")])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_autocast_runs_the_loops_in_the_inputs_dtype(spec, backend, dtype):
+    """Under CPU autocast the input GEMM alone used to turn 16-bit, and the C++ loops read its buffer as
+    float32 (a crash, or silent corruption): the loops now run in the input's dtype, as without autocast."""
+    torch.manual_seed(0)
+    layer = build_fast(spec, backend, 3, 8)
+    x = torch.randn(6, 3, 3)
+    expected = layer(x)[0]
+    with torch.autocast("cpu", dtype=dtype):
+        out, _ = layer(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters())
+
+
+def test_compiled_loops_refuse_a_buffer_of_another_dtype():
+    layer = build_fast("vanilla", "compiled", 2, 3)
+    module = sys.modules[type(layer).__module__]
+    good = torch.zeros(4, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="got a torch.bfloat16"):
+        module._pointers([good, torch.zeros(4, dtype=torch.bfloat16)], torch.float32)
+    with pytest.raises(RuntimeError, match="not contiguous"):
+        module._pointers([torch.zeros(4, 4).t()], torch.float32)
+    assert len(module._pointers([good, None, torch.zeros(2, dtype=torch.uint8)], torch.float32)) == 3  # mask: bytes
+
+
+@pytest.mark.parametrize("backend", ["fused", "compiled", "triton"])
+def test_double_backward_is_an_error_not_a_wrong_number(backend):
+    """The derived backward is not differentiable: a gradient of a gradient must fail, not come out wrong."""
+    layer = build_fast("vanilla", backend, 2, 3, dtype=torch.float64)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x)[0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        (grad ** 2).sum().backward()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_state_of_another_dtype_and_an_empty_input_are_value_errors(backend):
+    layer = build_fast("vanilla", backend, 2, 3)
+    x = torch.randn(4, 2, 2)
+    state = tuple(torch.zeros(1, 2, 3, dtype=torch.float64) for _ in layer.state_names)
+    with pytest.raises(ValueError, match="must be torch.float32 on cpu, as the input is; got torch.float64"):
+        layer(x, state)
+    with pytest.raises(ValueError, match="no time steps"):
+        layer(torch.randn(0, 2, 2))
