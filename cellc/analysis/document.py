@@ -182,10 +182,14 @@ def importance_figure(task: TaskAnalysis, forest: ForestSettings) -> bytes:
             for c in result.components]
     bars.append(fig.Bar("higher-order remainder", result.higher_order, 0.0, "rest"))
     title = (f"{fig.data_title(task.title, task.source)}: hyper-parameter importance "
-             f"(fANOVA, {result.samples} trials)")
+             f"(fANOVA, {_fit_size(task)})")
     note = (f"Random forest of {forest.trees} trees (min. {forest.min_samples_leaf} trials per leaf, seed "
             f"{forest.seed}); error bars: std over trees.")
     return fig.png_bytes(fig.importance_bars(title, bars, note))
+
+
+def _fit_size(task: TaskAnalysis) -> str:
+    return f"{task.fit.trial_count} trials at {len(task.fit)} settings"
 
 
 def _display(dim: int, model_values: np.ndarray) -> np.ndarray:
@@ -196,18 +200,18 @@ def marginal_figure(task: TaskAnalysis) -> bytes:
     assert task.metric_forest is not None and task.time_forest is not None
     rows = []
     for forest, values, label, colour in (
-        (task.metric_forest, task.samples.metric, f"predicted test {task.metric_short}", fig.BLUE),
-        (task.time_forest, task.samples.seconds, "predicted training\ntime per trial (s)", fig.GREEN),
+        (task.metric_forest, task.fit.metric, f"predicted test {task.metric_short}", fig.BLUE),
+        (task.time_forest, task.fit.seconds, "predicted training\ntime per trial (s)", fig.GREEN),
     ):
         curves = []
         for dim in range(len(AXES)):
             grid = np.linspace(task.box[dim, 0], task.box[dim, 1], MARGINAL_POINTS)
             mean, std = forest.curve(dim, grid)
-            curves.append(fig.Curve(_display(dim, grid), mean, std, _display(dim, task.samples.x[:, dim]), values))
+            curves.append(fig.Curve(_display(dim, grid), mean, std, _display(dim, task.fit.x[:, dim]), values))
         rows.append(fig.MarginalRow(label, curves, colour))
-    title = f"{fig.data_title(task.title, task.source)}: marginal predictions (random forest, {len(task.samples)} trials)"
+    title = f"{fig.data_title(task.title, task.source)}: marginal predictions (random forest, {_fit_size(task)})"
     note = ("Each panel averages the forest's prediction over the other three hyper-parameters under the search "
-            "distribution; grey dots are the trials.")
+            "distribution; grey dots are the settings (median over the trials at each).")
     return fig.png_bytes(fig.marginal_grid(title, [a.label for a in AXES], [a.log for a in AXES], rows, note))
 
 
@@ -220,8 +224,8 @@ def interaction_figure(task: TaskAnalysis) -> bytes:
         centres_a, centres_b = (edges_a[:-1] + edges_a[1:]) / 2, (edges_b[:-1] + edges_b[1:]) / 2
         values = task.metric_forest.surface((a, b), centres_a, centres_b)
         maps.append(fig.HeatMap(_display(a, edges_a), _display(b, edges_b), values, AXES[a].label, AXES[b].label,
-                                AXES[a].log, AXES[b].log, _display(a, task.samples.x[:, a]),
-                                _display(b, task.samples.x[:, b]), f"{AXES[a].short} x {AXES[b].short}"))
+                                AXES[a].log, AXES[b].log, _display(a, task.fit.x[:, a]),
+                                _display(b, task.fit.x[:, b]), f"{AXES[a].short} x {AXES[b].short}"))
     title = f"{fig.data_title(task.title, task.source)}: predicted test {task.metric_short} over two hyper-parameters"
     return fig.png_bytes(fig.heat_maps(title, maps, f"predicted test {task.metric_short}", task.lower_is_better))
 
@@ -296,6 +300,10 @@ def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalys
         "blanks, exactly 100 % CER) do not count toward the patience, up to the warm-up.",
         "- Tasks: " + "; ".join(f"{t.title} ({t.source} data, {t.metric})" for t in tasks) + ".",
     ]
+    for task in tasks:
+        if task.mixed_sources:
+            lines.append(f"- **Mixed data**: the cells of {task.title} ran on different data ({task.source}); "
+                         "their comparison mixes corpora.")
     if proxies:
         lines.append(f"- **Proxy data**: {', '.join(proxies)} ran on generated proxy corpora, not the licensed "
                      "originals; their numbers say how the cells compare on the proxy task only and are not "
@@ -311,9 +319,12 @@ def _summary(tasks: Sequence[TaskAnalysis]) -> list[str]:
         worse = [t.cell for t in tests if t.verdict == "worse"]
         better = [t.cell for t in tests if t.verdict == "better"]
         same = [t.cell for t in tests if t.verdict == "no difference"]
+        untested = [t.cell for t in tests if t.verdict == "not tested"]
         parts = [f"significantly worse than {BASELINE}: {', '.join(worse) or 'none'}",
                  f"significantly better: {', '.join(better) or 'none'}",
                  f"no significant difference: {', '.join(same) or 'none'}"]
+        if untested:  # fewer than two scored trials on a side, or no spread: no verdict either way
+            parts.append(f"not tested: {', '.join(untested)}")
         if task.importance is not None:
             top = max(task.importance.main, key=lambda c: c.fraction)
             parts.append(f"most important hyper-parameter: {top.name} ({100 * top.fraction:.0f} % of variance)")
@@ -349,7 +360,8 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         "whole network.", "",
         "Design: trial number k of every (task, cell) study uses the same hyper-parameters and the same seed (search "
         "seed + k), so the cells are compared on paired trials; Welch's t-test ignores that pairing (it is an unpaired "
-        "test), which makes it conservative. Diverged trials have no test score and are left out of the test, so "
+        "test, so it gives up the power pairing would add where a setting that suits one cell suits the others; it "
+        "is no paired test, and diverged trials break pairs). Diverged trials have no test score and are left out of the test, so "
         f"each cell's divergence rate (diverged / finished trials) is shown beside the verdict, with a two-sided "
         f"Fisher's exact test of the counts against {BASELINE}'s; *differs* marks p < {ALPHA}: the cell's scores "
         "then come from a differently selected set of trials.", "",
@@ -375,14 +387,21 @@ def _importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, for
         "## 2. Hyper-parameter importance", "",
         f"Method: {METHOD_TEXT} Inputs: log10 learning rate, log10 hidden size, log10(1 - momentum) and input "
         "noise std (uniform under the search distribution in these coordinates); output: the test metric at the "
-        "best validation epoch. The trials of all cells of a task are pooled; every finished trial with a test score "
-        "is used (including trials that diverged after their best epoch). "
+        "best validation epoch. Every finished trial with a test score is used (including trials that diverged "
+        "after their best epoch); the search gives trial k the same setting in every cell, so the trials of a "
+        "task's cells are taken together as one point per setting, the median over the trials at it (a forest "
+        "would count repeats as evidence, and one cell's runaway trial would carry the variance). "
         f"Forest: {forest.trees} trees, at least {forest.min_samples_leaf} trials per leaf, seed {forest.seed}.", "",
     ]
     for task in tasks:
         lines += [f"### {fig.data_title(task.title, task.source)}", ""]
+        if task.constant_metric:
+            lines += [f"The test metric does not vary over the {len(task.fit)} settings (the forest's trees find "
+                      "no variance): there is nothing for a hyper-parameter to explain.", ""]
+            continue
         if task.importance is None:
-            lines += [f"Too few scored trials ({len(task.samples)} < {MIN_FANOVA_SAMPLES}) for a forest fit.", ""]
+            lines += [f"Too few distinct settings with a scored trial ({len(task.fit)} < {MIN_FANOVA_SAMPLES}; "
+                      f"{task.samples.trial_count} trials) for a forest fit.", ""]
             continue
         name = f"importance_{task.task}.png"
         bundle.figures[name] = importance_figure(task, forest)

@@ -59,7 +59,7 @@ VERDICT_LEGEND = {
     "worse": "significantly worse (p < 0.05)",
     "better": "significantly better (p < 0.05)",
     "no difference": "no significant difference",
-    "not tested": "not testable (n < 2)",
+    "not tested": "not testable (n < 2, or no spread)",
 }
 
 
@@ -182,7 +182,7 @@ def _draw_boxes(ax, panel: BoxPanel, metric_label: str) -> None:
             if below:
                 ax.annotate(f"+{below} below", (pos, 0.015), xycoords=("data", "axes fraction"), ha="center",
                             va="bottom", fontsize=7.5, color=DARK)
-        label = "baseline" if s.verdict == "baseline" else ("n<2" if s.p is None else _p_text(s.p))
+        label = "baseline" if s.verdict == "baseline" else ("untested" if s.p is None else _p_text(s.p))
         ax.annotate(label, (pos, 1.01), xycoords=("data", "axes fraction"), ha="center", va="bottom",
                     fontsize=8, color=VERDICT_COLOURS[s.verdict] if s.verdict in ("worse", "better") else DARK,
                     fontweight="bold" if s.verdict in ("worse", "better") else "normal")

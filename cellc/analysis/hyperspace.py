@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cellc.analysis.significance import MAX_METRIC
 from cellc.harness.record import TrialRecord
 
 
@@ -75,15 +76,38 @@ def search_box(space: Mapping[str, Any] | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Samples:
-    """Trials as arrays: X (n, 4) in model coordinates, the test metric and the training time."""
+    """Trials as arrays: X (n, 4) in model coordinates, the test metric and the training time. After
+    :func:`per_setting`, one row per distinct setting and ``trials`` the number of trials behind each."""
 
     x: np.ndarray
     metric: np.ndarray
     seconds: np.ndarray
     cells: tuple[str, ...]
+    trials: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.metric)
+
+    @property
+    def trial_count(self) -> int:
+        return len(self) if self.trials is None else int(self.trials.sum())
+
+
+def per_setting(samples: Samples) -> Samples:
+    """One row per distinct hyper-parameter setting, holding the median over the trials that ran it.
+
+    The search draws trial k's setting from k alone, so every cell of a task runs the same settings: pooled,
+    the cells repeat each point, and a forest fit to the repeats counts copies as evidence (a leaf of two
+    'trials' may be one setting twice). And the median, not the mean: one cell's runaway trial at a setting
+    (an NLL in the thousands where the others score 10) would otherwise carry the task's variance. What is
+    fit is then what a setting predicts for a cell of the family."""
+    if not len(samples):
+        return samples
+    keys, inverse = np.unique(samples.x, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    metric = np.array([np.median(samples.metric[inverse == k]) for k in range(len(keys))])
+    seconds = np.array([np.median(samples.seconds[inverse == k]) for k in range(len(keys))])
+    return Samples(keys, metric, seconds, (), np.bincount(inverse, minlength=len(keys)))
 
 
 def scored_samples(records: Sequence[TrialRecord]) -> Samples:
@@ -94,7 +118,7 @@ def scored_samples(records: Sequence[TrialRecord]) -> Samples:
     """
     rows = []
     for r in sorted(records, key=lambda r: (r.cell, r.number)):
-        if not r.finished or r.test_at_best is None or not math.isfinite(r.test_at_best):
+        if not r.finished or r.test_at_best is None or not abs(r.test_at_best) <= MAX_METRIC:
             continue
         point = trial_point(r)
         if point is None:

@@ -12,7 +12,8 @@ Which trials are tested (the report says this in words, from :data:`SUBSET_TEXT`
 
 Design: trial number k of every (task, cell) study draws the same hyper-parameters and seed
 (see :mod:`cellc.harness.search`), so the cells are compared on paired trials; the Welch test
-below ignores that pairing (an unpaired test), which is conservative.
+below ignores that pairing (an unpaired test: it gives up the power pairing would add where scores at a
+setting are correlated across cells, and a diverged trial would break its pair anyway).
 
 Divergence: a diverged trial has no test score, so a cell that diverges more often is tested on
 fewer (and possibly easier) trials. :func:`compare_divergence` gives each cell's divergence rate
@@ -55,12 +56,16 @@ SUBSET_TEXT = {
 SUBSET_SHORT = {Subset.ALL: "all trials", Subset.BEST10: "best 10 % by validation"}
 
 
+# A score beyond this is left out like a non-finite one: its square would overflow a variance.
+MAX_METRIC = 1e100
+
+
 def trials_under_test(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Non-diverged finished trials with a finite test score, in trial-number order."""
+    """Non-diverged finished trials with a finite test score (at most MAX_METRIC), in trial-number order."""
     chosen = [
         r for r in records
         if r.state == "COMPLETE" and r.status == "ok" and r.test_at_best is not None
-        and math.isfinite(r.test_at_best)
+        and abs(r.test_at_best) <= MAX_METRIC
     ]
     return sorted(chosen, key=lambda r: r.number)
 

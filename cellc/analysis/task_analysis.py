@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cellc.analysis.fanova import FanovaResult, Forest, ForestSettings, decompose
-from cellc.analysis.hyperspace import Samples, scored_samples, search_box
+from cellc.analysis.hyperspace import Samples, per_setting, scored_samples, search_box
 from cellc.analysis.load import StudyData
 from cellc.analysis.significance import (
     CellTest, DivergenceTest, Interval, Subset, compare_divergence, compare_with_baseline, mean_ci, trials_under_test,
@@ -17,7 +17,7 @@ from cellc.analysis.significance import (
 from cellc.harness.record import TrialRecord
 
 BASELINE = "vanilla"
-MIN_FANOVA_SAMPLES = 8  # below this a forest says nothing useful; the report says so instead
+MIN_FANOVA_SAMPLES = 8  # distinct settings: below this a forest says nothing useful; the report says so instead
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class TaskAnalysis:
     records: dict[str, list[TrialRecord]]
     counts: dict[str, CellCounts]
     tests: dict[Subset, list[CellTest]]
-    samples: Samples
+    samples: Samples  # every scored trial
+    fit: Samples  # what the forests are fit to: one row per distinct setting (hyperspace.per_setting)
+    constant_metric: bool  # no variance over the settings (none a tree sees): nothing to attribute, no forest
     box: np.ndarray
     importance: FanovaResult | None
     metric_forest: Forest | None
@@ -65,7 +67,13 @@ class TaskAnalysis:
 
     @property
     def is_proxy(self) -> bool:
-        return self.source != "real" and not self.source.startswith("rebuilt")
+        """Any of its cells ran on a generated proxy corpus (a rebuilt JSB is the real music, re-derived)."""
+        return "proxy" in self.source.split(", ")
+
+    @property
+    def mixed_sources(self) -> bool:
+        """Its cells ran on different data (the comparison then mixes corpora)."""
+        return len(self.source.split(", ")) > 1
 
     def test(self, subset: Subset, cell: str) -> CellTest | None:
         return next((t for t in self.tests[subset] if t.cell == cell), None)
@@ -110,11 +118,16 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
     settings = group[0].attrs.get("settings", {})
     box = search_box(settings.get("space"))
     samples = scored_samples([r for s in group for r in s.records])
+    fit = per_setting(samples)
     importance = metric_forest = time_forest = None
-    if len(samples) >= MIN_FANOVA_SAMPLES:
-        metric_forest = Forest.fit(samples.x, samples.metric, box, forest)
-        time_forest = Forest.fit(samples.x, samples.seconds, box, forest)
+    constant = len(fit) >= MIN_FANOVA_SAMPLES and bool(np.ptp(fit.metric) == 0)
+    if len(fit) >= MIN_FANOVA_SAMPLES and not constant:
+        metric_forest = Forest.fit(fit.x, fit.metric, box, forest)
+        time_forest = Forest.fit(fit.x, fit.seconds, box, forest)
         importance = decompose(metric_forest)
+        if importance.trees == 0:  # no tree saw any variance: fractions of nothing, not findings
+            importance = metric_forest = time_forest = None
+            constant = True
     secondary = {str(k): str(v) for k, v in (info.get("secondary_metrics") or {}).items()}
     counts = {s.cell: cell_counts(s.records, int(s.attrs.get("settings", {}).get("trials", 0))) for s in group}
     base = counts.get(baseline)
@@ -135,6 +148,8 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         counts=counts,
         tests={subset: compare_with_baseline(records, lower, baseline, subset) for subset in Subset},
         samples=samples,
+        fit=fit,
+        constant_metric=constant,
         box=box,
         importance=importance,
         metric_forest=metric_forest,
