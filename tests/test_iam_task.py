@@ -28,6 +28,15 @@ def test_real_layout_with_lists_beside_the_corpus(tmp_path):
     assert len(data.valid[0].targets.labels) == sum(c in task.characters for c in valid_text)
 
 
+def test_what_the_load_skipped_is_in_the_datas_notes(tmp_path):
+    root = build_tree(tmp_path / "iam-ondb")
+    broken = next((root / "lineStrokes").rglob("a01-000u-02.xml"))  # train keeps its other lines
+    broken.write_text("<not xml")
+    data = IamOnline(tmp_path).load()
+    assert any("1 file(s) skipped" in n and broken.name in n for n in data.notes), data.notes
+    assert any("form(s) of the" in n and "no files here" in n for n in data.notes), data.notes  # z99-999
+
+
 def test_lists_in_a_sibling_t1_folder(tmp_path):
     build_tree(tmp_path / "iam-ondb")
     (tmp_path / "iam-ondb-t1").mkdir()

@@ -102,6 +102,8 @@ def run_train(args: argparse.Namespace) -> int:
     data = task.load()
     layer = layer_class(args.cell, args.backend)
     print(f"{task.title} ({data.source} data, {data.location}); cell {args.cell}; {config.model_dump()}")
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"metric: {task.metric_name}")
     rows = []
 

@@ -65,6 +65,11 @@ class LoadReport:
         return f"{self.count} file(s) skipped: {shown}{more}"
 
 
+# Pen coordinates are screen units and times seconds (even an epoch time in milliseconds is ~1e12): beyond
+# this a value is corrupt, and float32 features of it would overflow to inf.
+MAX_COORDINATE = 1e15
+
+
 def read_strokes(path: Path | str) -> tuple[Stroke, ...]:
     """Read one lineStrokes XML file. Raises DataError naming the file when malformed."""
     path = Path(path)
@@ -84,7 +89,11 @@ def read_strokes(path: Path | str) -> tuple[Stroke, ...]:
         except (KeyError, ValueError) as err:
             raise DataError(f"{path}: a Point lacks a numeric x, y or time ({err})") from None
         if pts:
-            strokes.append(Stroke(np.array(pts, dtype=np.float64)))
+            points = np.array(pts, dtype=np.float64)
+            if not np.all(np.abs(points) <= MAX_COORDINATE):  # nan, inf, or beyond what float32 features hold
+                raise DataError(f"{path}: a Point has a non-finite or huge x, y or time "
+                                f"({points[~(np.abs(points) <= MAX_COORDINATE)][0]})")
+            strokes.append(Stroke(points))
     if not strokes:
         raise DataError(f"{path}: no points in the StrokeSet")
     return tuple(strokes)

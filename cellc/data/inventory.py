@@ -9,8 +9,9 @@ from pydantic import BaseModel
 
 from cellc.data.features import FeatureConfig, frame_count
 from cellc.data.iam_corpus import LoadReport, charset, load_iam
-from cellc.data.sphere import parse_sphere_header, read_audio
+from cellc.data.sphere import SHORTEN_MAGIC, header_int, parse_sphere_header, read_audio
 from cellc.data.timit_corpus import EXPECTED_COUNTS, SPLITS, load_splits, read_phn
+from cellc.errors import DataError
 
 
 class SplitCounts(BaseModel):
@@ -23,13 +24,22 @@ class SplitCounts(BaseModel):
 
 
 def _timit_samples(path: Path) -> tuple[int, int]:
-    """(sample count, rate) from the SPHERE header alone; RIFF files are read whole."""
-    with path.open("rb") as handle:
-        head = handle.read(4096)
+    """(sample count, rate) from the SPHERE header alone where it is plain PCM and the file is as long as it
+    says; anything else (RIFF, shorten, a short or odd file) is read whole, which names what is wrong."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        file_size = path.stat().st_size
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
     if head.startswith(b"NIST_1A"):
         fields, size = parse_sphere_header(head, path)
-        if "sample_count" in fields and "sample_rate" in fields:
-            return int(fields["sample_count"]), int(fields["sample_rate"])
+        if "sample_count" in fields and "sample_rate" in fields and str(fields.get("sample_coding", "pcm")) == "pcm":
+            count = header_int(fields, "sample_count", 0, 0, path)
+            rate = header_int(fields, "sample_rate", 0, 1, path)
+            width = header_int(fields, "sample_n_bytes", 2, 1, path) * header_int(fields, "channel_count", 1, 1, path)
+            if size + count * width <= file_size and head[size:size + 4] != SHORTEN_MAGIC:
+                return count, rate
     audio = read_audio(path)
     return len(audio.samples), audio.sample_rate
 
@@ -42,7 +52,7 @@ def timit_counts(root: Path, real: bool) -> list[SplitCounts]:
         for utt in utterances:
             samples, _rate = _timit_samples(utt.wav)
             frames += frame_count(samples, cfg)
-            phones.update(seg.phone for seg in read_phn(utt.phn))
+            phones.update(seg.phone for seg in read_phn(utt.phn, samples))
         rows.append(
             SplitCounts(
                 split=name, sequences=len(utterances), steps=frames, classes=len(phones),

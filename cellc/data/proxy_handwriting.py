@@ -146,6 +146,24 @@ def transcription_text(lines: list[str]) -> str:
     return f"OCR:\n\n{body}\n\nCSR:\n\n{body}\n"
 
 
+def form_prefix(writer_id: str) -> str:
+    number = int(writer_id[1:])
+    return f"p{number % 100:02d}" if number < 100 else f"q{number % 100:02d}"
+
+
+def form_id(writer_id: str, f: int, taken) -> str:
+    """Form ``f`` of a writer, in IAM's style (a01-000): a suffix letter where the number is taken, as IAM's
+    own ids have (a01-000u, a01-000x). Never two writers' forms under one id: their files would overwrite
+    each other, and one id could land in two splits."""
+    number = int(writer_id[1:])
+    base = f"{form_prefix(writer_id)}-{number // 100 * 100 + f * 5:03d}"
+    form = next((c for c in [base, *(base + s for s in "xyzwvutsrq")] if c not in taken), None)
+    if form is None:
+        raise DataError(f"proxy handwriting: {len(taken)} forms outrun its form ids; use fewer writers or forms "
+                        "per writer")
+    return form
+
+
 def generate_handwriting_proxy(root: Path | str, config: ProxyHandwritingConfig = ProxyHandwritingConfig(), progress: bool = True) -> Path:
     """Write the proxy corpus under ``root`` (replacing an older proxy there). Deterministic in ``config``."""
     root = Path(root)
@@ -165,10 +183,9 @@ def generate_handwriting_proxy(root: Path | str, config: ProxyHandwritingConfig 
         for w_index, writer_id in enumerate(writers):
             wrng = random.Random(f"{config.seed}/{writer_id}")
             writer = make_writer(wrng)
-            prefix = f"p{int(writer_id[1:]) % 100:02d}" if int(writer_id[1:]) < 100 else f"q{int(writer_id[1:]) % 100:02d}"
+            prefix = form_prefix(writer_id)
             for f in range(config.forms_per_writer):
-                form = f"{prefix}-{int(writer_id[1:]) // 100 * 100 + f * 5:03d}"
-                form = form if form not in writer_of else form + "x"
+                form = form_id(writer_id, f, writer_of)
                 writer_of[form] = writer_id
                 split_forms[split].append(form)
                 nrng = np.random.default_rng([config.seed, int(writer_id[1:]), f])

@@ -7,8 +7,7 @@ header. Types: ``-i`` integer, ``-r`` real, ``-sN`` string of N characters.
 
 from __future__ import annotations
 
-import io
-import wave
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +81,10 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
-def _int_field(fields: dict[str, int | float | str], name: str, default: int, minimum: int, path: Path) -> int:
+MAX_CHANNELS = 32  # TIMIT is mono; a header claiming more than this is corrupt
+
+
+def header_int(fields: dict[str, int | float | str], name: str, default: int, minimum: int, path: Path) -> int:
     """A whole-number header field of at least ``minimum`` (channel_count 0 would divide by zero)."""
     value = fields.get(name, default)
     if isinstance(value, float) and value.is_integer():  # '-r 2.0'; never nan or inf
@@ -103,18 +105,20 @@ def read_sphere(path: Path | str) -> Audio:
         raise DataError(f"{path}: {CONVERT_HINT}")
     if not coding.startswith("pcm"):
         raise DataError(f"{path}: unsupported SPHERE sample_coding {coding!r} (only linear PCM is read)")
-    n_bytes = _int_field(fields, "sample_n_bytes", 2, 0, path)
-    channels = _int_field(fields, "channel_count", 1, 1, path)
+    n_bytes = header_int(fields, "sample_n_bytes", 2, 0, path)
+    channels = header_int(fields, "channel_count", 1, 1, path)
+    if channels > MAX_CHANNELS:
+        raise DataError(f"{path}: malformed SPHERE header: channel_count is {channels} (at most {MAX_CHANNELS})")
     if n_bytes not in (1, 2):
         raise DataError(f"{path}: unsupported SPHERE sample_n_bytes {n_bytes} (1 or 2 expected)")
     if "sample_rate" not in fields:
         raise DataError(f"{path}: malformed SPHERE header: no sample_rate")
-    sample_rate = _int_field(fields, "sample_rate", 0, 1, path)
+    sample_rate = header_int(fields, "sample_rate", 0, 1, path)
     byte_format = str(fields.get("sample_byte_format", "01" if n_bytes == 2 else "1"))
     if n_bytes == 2 and byte_format not in ("01", "10"):
         raise DataError(f"{path}: unsupported SPHERE sample_byte_format {byte_format!r} ('01' or '10' expected)")
     frame_bytes = n_bytes * channels
-    count = _int_field(fields, "sample_count", len(body) // frame_bytes, 0, path)
+    count = header_int(fields, "sample_count", len(body) // frame_bytes, 0, path)
     if count * frame_bytes > len(body):
         raise DataError(
             f"{path}: truncated: header says {count} samples, the file holds {len(body) // frame_bytes}"
@@ -129,19 +133,34 @@ def read_sphere(path: Path | str) -> Audio:
 
 
 def read_riff(path: Path | str) -> Audio:
-    """Read a RIFF WAV file of 16-bit PCM (the first channel if several)."""
+    """Read a RIFF WAV file of 16-bit PCM (the first channel if several), plain or WAVE_FORMAT_EXTENSIBLE (as
+    ffmpeg and libsndfile write it; Python 3.11's wave module refuses that form)."""
     path = Path(path)
-    try:
-        with wave.open(io.BytesIO(_read_bytes(path))) as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as err:
-        raise DataError(f"{path}: malformed RIFF WAV file ({err})") from None
-    if width != 2:
-        raise DataError(f"{path}: unsupported RIFF WAV sample width {8 * width} bits (16 expected)")
+    data = _read_bytes(path)
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise DataError(f"{path}: malformed RIFF WAV file (no RIFF/WAVE header)")
+    fmt = frames = None
+    at = 12
+    while at + 8 <= len(data):
+        kind, size = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
+        body = data[at + 8:at + 8 + size]
+        if kind == b"fmt ":
+            fmt = body
+        elif kind == b"data":
+            frames = body
+        at += 8 + size + (size & 1)  # chunks are word-aligned
+    if fmt is None or len(fmt) < 16 or frames is None:
+        raise DataError(f"{path}: malformed RIFF WAV file (no fmt or data chunk)")
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real format is the subformat's first two bytes
+        tag = struct.unpack("<H", fmt[24:26])[0]
+    if tag != 1:
+        raise DataError(f"{path}: unsupported RIFF WAV format {tag} (linear PCM expected)")
+    if bits != 16:
+        raise DataError(f"{path}: unsupported RIFF WAV sample width {bits} bits (16 expected)")
     if channels < 1 or rate < 1:
         raise DataError(f"{path}: malformed RIFF WAV file (channel count {channels}, sample rate {rate} Hz)")
-    if len(frames) % (width * channels):
+    if len(frames) % (2 * channels):
         raise DataError(f"{path}: truncated RIFF WAV file (the data ends inside a frame)")
     samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, 0].astype(np.int16)
     return Audio(samples=samples, sample_rate=rate)

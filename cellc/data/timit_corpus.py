@@ -142,8 +142,14 @@ def load_splits(root: Path | str) -> dict[str, list[Utterance]]:
     return splits
 
 
-def read_phn(path: Path | str) -> list[PhoneSegment]:
-    """Read a .PHN file of ``begin end phone`` lines (sample indices at 16 kHz)."""
+# TIMIT's segments tile the utterance, each beginning where the previous ends; this much overlap (10 ms, one
+# frame hop) is tolerated, more is an error, as is a segment ending this far past the audio.
+PHN_SLACK = 160
+
+
+def read_phn(path: Path | str, n_samples: int | None = None) -> list[PhoneSegment]:
+    """Read a .PHN file of ``begin end phone`` lines (sample indices at 16 kHz), in order and not overlapping;
+    with ``n_samples``, within the audio. Out of order, a frame would take the wrong phone without a word."""
     path = Path(path)
     try:
         text = path.read_text(encoding="ascii")
@@ -165,6 +171,11 @@ def read_phn(path: Path | str) -> list[PhoneSegment]:
             raise DataError(f"{path}:{lineno}: unknown phone {parts[2]!r} (not one of TIMIT's 61)")
         if end <= begin or begin < 0:
             raise DataError(f"{path}:{lineno}: empty or negative segment {begin}..{end}")
+        if segments and begin < segments[-1].end - PHN_SLACK:
+            raise DataError(f"{path}:{lineno}: segment {begin}..{end} begins before the previous one "
+                            f"({segments[-1].begin}..{segments[-1].end}) ends")
+        if n_samples is not None and end > n_samples + PHN_SLACK:
+            raise DataError(f"{path}:{lineno}: segment {begin}..{end} ends after the audio ({n_samples} samples)")
         segments.append(PhoneSegment(begin, end, phone))
     if not segments:
         raise DataError(f"{path}: no phone segments")

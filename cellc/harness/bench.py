@@ -126,6 +126,7 @@ class _TaskInfo(BaseModel):
     info: dict[str, Any]
     profile: Profile  # the profile as this task runs it
     data_identity: dict[str, Any]
+    notes: tuple[str, ...] = ()  # what loading skipped or found amiss
 
 
 class _Inputs(BaseModel):
@@ -149,7 +150,8 @@ def _check_inputs(options: BenchOptions) -> _Inputs:
         data = task.load()
         marker = read_marker(Path(data.location)) if data.location and Path(data.location).is_dir() else None
         identity = data_identity(data.source, data.location, data.sizes(), marker)
-        tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile, data_identity=identity)
+        tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile, data_identity=identity,
+                                notes=data.notes)
     factory = _resolve(options.layer_factory)
     cells = {}
     for cell in options.cells:
@@ -198,6 +200,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     log = log or (lambda text: tqdm.write(text, file=sys.stderr))
     inputs = _check_inputs(options)
     task_info = inputs.tasks
+    for info in task_info.values():
+        for note in info.notes:
+            log(f"note: {note}")
     settings = {task: _settings(options, task_info[task].profile) for task in options.tasks}
     storage = store.open_storage(options.storage)
     sampler = SeededRandomSampler(options.seed)

@@ -81,6 +81,7 @@ class TaskData:
     test: list[Sequence]
     source: str  # e.g. "real", "rebuilt from music21", "proxy"; shown next to every number
     location: str = ""  # file or directory the data was read from, for messages and reports
+    notes: tuple[str, ...] = ()  # what loading skipped or found amiss: the commands print them
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}

@@ -118,7 +118,10 @@ class IamOnline(Task):
             return Sequence(inputs=torch.from_numpy(normalise(feats)), targets=LineTarget(labels, line.text))
 
         splits = {name: [to_seq(f, line) for f, line in zip(features[name], lines[name])] for name in lines}
-        return TaskData(**splits, source=where.source, location=str(where.root))
+        notes = [f"IAM-OnDB: {self.report.summary()}"] if self.report.count else []
+        notes += [f"IAM-OnDB: {n} form(s) of the {split} split list have no files here"
+                  for split, n in sorted(self.report.missing_forms.items())]
+        return TaskData(**splits, source=where.source, location=str(where.root), notes=tuple(notes))
 
     def collate(self, sequences: Seq[Sequence]) -> Batch:
         lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)

@@ -77,8 +77,8 @@ def read_pieces(path: Path) -> Any:
     if path.suffix == ".json":
         try:
             return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(f"{shown}: corrupt JSON ({err})") from None
+        except (ValueError, RecursionError) as err:  # malformed, not UTF-8, nested absurdly, a 5000-digit number
+            raise DataError(f"{shown}: corrupt JSON ({type(err).__name__}: {str(err)[:200]})") from None
     return safe_load_pickle(shown, data)
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from cellc.data.features import FeatureConfig, Normaliser, frame_labels, mfcc_features
 from cellc.data.proxy_speech import ProxySpeechConfig, generate_speech_proxy
 from cellc.data.sphere import read_audio
-from cellc.data.timit_corpus import SPLITS, Utterance, load_splits, read_phn
+from cellc.data.timit_corpus import EXPECTED_COUNTS, SPLITS, Utterance, load_splits, read_phn
 from cellc.data.timit_phones import PHONES_61, fold_index_table
 from cellc.errors import DataError
 from cellc.tasks.base import Batch, Sequence, Task, TaskData
@@ -37,7 +37,7 @@ def utterance_features(utt: Utterance, cfg: FeatureConfig) -> tuple[np.ndarray, 
     features = mfcc_features(audio.samples, cfg)
     if len(features) == 0:
         raise DataError(f"{utt.wav}: shorter than one 25 ms window")
-    return features, frame_labels(read_phn(utt.phn), len(features), cfg)
+    return features, frame_labels(read_phn(utt.phn, len(audio.samples)), len(features), cfg)
 
 
 def load_timit_features(root: Path, progress: bool = True) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -54,6 +54,15 @@ def load_timit_features(root: Path, progress: bool = True) -> dict[str, list[tup
                 bar.update(1)
     normalise = Normaliser.fit([f for f, _ in raw["train"]])
     return {name: [(normalise(f), y) for f, y in items] for name, items in raw.items()}
+
+
+def _size_notes(source: str, sizes: dict[str, int]) -> tuple[str, ...]:
+    """A real copy whose splits are not the study's sizes: said, not trained on in silence."""
+    if source != "real" or sizes == EXPECTED_COUNTS:
+        return ()
+    found, expected = "/".join(str(sizes[s]) for s in SPLITS), "/".join(str(EXPECTED_COUNTS[s]) for s in SPLITS)
+    return (f"TIMIT: {found} utterances (train/valid/test), not the study's {expected}: is the copy complete? "
+            "(an utterance needs both its .WAV and its .PHN; `cellc data info --task timit` counts them)",)
 
 
 class Timit(Task):
@@ -104,6 +113,7 @@ class Timit(Task):
             test=[to_seq(f, y) for f, y in data["test"]],
             source=where.source,
             location=str(where.root),
+            notes=_size_notes(where.source, {name: len(items) for name, items in data.items()}),
         )
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
