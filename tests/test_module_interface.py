@@ -62,3 +62,36 @@ def test_a_state_of_another_dtype_and_an_empty_input_are_value_errors(backend):
         layer(x, state)
     with pytest.raises(ValueError, match="no time steps"):
         layer(torch.randn(0, 2, 2))
+
+
+@pytest.mark.parametrize("spec,backend", [("np", "compiled"), ("gru", "lowered"), ("mgu", "fused"), ("vanilla", "eager")])
+def test_a_built_layer_pickles_and_loads_in_a_fresh_process(tmp_path, spec, backend):
+    """torch.save(model) pickles the layer: by its spec's identity (its module exists only in this process)."""
+    import pickle
+    import subprocess
+
+    torch.manual_seed(0)
+    layer = build_fast(spec, backend, 3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3)
+    expected = layer(x)[0]
+    assert torch.equal(pickle.loads(pickle.dumps(layer))(x)[0], expected)
+    torch.save({"layer": layer, "x": x, "y": expected}, tmp_path / "saved.pt")
+    code = ("import torch; d = torch.load(r'%s', weights_only=False); "
+            "print(torch.equal(d['layer'](d['x'])[0], d['y']))" % (tmp_path / "saved.pt"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def test_unpickling_a_layer_whose_spec_is_not_here_says_so(tmp_path):
+    import pickle
+
+    from cellc.codegen.build import restore_layer
+    from cellc.errors import CellcError
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n")
+    layer = build_fast(path, "eager", 2, 3)
+    name, spec_hash, backend = type(layer)._cellc_identity
+    with pytest.raises(CellcError, match="no spec of that name and hash here; build it first"):
+        restore_layer(name, "0" * 16, backend)  # as in a process that never built it
+    assert pickle.loads(pickle.dumps(layer)).hidden_size == 3  # this process has it

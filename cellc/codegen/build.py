@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cellc.codegen import naming
 from cellc.codegen.render import BACKENDS, render_module
-from cellc.errors import UsageError
+from cellc.errors import CellcError, UsageError
 from cellc.ir.pipeline import CompiledCell, compile_spec
 from cellc.spec.model import Spec
 
@@ -49,10 +49,43 @@ def load_module(compiled: CompiledCell, backend: str = "auto") -> types.ModuleTy
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module = types.ModuleType(module_name)
         module.__file__ = filename
+        sys.modules.setdefault("cellc_generated", types.ModuleType("cellc_generated"))  # a parent to import from
         sys.modules[module_name] = module  # dataclass/pickle machinery looks modules up by name
         exec(compile(source, filename, "exec"), module.__dict__)
+        cls = getattr(module, naming.class_name(compiled.name))
+        cls._cellc_identity = key
+        cls.__reduce_ex__ = _reduce_ex
         _MODULES[key] = module
     return _MODULES[key]
+
+
+def _reduce_ex(self, protocol):
+    """Pickle a built layer by its spec's identity, not its in-memory module's name (another process has no
+    such module): unpickling builds the class again (restore_layer), then sets the state as usual."""
+    identity = type(self).__dict__.get("_cellc_identity")
+    if identity is None:  # a user's subclass of the layer: pickled by reference, as any class
+        return object.__reduce_ex__(self, protocol)
+    return restore_layer, identity, self.__dict__
+
+
+def restore_layer(name: str, spec_hash: str, backend: str):
+    """An empty instance of the layer class built from spec ``name`` with this hash (for unpickling): from
+    this process's modules, else from the spec of that name in specs/ or the built-in ones if its hash
+    matches. Its state is set by pickle afterwards."""
+    module = _MODULES.get((name, spec_hash, backend))
+    if module is None:
+        from cellc.spec.loader import find_spec
+
+        try:
+            compiled = compile_spec(find_spec(name))
+        except CellcError:
+            compiled = None
+        if compiled is None or compiled.hash != spec_hash:
+            raise CellcError(f"unpickling a '{name}' layer (spec hash {spec_hash}): no spec of that name and hash "
+                             f"here; build it first in this process (cellc.build(<its .yaml>)), then unpickle")
+        module = load_module(compiled, backend)
+    cls = getattr(module, naming.class_name(name))
+    return cls.__new__(cls)
 
 
 def build(spec_or_path: Spec | CompiledCell | str | Path, backend: str = "auto") -> type:
