@@ -23,6 +23,7 @@ from test_sphere import handmade_sphere
 @pytest.mark.parametrize("text,message", [
     ("1600 3200 s\n0 1600 h#\n", "begins before the previous one"),  # out of order
     ("0 3000 h#\n100 200 s\n", "begins before the previous one"),  # one segment inside another
+    ("1000 1100 b\n950 3000 ae\n", "begins before the previous one"),  # going back, within the slack
     ("0 99999999 h#\n", "ends after the audio (48000 samples)"),  # another utterance's labels
 ])
 def test_phone_segments_in_order_and_within_the_audio(tmp_path, text, message):

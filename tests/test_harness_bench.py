@@ -179,7 +179,7 @@ def failing_factory(cell: str, backend: str):
     return Broken
 
 
-def test_two_processes_sharing_a_new_storage_split_the_trials(tmp_path):
+def test_two_processes_sharing_a_new_storage_stop_at_the_target(tmp_path):
     """Two benches started together on one new SQLite file: neither fails creating its tables, no trial
     fails, each trial number is run once, and together they stop at the target (or one past it per
     study, where both asked for a trial at the same instant)."""

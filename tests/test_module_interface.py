@@ -32,6 +32,14 @@ def test_cpu_autocast_runs_the_loops_in_the_inputs_dtype(spec, backend, dtype):
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters())
 
 
+def test_cpu_autocast_takes_a_16_bit_input_from_an_earlier_layer():
+    layer = build_fast("vanilla", "compiled", 3, 4)
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x.bfloat16())  # as an autocast Linear before it would hand over
+    torch.testing.assert_close(out, layer(x.bfloat16().float())[0], rtol=0, atol=0)
+
+
 def test_compiled_loops_refuse_a_buffer_of_another_dtype():
     layer = build_fast("vanilla", "compiled", 2, 3)
     module = sys.modules[type(layer).__module__]
@@ -95,3 +103,5 @@ def test_unpickling_a_layer_whose_spec_is_not_here_says_so(tmp_path):
     with pytest.raises(CellcError, match="no spec of that name and hash here; build it first"):
         restore_layer(name, "0" * 16, backend)  # as in a process that never built it
     assert pickle.loads(pickle.dumps(layer)).hidden_size == 3  # this process has it
+    other = restore_layer(name, spec_hash, "fused")  # saved with another backend: built from the same cell
+    assert type(other).__name__ == "Mine" and type(other)._cellc_identity[2] == "fused"

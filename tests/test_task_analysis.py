@@ -11,7 +11,7 @@ import numpy as np
 from cellc.analysis import document
 from cellc.analysis.fanova import ForestSettings
 from cellc.analysis.load import StudyData
-from cellc.analysis.paper import best_row
+from cellc.analysis.paper import best_row, comparable
 from cellc.analysis.task_analysis import analyse_task
 from cellc.harness.record import TrialRecord
 
@@ -84,6 +84,8 @@ def test_sources_label_the_task():
     proxy = study("nig", [record(k, "nig", hp, 11.0 + k, source="proxy") for k, hp in enumerate(points)])
     task = analyse_task("jsb", [real, rebuilt], FOREST)
     assert not task.is_proxy and task.mixed_sources  # the real music, twice derived: not a proxy, but mixed
+    assert not comparable(task)  # not set beside the paper's findings
+    assert comparable(analyse_task("jsb", [real], FOREST))
     assert analyse_task("jsb", [real, proxy], FOREST).is_proxy
 
 

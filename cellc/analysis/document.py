@@ -183,7 +183,7 @@ def importance_figure(task: TaskAnalysis, forest: ForestSettings) -> bytes:
     bars.append(fig.Bar("higher-order remainder", result.higher_order, 0.0, "rest"))
     title = (f"{fig.data_title(task.title, task.source)}: hyper-parameter importance "
              f"(fANOVA, {_fit_size(task)})")
-    note = (f"Random forest of {forest.trees} trees (min. {forest.min_samples_leaf} trials per leaf, seed "
+    note = (f"Random forest of {forest.trees} trees (min. {forest.min_samples_leaf} settings per leaf, seed "
             f"{forest.seed}); error bars: std over trees.")
     return fig.png_bytes(fig.importance_bars(title, bars, note))
 
@@ -390,8 +390,9 @@ def _importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, for
         "best validation epoch. Every finished trial with a test score is used (including trials that diverged "
         "after their best epoch); the search gives trial k the same setting in every cell, so the trials of a "
         "task's cells are taken together as one point per setting, the median over the trials at it (a forest "
-        "would count repeats as evidence, and one cell's runaway trial would carry the variance). "
-        f"Forest: {forest.trees} trees, at least {forest.min_samples_leaf} trials per leaf, seed {forest.seed}.", "",
+        "would count repeats as evidence; with three or more trials at a setting, the median also keeps one cell's "
+        "runaway trial from carrying the variance). "
+        f"Forest: {forest.trees} trees, at least {forest.min_samples_leaf} settings per leaf, seed {forest.seed}.", "",
     ]
     for task in tasks:
         lines += [f"### {fig.data_title(task.title, task.source)}", ""]

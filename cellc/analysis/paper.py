@@ -104,7 +104,8 @@ class FindingRow:
 
 
 def comparable(task: TaskAnalysis) -> bool:
-    return task.task in PAPER_VERDICTS and not task.is_proxy
+    """Set beside the paper's findings: the task's real data only (not a proxy, not mixed, not unknown)."""
+    return task.task in PAPER_VERDICTS and not task.is_proxy and not task.mixed_sources and task.source != "?"
 
 
 def verdict_rows(task: TaskAnalysis) -> list[FindingRow]:

@@ -14,6 +14,7 @@ from cellc.ir.pipeline import CompiledCell, compile_spec
 from cellc.spec.model import Spec
 
 _MODULES: dict[tuple[str, str, str], types.ModuleType] = {}  # (name, hash, backend) -> module
+_COMPILED: dict[tuple[str, str], CompiledCell] = {}  # (name, hash) -> the cell, to build it for another backend
 
 
 def resolve_backend(backend: str) -> str:
@@ -41,6 +42,7 @@ def load_module(compiled: CompiledCell, backend: str = "auto") -> types.ModuleTy
     """Render and import the generated module for ``compiled`` (cached per process)."""
     backend = resolve_backend(backend)
     key = (compiled.name, compiled.hash, backend)
+    _COMPILED[(compiled.name, compiled.hash)] = compiled
     if key not in _MODULES:
         source = render_module(compiled, backend)
         module_name = f"cellc_generated.{naming.checked_spec_name(compiled.name)}_{compiled.hash}_{backend}"
@@ -69,11 +71,11 @@ def _reduce_ex(self, protocol):
 
 
 def restore_layer(name: str, spec_hash: str, backend: str):
-    """An empty instance of the layer class built from spec ``name`` with this hash (for unpickling): from
-    this process's modules, else from the spec of that name in specs/ or the built-in ones if its hash
-    matches. Its state is set by pickle afterwards."""
-    module = _MODULES.get((name, spec_hash, backend))
-    if module is None:
+    """An empty instance of the layer class built from spec ``name`` with this hash (for unpickling), for
+    ``backend``: from a cell this process built (for any backend), else from the spec of that name in specs/
+    or the built-in ones if its hash matches. Its state is set by pickle afterwards."""
+    compiled = _COMPILED.get((name, spec_hash))
+    if compiled is None:
         from cellc.spec.loader import find_spec
 
         try:
@@ -81,9 +83,10 @@ def restore_layer(name: str, spec_hash: str, backend: str):
         except CellcError:
             compiled = None
         if compiled is None or compiled.hash != spec_hash:
-            raise CellcError(f"unpickling a '{name}' layer (spec hash {spec_hash}): no spec of that name and hash "
-                             f"here; build it first in this process (cellc.build(<its .yaml>)), then unpickle")
-        module = load_module(compiled, backend)
+            raise CellcError(f"unpickling a '{name}' layer ({backend} backend, spec hash {spec_hash}): no spec of "
+                             "that name and hash here; build it first in this process (cellc.build(<its .yaml>), "
+                             "any backend), then unpickle")
+    module = load_module(compiled, backend)
     cls = getattr(module, naming.class_name(name))
     return cls.__new__(cls)
 

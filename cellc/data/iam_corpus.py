@@ -66,7 +66,7 @@ class LoadReport:
 
 
 # Pen coordinates are screen units and times seconds (even an epoch time in milliseconds is ~1e12): beyond
-# this a value is corrupt, and float32 features of it would overflow to inf.
+# this a value is corrupt (and past float32's range, 3.4e38, its features would be inf).
 MAX_COORDINATE = 1e15
 
 

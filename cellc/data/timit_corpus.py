@@ -171,7 +171,7 @@ def read_phn(path: Path | str, n_samples: int | None = None) -> list[PhoneSegmen
             raise DataError(f"{path}:{lineno}: unknown phone {parts[2]!r} (not one of TIMIT's 61)")
         if end <= begin or begin < 0:
             raise DataError(f"{path}:{lineno}: empty or negative segment {begin}..{end}")
-        if segments and begin < segments[-1].end - PHN_SLACK:
+        if segments and (begin < segments[-1].end - PHN_SLACK or begin <= segments[-1].begin):
             raise DataError(f"{path}:{lineno}: segment {begin}..{end} begins before the previous one "
                             f"({segments[-1].begin}..{segments[-1].end}) ends")
         if n_samples is not None and end > n_samples + PHN_SLACK:
