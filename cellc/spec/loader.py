@@ -134,7 +134,7 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
             key_locations[f"{key}.{sub}"] = source.mapping_key_location(key, sub)
     # Where errors about the whole cell point (no state, input unread, output not computed): for a spec
     # that extends another, at what this file changed (its edits), not into the parent's file.
-    whole_cell = next(key for key in ("output", "edits", "extends", "equations") if key in source.keys or key == "equations")
+    whole_cell = next((key for key in ("output", "edits", "extends") if key in source.keys), "equations")
     key_locations["output"] = source.location_of((whole_cell,))
 
     equations = apply_edits(equations, edits, output_name)
