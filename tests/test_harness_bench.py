@@ -317,5 +317,5 @@ def test_trials_of_a_dead_machine_are_taken_over_during_the_run(tmp_path, monkey
                            storage=url, data_dir=str(DATA_ROOT))
     summary = run_bench(options, log=lambda text: None)
     assert summary.complete and summary.ran == 2 and summary.recovered == 1
-    states = [t.state.name for t in study.get_trials()]
-    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    states = [(t.state.name, t.user_attrs.get("status")) for t in study.get_trials()]
+    assert states == [("FAIL", "interrupted"), ("COMPLETE", "ok"), ("COMPLETE", "ok")]

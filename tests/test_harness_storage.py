@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 
 import optuna
@@ -75,6 +76,29 @@ def test_abandoned_local_trials_fail_but_other_hosts_live_trials_stay(storage, m
     monkeypatch.setattr(storage_module, "datetime", type("Later", (), {"now": staticmethod(lambda: later)}))
     assert fail_abandoned_trials(study) >= 1
     assert study.get_trials()[just_asked.number].state == TrialState.FAIL
+
+
+def test_trials_with_a_stale_heartbeat_fail_as_interrupted(tmp_path, monkeypatch):
+    # A bench killed between asking for a trial (its heartbeat recorded) and naming itself its owner leaves
+    # a trial with neither owner nor status; once its heartbeat is stale it is failed like any other
+    # interrupted trial (Optuna's own stale-trial check failed it without a status), as is another host's.
+    monkeypatch.setattr(storage_module, "GRACE_S", 1)
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = make_study(storage)
+    ownerless = study.ask(distributions(SearchSpace()))
+    storage.record_heartbeat(ownerless._trial_id)
+    remote = study.ask(distributions(SearchSpace()))
+    remote.set_user_attr("owner", "other-host:42:7")
+    storage.record_heartbeat(remote._trial_id)
+    fresh = study.ask(distributions(SearchSpace()))  # no heartbeat yet: not stale
+    assert fail_abandoned_trials(study) == 0
+    time.sleep(2.2)  # SQLite's clock has whole seconds
+    assert fail_abandoned_trials(study) == 2
+    states = {t.number: (t.state, t.user_attrs.get("status")) for t in study.get_trials()}
+    assert states[ownerless.number] == (TrialState.FAIL, "interrupted")
+    assert states[remote.number] == (TrialState.FAIL, "interrupted")
+    assert states[fresh.number] == (TrialState.RUNNING, None)
+    assert fail_abandoned_trials(study) == 0
 
 
 def test_sampler_draws_depend_only_on_trial_number(storage, tmp_path):

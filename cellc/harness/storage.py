@@ -184,31 +184,39 @@ def check_resumable(
 
 
 def fail_abandoned_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials of dead processes as FAIL so that their slots are run again.
+    """Mark RUNNING trials of dead processes as FAIL ("interrupted") so that their slots are run again.
 
     A trial owned by a process on this host that no longer exists is failed at once (a killed
-    ``cellc bench``); a trial owned by another host is failed only when its heartbeat is stale.
+    ``cellc bench``); any other (another host's, or one whose owner was never recorded) is failed when
+    its heartbeat is stale, or, without a heartbeat or owner, after OWNERLESS_GRACE_S.
     Returns how many trials were failed.
     """
     storage = study._storage  # noqa: SLF001 - optuna exposes no public per-trial state setter
+    # Optuna's own fail_stale_trials would fail these too, but without the status every failed trial
+    # carries (a trial killed between being asked for and naming its owner had none).
+    stale = set(storage._get_stale_trial_ids(study._study_id))  # noqa: SLF001
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("owner")
-        if owner is not None:
+        if trial._trial_id in stale:  # noqa: SLF001
+            alive: bool | None = False
+        elif owner is not None:
             alive = owner_is_alive(str(owner))
         else:  # asked for a moment ago, its owner not yet recorded (or its process died in that moment)
             started = trial.datetime_start
             alive = False if started is not None and (datetime.now() - started).total_seconds() > OWNERLESS_GRACE_S else None
-        if alive is False:
-            storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")  # noqa: SLF001
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
-                failed += 1
-    before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    failed += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
+        if alive is False and _fail_interrupted(storage, trial._trial_id):  # noqa: SLF001
+            failed += 1
     return failed
+
+
+def _fail_interrupted(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
+    """Fail one RUNNING trial as interrupted; False where another process finished it first."""
+    try:
+        storage.set_trial_user_attr(trial_id, "status", "interrupted")
+        return storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def study_bench(summary: optuna.study.StudySummary) -> str:
