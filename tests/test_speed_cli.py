@@ -96,3 +96,47 @@ def test_memory_targets_compare_with_eager():
     assert len(lines) == 2
     assert "vanilla" in lines[0] and "0.75x" in lines[0] and lines[0].rstrip(" |").endswith("met") and "NOT" not in lines[0]
     assert "gru" in lines[1] and "NOT met" in lines[1]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--device", "cuda", "--threads", "1"], "--threads applies to the CPU timings only"),
+    (["--device", "cuda", "--sizes", "1,2,3,4"], "--sizes applies to the CPU timings only"),
+    (["--device", "cuda", "--jsb-sequences", "0"], "--jsb-sequences applies to the CPU timings only"),
+    (["--device", "cuda", "--max-seconds", "0"], "--max-seconds must be more than 0"),
+    (["--device", "cuda", "--repeat", "0"], "--repeat"),
+    (["--device", "cuda", "--out", "{tmp}"], "is a folder"),
+    (["--max-seconds", "60"], "--max-seconds applies to the GPU benchmark only"),
+])
+def test_options_of_the_other_device_are_refused(tmp_path, monkeypatch, capsys, argv, fragment):
+    from cellc.speed import gpu, measure
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing may run before the arguments are checked")
+
+    monkeypatch.setattr(gpu, "main", never)
+    monkeypatch.setattr(measure, "measure", never)
+    assert main(["speed", *[a.replace("{tmp}", str(tmp_path)) for a in argv]]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_device_cuda_runs_the_gpu_benchmark_with_the_shared_options(tmp_path, monkeypatch):
+    from cellc.speed import gpu
+
+    calls = []
+    monkeypatch.setattr(gpu, "main", lambda argv, command=None: calls.append((argv, command)) or 0)
+    out = tmp_path / "gpu.md"
+    assert main(["speed", "--device", "cuda", "--cells", "np", "gru", "--repeat", "3", "--max-seconds", "90",
+                 "--out", str(out)]) == 0
+    assert calls == [(["--out", str(out), "--repeat", "3", "--cells", "np,gru", "--max-seconds", "90.0"],
+                      f"cellc speed --device cuda --cells np gru --repeat 3 --max-seconds 90 --out {out}")]
+    calls.clear()
+    assert main(["speed", "--device", "cuda"]) == 0
+    assert calls[0][0] == ["--out", "reports/speed-gpu.md", "--repeat", "5"]  # the GPU benchmark's own defaults
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_one_message(capsys):
+    assert main(["speed", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "Traceback" not in err

@@ -15,17 +15,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from cellc.speed.measure import BACKENDS, CELLS, SIZES
 
     p = subparsers.add_parser("speed", help="time the backends against torch.nn.LSTM / GRU; write reports/speed.md")
-    p.add_argument("--cells", nargs="+", default=list(CELLS), help=f"specs to time (default: {' '.join(CELLS)})")
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (default): these timings, reports/speed.md; cuda: the GPU benchmark against cuDNN "
+                        "(benchmarks/gpu.sh), reports/speed-gpu.md")
+    p.add_argument("--cells", nargs="+", default=None, help=f"specs to time (default: {' '.join(CELLS)})")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median; default 5)")
-    p.add_argument("--threads", nargs="+", type=int, default=None,
-                   help="thread counts (default: 1 and all cores)")
-    p.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: " + " ".join(",".join(map(str, s)) for s in SIZES) + ")")
-    p.add_argument("--jsb-sequences", type=int, default=20,
-                   help="JSB sequences timed for the end-to-end line (0 skips it; default 20)")
-    p.add_argument("--jsb-hidden", type=int, default=100)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="reports/speed.md")
+    p.add_argument("--out", default=None, help="the report (default: reports/speed.md, or reports/speed-gpu.md)")
+    cpu = p.add_argument_group("CPU timings only")
+    cpu.add_argument("--backends", nargs="+", default=None, choices=list(BACKENDS))
+    cpu.add_argument("--threads", nargs="+", type=int, default=None,
+                     help="thread counts (default: 1 and all cores)")
+    cpu.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: " + " ".join(",".join(map(str, s)) for s in SIZES) + ")")
+    cpu.add_argument("--jsb-sequences", type=int, default=None,
+                     help="JSB sequences timed for the end-to-end line (0 skips it; default 20)")
+    cpu.add_argument("--jsb-hidden", type=int, default=None, help="hidden size of the JSB line (default 100)")
+    cpu.add_argument("--data-dir", default=None)
+    gpu = p.add_argument_group("GPU benchmark only (--device cuda)")
+    gpu.add_argument("--max-seconds", type=float, default=None,
+                     help="stop timing after this long, listing the rest as skipped (default 330)")
     p.set_defaults(func=cmd_speed)
 
 
@@ -52,9 +59,9 @@ def _check_counts(args) -> None:
         raise UsageError(f"--repeat must be at least 1 (got {args.repeat})")
     if args.threads is not None and min(args.threads) < 1:
         raise UsageError(f"--threads: every thread count must be at least 1 (got {min(args.threads)})")
-    if args.jsb_sequences < 0:
+    if args.jsb_sequences is not None and args.jsb_sequences < 0:
         raise UsageError(f"--jsb-sequences must be 0 (skip the JSB line) or more (got {args.jsb_sequences})")
-    if args.jsb_hidden < 1:
+    if args.jsb_hidden is not None and args.jsb_hidden < 1:
         raise UsageError(f"--jsb-hidden must be at least 1 (got {args.jsb_hidden})")
 
 
@@ -71,14 +78,47 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"--out {out}: {out if out.exists() else out.parent} is not writable")
 
 
+CPU_ONLY = {"backends": "--backends", "threads": "--threads", "sizes": "--sizes",
+            "jsb_sequences": "--jsb-sequences", "jsb_hidden": "--jsb-hidden", "data_dir": "--data-dir"}
+
+
+def _gpu_benchmark(args) -> int:
+    """`--device cuda`: the GPU benchmark (cellc.speed.gpu) with the options both share."""
+    from cellc.speed import gpu
+
+    given = [flag for name, flag in CPU_ONLY.items() if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{given[0]} applies to the CPU timings only, not to --device cuda")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise UsageError(f"--max-seconds must be more than 0 (got {args.max_seconds})")
+    _check_counts(args)
+    out = Path(args.out or "reports/speed-gpu.md")
+    _check_writable(out)
+    forwarded = ["--out", str(out), "--repeat", str(args.repeat)]
+    if args.cells:
+        forwarded += ["--cells", ",".join(args.cells)]
+    if args.max_seconds is not None:
+        forwarded += ["--max-seconds", str(args.max_seconds)]
+    return gpu.main(forwarded, command=shlex.join(["cellc", *args.argv]))
+
+
 def cmd_speed(args) -> int:
+    if args.device == "cuda":
+        return _gpu_benchmark(args)
+    if args.max_seconds is not None:
+        raise UsageError("--max-seconds applies to the GPU benchmark only (--device cuda)")
+    _check_counts(args)
     import torch
     from tqdm import tqdm
 
-    from cellc.speed.measure import jsb_epoch_seconds, load_jsb, make_layer, measure
+    from cellc.speed.measure import BACKENDS, CELLS, jsb_epoch_seconds, load_jsb, make_layer, measure
     from cellc.speed.report import write_report
 
-    _check_counts(args)
+    args.cells = args.cells or list(CELLS)
+    args.backends = args.backends or list(BACKENDS)
+    args.jsb_sequences = 20 if args.jsb_sequences is None else args.jsb_sequences
+    args.jsb_hidden = 100 if args.jsb_hidden is None else args.jsb_hidden
+    args.out = args.out or "reports/speed.md"
     sizes = _sizes(args.sizes)
     jsb_data = load_jsb(args.data_dir) if args.jsb_sequences else None  # missing data: an error before the timing
     out = Path(args.out)

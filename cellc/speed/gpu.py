@@ -287,7 +287,8 @@ def machine_facts(torch) -> dict:
             "host": platform.node()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, command: str | None = None) -> int:
+    """command: how the report names the command that wrote it (default: this module's own)."""
     parser = argparse.ArgumentParser(prog="python -m cellc.speed.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports/speed-gpu.md")
     parser.add_argument("--repeat", type=int, default=5)
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         check_correctness(run, torch, cells)
     print(f"correctness phase: {time.monotonic() - start:.0f} s", flush=True)
     out = Path(args.out)
-    command = "python -m cellc.speed.gpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command or "python -m cellc.speed.gpu " + " ".join(argv if argv is not None else sys.argv[1:])
 
     facts = machine_facts(torch)
     facts["persistent_max"] = {cell: [max((n for n in range(1, 129) if persistent_fits(cell, n, d)), default=0)
