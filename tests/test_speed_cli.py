@@ -7,6 +7,18 @@ import pytest
 from cellc.cli import main
 
 
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Building, timing or the GPU benchmark fail the test: arguments must be refused before any of them."""
+    from cellc.speed import gpu, measure
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing may be built or timed before the arguments are checked")
+
+    for module, name in ((measure, "make_layer"), (measure, "measure"), (gpu, "main")):
+        monkeypatch.setattr(module, name, never)
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--threads", "0"], "--threads"),
     (["--threads", "1", "-2"], "--threads"),
@@ -20,14 +32,7 @@ from cellc.cli import main
     (["--repeat", "0"], "--repeat"),
     (["--repeat", "-3"], "--repeat"),
 ])
-def test_bad_counts_are_usage_errors(tmp_path, monkeypatch, capsys, argv, fragment):
-    from cellc.speed import measure
-
-    def never(*args, **kwargs):
-        raise AssertionError("nothing may be built or timed before the arguments are checked")
-
-    monkeypatch.setattr(measure, "make_layer", never)
-    monkeypatch.setattr(measure, "measure", never)
+def test_bad_counts_are_usage_errors(tmp_path, nothing_runs, capsys, argv, fragment):
     out = tmp_path / "speed.md"
     assert main(["speed", "--backends", "eager", "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err
@@ -41,13 +46,7 @@ def test_bad_counts_are_usage_errors(tmp_path, monkeypatch, capsys, argv, fragme
     (["--jsb-sequences", "0", "--out", "{tmp}/file/speed.md"], "cannot create"),
     (["--jsb-sequences", "0", "--out", "{tmp}"], "is a folder"),
 ])
-def test_missing_data_and_unwritable_output_are_found_before_timing(tmp_path, monkeypatch, capsys, argv, fragment):
-    from cellc.speed import measure
-
-    def never(*args, **kwargs):
-        raise AssertionError("nothing may be timed before the data and the output are checked")
-
-    monkeypatch.setattr(measure, "measure", never)
+def test_missing_data_and_unwritable_output_are_found_before_timing(tmp_path, nothing_runs, capsys, argv, fragment):
     (tmp_path / "file").write_text("")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(["speed", "--backends", "eager", *argv]) == 2
@@ -107,14 +106,7 @@ def test_memory_targets_compare_with_eager():
     (["--device", "cuda", "--out", "{tmp}"], "is a folder"),
     (["--max-seconds", "60"], "--max-seconds applies to the GPU benchmark only"),
 ])
-def test_options_of_the_other_device_are_refused(tmp_path, monkeypatch, capsys, argv, fragment):
-    from cellc.speed import gpu, measure
-
-    def never(*args, **kwargs):
-        raise AssertionError("nothing may run before the arguments are checked")
-
-    monkeypatch.setattr(gpu, "main", never)
-    monkeypatch.setattr(measure, "measure", never)
+def test_options_of_the_other_device_are_refused(tmp_path, nothing_runs, capsys, argv, fragment):
     assert main(["speed", *[a.replace("{tmp}", str(tmp_path)) for a in argv]]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
