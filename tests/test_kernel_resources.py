@@ -51,3 +51,17 @@ def test_persistent_verdicts_compare_the_rule_with_compiled_sizes():
     assert verdicts[64].startswith("rule too eager")
     text = kr.render(rows)
     assert "over the limit" in text and "2 need more shared memory" in text
+
+
+@pytest.mark.slow
+@needs_cuobjdump
+def test_kernels_with_64_bit_offsets_compile_for_sm90():
+    # the I64 variants (buffers of 2**30 elements or more) of every family, which the interpreter runs but
+    # never compiles; as large as the 32-bit ones on chip (offsets live in registers)
+    module = kr.generated_module("vanilla")
+    for family, N in (("step", 256), ("persistent", 64), ("tiled", 64)):
+        for name, constants, warps in kr.launch_configs(module, family, N, "float32"):
+            kernel = module.triton_kernels()[name]
+            wide = kr.compile_kernel(kernel, {**constants, "I64": True}, "float32", warps, sizes={"B": 16, "N": N})
+            narrow = kr.compile_kernel(kernel, constants, "float32", warps, sizes={"B": 16, "N": N})
+            assert constants["I64"] is False and wide.shared == narrow.shared <= kr.SHARED_LIMIT, (name, wide, narrow)

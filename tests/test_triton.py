@@ -54,6 +54,16 @@ def test_kernels_match_eager(results, spec, mode, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("spec", ["vanilla", "gru"])
+def test_kernels_with_64_bit_offsets_match_eager(results, spec, mode):
+    # what buffers of 2**30 elements or more run (int32 offsets would wrap there): forward and backward
+    row = results[(spec, mode, "offsets64", None)]
+    assert row["offsets64"] == [True], row  # every launch took the 64-bit kernels
+    assert row["error"] <= ATOL, f"{spec} {mode}: error {row['error']:.3g}"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["plain", "bidir_lengths"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("spec", SPECS)

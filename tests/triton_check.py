@@ -58,9 +58,9 @@ def layers(spec, opts):
     return eager, fast
 
 
-def count_launches(layer, saves: list | None = None) -> dict:
+def count_launches(layer, saves: list | None = None, offsets64: set | None = None) -> dict:
     """Count the generated module's kernel launches by kind (step_*, persistent_*, tiled_*), from now on;
-    into saves, (SAVE, elements of SV) of each forward launch."""
+    into saves, (SAVE, elements of SV) of each forward launch; into offsets64, each launch's I64."""
     module = sys.modules[type(layer).__module__]
     kernels = module.triton_kernels()
     counts: dict[str, int] = {}
@@ -72,11 +72,12 @@ def count_launches(layer, saves: list | None = None) -> dict:
         def __getitem__(self, grid):
             counts[self.kind] = counts.get(self.kind, 0) + 1
             launch = self.kernel[grid]
-            if saves is None or "SAVE" not in self.kernel.arg_names:
-                return launch
 
             def recorded(*args, **kwargs):
-                saves.append((kwargs["SAVE"], args[self.kernel.arg_names.index("SV")].numel()))
+                if saves is not None and "SAVE" in self.kernel.arg_names:
+                    saves.append((kwargs["SAVE"], args[self.kernel.arg_names.index("SV")].numel()))
+                if offsets64 is not None:
+                    offsets64.add(kwargs["I64"])
                 return launch(*args, **kwargs)
 
             return recorded
@@ -194,6 +195,25 @@ def main(specs: list[str]) -> None:
             module.PERSISTENT_SHARE = saved
             print(json.dumps({"spec": spec, "mode": "persistent", "case": f"shallow_{case}", "error": err,
                               "stages": stages}), flush=True)
+    # 64-bit offsets (buffers of 2**30 elements or more): the threshold set to nothing, so that every launch
+    # takes the I64 kernels (the interpreter wraps int32 as a GPU does; sizes that large do not fit a test)
+    for spec in ("vanilla", "gru"):
+        eager, fast = layers(spec, CASES["bidir_lengths"])
+        module = sys.modules[type(fast).__module__]
+        g = torch.Generator().manual_seed(13)
+        x = torch.randn(T, B, M, generator=g)
+        state = tuple(0.5 * torch.randn(2, B, 5, generator=g) for _ in eager.state_names)
+        lengths = torch.tensor([T, 2])
+        ref = run(eager, x, state, lengths)
+        saved, module.OFFSETS64_MIN = module.OFFSETS64_MIN, 0
+        for mode in ("step", "persistent", "tiled"):
+            os.environ["CELLC_TRITON_MODE"] = mode
+            flags: set = set()
+            count_launches(fast, offsets64=flags)
+            err = error(run(fast, x, state, lengths), ref)
+            print(json.dumps({"spec": spec, "mode": mode, "case": "offsets64", "error": err,
+                              "offsets64": sorted(flags)}), flush=True)
+        module.OFFSETS64_MIN = saved
     # CUDA-graph replay of the per-step loops, with the graph faked on CPU: capture hands back buffers
     # full of NaN and "replay" reruns the loop on them, so a tensor the loop reads but the runner does
     # not copy in (or writes but does not copy back) shows up as an error on the next calls.

@@ -135,7 +135,7 @@ def launch_configs(module, family: str, N: int, dtype: str = "float32", precisio
 
     if family == "step":
         BB, BN = module._blocks(16, N)
-        return [(name, dict(HAS_MASK=True, **training(name), BB=BB, BN=BN), 4) for name in names]
+        return [(name, dict(HAS_MASK=True, I64=False, **training(name), BB=BB, BN=BN), 4) for name in names]
     import torch
 
     launches = []
@@ -146,7 +146,7 @@ def launch_configs(module, family: str, N: int, dtype: str = "float32", precisio
             config = module._tiled_config(N, precision)
         warps = config.pop("num_warps")
         # as the backend launches them: the persistent forward takes no STAGES (it prefetches its loads itself)
-        launches.append((name, dict(HAS_MASK=True, **training(name),
+        launches.append((name, dict(HAS_MASK=True, I64=False, **training(name),
                                     **{k: v for k, v in config.items() if k != "STAGES" or name != "persistent_forward"}),
                          warps))
     return launches
