@@ -8,7 +8,6 @@ import logging
 import re
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,6 @@ from cellc.harness.record import DATA_IDENTITY_KEYS, STUDY_FORMAT, StudySettings
 
 HEARTBEAT_S = 20  # in-flight trials are marked alive this often
 GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed
-# A trial without a recorded owner is failed after this long. Generous: its start time is compared with this
-# host's clock, and some Optuna versions store the asking host's local time (time zones, clock changes);
-# a trial lacks an owner only in the moment between Optuna creating it and the bench naming itself.
-OWNERLESS_GRACE_S = 24 * 3600
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -188,26 +183,38 @@ def fail_abandoned_trials(study: optuna.Study) -> int:
 
     A trial owned by a process on this host that no longer exists is failed at once (a killed
     ``cellc bench``); any other (another host's, or one whose owner was never recorded) is failed when
-    its heartbeat is stale, or, without a heartbeat or owner, after OWNERLESS_GRACE_S.
-    Returns how many trials were failed.
+    its heartbeat is stale. Returns how many trials were failed.
     """
     storage = study._storage  # noqa: SLF001 - optuna exposes no public per-trial state setter
-    # Optuna's own fail_stale_trials would fail these too, but without the status every failed trial
-    # carries (a trial killed between being asked for and naming its owner had none).
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    # Optuna's own fail_stale_trials would fail these too, but without the status every failed trial carries.
     stale = set(storage._get_stale_trial_ids(study._study_id))  # noqa: SLF001
+    # A bench killed between asking for a trial and naming itself its owner (a window of a few storage
+    # writes, hit by a kill just after a trial ends) left it without an owner, and maybe without a
+    # heartbeat, which it records first. Such a trial gets a heartbeat here: if its process lives, it
+    # goes on recording them; if not, the trial is stale GRACE_S later. (Its start time cannot say: it is
+    # the asking host's clock, compared with this one's.)
+    ownerless = [t._trial_id for t in running if "owner" not in t.user_attrs]  # noqa: SLF001
+    for trial_id in set(ownerless) - _with_heartbeat(storage, ownerless):
+        storage.record_heartbeat(trial_id)
     failed = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in running:
         owner = trial.user_attrs.get("owner")
-        if trial._trial_id in stale:  # noqa: SLF001
-            alive: bool | None = False
-        elif owner is not None:
-            alive = owner_is_alive(str(owner))
-        else:  # asked for a moment ago, its owner not yet recorded (or its process died in that moment)
-            started = trial.datetime_start
-            alive = False if started is not None and (datetime.now() - started).total_seconds() > OWNERLESS_GRACE_S else None
-        if alive is False and _fail_interrupted(storage, trial._trial_id):  # noqa: SLF001
-            failed += 1
+        if trial._trial_id in stale or (owner is not None and owner_is_alive(str(owner)) is False):  # noqa: SLF001
+            failed += _fail_interrupted(storage, trial._trial_id)  # noqa: SLF001
     return failed
+
+
+def _with_heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> set[int]:
+    """Those of these trials that have a heartbeat recorded."""
+    if not trial_ids:
+        return set()
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    query = sqlalchemy.select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(trial_ids))
+    rdb = getattr(storage, "_backend", storage)  # optuna wraps a study's RDBStorage in a cache
+    with rdb.engine.connect() as connection:
+        return {row[0] for row in connection.execute(query)}
 
 
 def _fail_interrupted(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
