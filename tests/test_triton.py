@@ -177,6 +177,37 @@ def test_generated_module_imports_torch_only():
     assert "import triton" in source[kernels_start:kernels_end]
 
 
+def test_kernels_launch_on_the_gpu_their_tensors_are_on(monkeypatch):
+    # Triton launches on the current device: a layer on cuda:1 without torch.cuda.set_device(1) would run
+    # its kernels on cuda:0 with cuda:1's pointers. Forward and backward enter the tensors' device first.
+    import types
+
+    import torch
+
+    import cellc
+
+    module = sys.modules[cellc.build("vanilla", backend="triton").__module__]
+    assert module._TritonSteps.forward.on_its_device and module._TritonSteps.backward.on_its_device
+    entered = []
+
+    class Guard:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.append("left")
+
+    monkeypatch.setattr(torch.cuda, "device", Guard)
+    method = module._on_its_device(lambda ctx, *args: entered.append("ran") or "result")
+    assert method("ctx", None, types.SimpleNamespace(is_cuda=True, device="cuda:1")) == "result"
+    assert entered == ["cuda:1", "ran", "left"]
+    entered.clear()
+    assert method("ctx", torch.zeros(1), None) == "result" and entered == ["ran"]  # CPU: no device switch
+
+
 def test_backward_gathers_runs_of_gradient_blocks():
     from cellc.codegen.triton_gen import paired_runs
 
