@@ -28,3 +28,27 @@ def test_gpu_backends_match_eager(cell):
     assert run.checks, "no GPU path was checked"
     bad = [row for row in run.checks if row[-1] != "ok"]
     assert not bad, bad
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("mode", ["step", "persistent"])
+def test_a_layer_on_the_second_gpu_runs_there(mode, monkeypatch):
+    # the current device stays cuda:0: the kernels must launch (and graphs capture) on the tensors' device
+    import cellc
+
+    monkeypatch.setenv("CELLC_TRITON_MODE", mode)
+    torch.manual_seed(0)
+    eager = cellc.build("vanilla", backend="eager")(8, 32).to("cuda:1")
+    fast = cellc.build("vanilla", backend="triton")(8, 32).to("cuda:1")
+    fast.load_state_dict(eager.state_dict())
+    torch.cuda.set_device(0)
+    for _ in range(3):  # plain loop, capture, replay
+        x = torch.randn(20, 4, 8, device="cuda:1")
+        out, _ = fast(x)
+        ref, _ = eager(x)
+        assert out.device == torch.device("cuda:1")
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        out.sum().backward()
+        ref.sum().backward()
+    for p, q in zip(fast.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4)
