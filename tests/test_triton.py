@@ -154,6 +154,35 @@ def test_autocast_16_bit_close_to_float32(results, spec, mode, case):
 
 
 @pytest.mark.slow
+def test_a_graph_evicted_before_each_use_is_captured_a_bounded_number_of_times(results):
+    # two shapes taking turns in a cache of one: captured at each key's second use, evicted, captured again...
+    row = results[("vanilla", "step", "graph_churn", None)]
+    assert row["captures"] and max(row["captures"]) == row["limit"], row  # ... until the limit: then plain loops
+    assert row["error"] <= ATOL, row
+
+
+@pytest.mark.slow
+def test_float64_runs_the_loops_not_the_float32_kernels(results):
+    row = results[("vanilla", "auto", "float64", None)]
+    assert row["launches"] == {} and row["error"] <= 1e-9, row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["step", "persistent"])
+def test_a_backward_inside_autocast_keeps_float32_gradients(results, mode):
+    row = results[("vanilla", mode, "backward_in_autocast", None)]
+    assert row["dtypes"] == ["torch.float32"] and row["error"] <= ATOL, row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["np", "gru"])
+def test_lowered_16_bit_layer_takes_a_float32_state(results, spec):
+    row = results[(spec, "lowered", "bf16_float32_state", None)]
+    assert row["final_dtypes"] == ["torch.float32"], row  # given back as it came
+    assert row["error"] < 5e-2 and row["final_error"] < 5e-2, row  # bf16 against float32 eager
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["graph_plain", "graph_bidir_lengths"])
 @pytest.mark.parametrize("mode", ["step", "tiled"])
 @pytest.mark.parametrize("spec", SPECS)
@@ -206,6 +235,24 @@ def test_kernels_launch_on_the_gpu_their_tensors_are_on(monkeypatch):
     assert entered == ["cuda:1", "ran", "left"]
     entered.clear()
     assert method("ctx", torch.zeros(1), None) == "result" and entered == ["ran"]  # CPU: no device switch
+
+
+def test_tf32_setting_is_read_through_torchs_newer_api():
+    # Reading torch.backends.cuda.matmul.allow_tf32 raises once a program set the newer fp32_precision (as
+    # torch now advises): the persistent and tiled kernels, which read it, crashed. In a subprocess: the
+    # setting is process-wide.
+    code = (
+        "import sys, types, torch, cellc\n"
+        "module = sys.modules[cellc.build('vanilla', backend='triton').__module__]\n"
+        "x = types.SimpleNamespace(is_cuda=True, dtype=torch.float32)\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'tf32'\n"
+        "first = module._precision(x)\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'ieee'\n"
+        "print(first, module._precision(x), module._precision(types.SimpleNamespace(is_cuda=False, dtype=torch.float32)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["tf32", "ieee", "ieee"]
 
 
 def test_backward_gathers_runs_of_gradient_blocks():
