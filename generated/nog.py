@@ -243,7 +243,10 @@ class Nog(nn.Module):
         mask = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=x.device).to(torch.long)
-            if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > T).any()):
+            # The values are checked on the host, which waits for the device: not while the caller captures a
+            # CUDA graph of this module (a capture cannot wait).
+            if lengths.shape != (B,) or (not (x.is_cuda and torch.cuda.is_current_stream_capturing()) and (
+                    bool((lengths < 1).any()) or bool((lengths > T).any()))):
                 raise ValueError(f"lengths must be {B} values in [1, {T}]")
             mask = (torch.arange(T, device=x.device).unsqueeze(1) < lengths).unsqueeze(2)
             # Padding may hold anything (even NaN); zero it so that no gradient sees it.

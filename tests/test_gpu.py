@@ -52,3 +52,21 @@ def test_a_layer_on_the_second_gpu_runs_there(mode, monkeypatch):
         ref.sum().backward()
     for p, q in zip(fast.parameters(), eager.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["eager", "triton"])
+def test_the_caller_can_capture_a_layer_with_lengths_in_a_cuda_graph(backend):
+    # nothing in the forward waits for the host (the lengths' values are checked outside a capture)
+    import cellc
+
+    torch.manual_seed(0)
+    layer = cellc.build("vanilla", backend=backend)(8, 32).cuda()
+    x = torch.randn(20, 4, 8, device="cuda")
+    lengths = torch.tensor([20, 13, 7, 1], device="cuda")
+    with torch.no_grad():
+        expected, _ = layer(x, lengths=lengths)  # compiles the kernels outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured, _ = layer(x, lengths=lengths)
+        graph.replay()
+    torch.testing.assert_close(captured, expected)
