@@ -11,7 +11,12 @@ from pathlib import Path
 from cellc.errors import UsageError
 
 
+JSB_SEQUENCES = 20  # JSB sequences timed for the end-to-end line
+JSB_HIDDEN = 100
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from cellc.speed.gpu import MAX_SECONDS
     from cellc.speed.measure import BACKENDS, CELLS, SIZES
 
     p = subparsers.add_parser("speed", help="time the backends against torch.nn.LSTM / GRU; write reports/speed.md")
@@ -27,12 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="thread counts (default: 1 and all cores)")
     cpu.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: " + " ".join(",".join(map(str, s)) for s in SIZES) + ")")
     cpu.add_argument("--jsb-sequences", type=int, default=None,
-                     help="JSB sequences timed for the end-to-end line (0 skips it; default 20)")
-    cpu.add_argument("--jsb-hidden", type=int, default=None, help="hidden size of the JSB line (default 100)")
+                     help=f"JSB sequences timed for the end-to-end line (0 skips it; default {JSB_SEQUENCES})")
+    cpu.add_argument("--jsb-hidden", type=int, default=None, help=f"hidden size of the JSB line (default {JSB_HIDDEN})")
     cpu.add_argument("--data-dir", default=None)
     gpu = p.add_argument_group("GPU benchmark only (--device cuda)")
     gpu.add_argument("--max-seconds", type=float, default=None,
-                     help="stop timing after this long, listing the rest as skipped (default 330)")
+                     help=f"stop timing after this long, listing the rest as skipped (default {MAX_SECONDS:g})")
     p.set_defaults(func=cmd_speed)
 
 
@@ -116,8 +121,8 @@ def cmd_speed(args) -> int:
 
     args.cells = args.cells or list(CELLS)
     args.backends = args.backends or list(BACKENDS)
-    args.jsb_sequences = 20 if args.jsb_sequences is None else args.jsb_sequences
-    args.jsb_hidden = 100 if args.jsb_hidden is None else args.jsb_hidden
+    args.jsb_sequences = JSB_SEQUENCES if args.jsb_sequences is None else args.jsb_sequences
+    args.jsb_hidden = JSB_HIDDEN if args.jsb_hidden is None else args.jsb_hidden
     args.out = args.out or "reports/speed.md"
     sizes = _sizes(args.sizes)
     jsb_data = load_jsb(args.data_dir) if args.jsb_sequences else None  # missing data: an error before the timing
