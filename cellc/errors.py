@@ -6,6 +6,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# A message quotes user input (a spec's names and lines, arguments, file contents): whatever it holds, what
+# reaches the terminal is printable and short. Every message passes through printable(); a quoted source line
+# is cut to a window around the error's column.
+MAX_MESSAGE = 1000  # characters of one message, before the source line
+SOURCE_WINDOW = 80  # characters of the source line shown on each side of the error's column
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` with every non-printable character escaped (control and format characters, including
+    terminal escape sequences, bidi overrides and newlines), cut to ``limit`` characters."""
+    out = "".join(ch if ch.isprintable() else _escape(ch) for ch in text[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def source_window(line: str, column: int) -> tuple[str, int]:
+    """(the printable part of ``line`` around 1-based ``column``, the column in it) for a caret display."""
+    line = line.rstrip("\n").expandtabs(1)
+    start = max(column - 1 - SOURCE_WINDOW, 0)
+    end = column - 1 + SOURCE_WINDOW
+    before = ("…" if start else "") + printable(line[start:column - 1], limit=4 * SOURCE_WINDOW)
+    after = printable(line[column - 1:end], limit=4 * SOURCE_WINDOW) + ("…" if end < len(line) else "")
+    return before + after, len(before) + 1
+
+
 class CellcError(Exception):
     """Base class for every error caused by user input (specs, data, arguments).
 
@@ -15,7 +47,7 @@ class CellcError(Exception):
     exit_code = 1
 
     def render(self) -> str:
-        return f"error: {self}"
+        return f"error: {printable(str(self))}"
 
 
 @dataclass(frozen=True)
@@ -28,7 +60,7 @@ class Location:
     source_line: str | None = None
 
     def render(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
+        return f"{printable(self.file, limit=200)}:{self.line}:{self.column}"
 
 
 class SpecError(CellcError):
@@ -43,12 +75,12 @@ class SpecError(CellcError):
 
     def render(self) -> str:
         if self.location is None:
-            return f"error: {self.message}"
+            return f"error: {printable(self.message)}"
         loc = self.location
-        text = f"{loc.render()}: error: {self.message}"
+        text = f"{loc.render()}: error: {printable(self.message)}"
         if loc.source_line is not None:
-            line = loc.source_line.rstrip("\n").expandtabs(1)
-            text += f"\n    {line}\n    {' ' * max(loc.column - 1, 0)}^"
+            line, column = source_window(loc.source_line, loc.column)
+            text += f"\n    {line}\n    {' ' * max(column - 1, 0)}^"
         return text
 
 

@@ -120,37 +120,37 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
         torch.cat([ws[9], ws[10], ws[11], ws[12]], 1),
     ], 0).t()
     xw_fused = xw
-    w_p_i = diag[0 * N : 1 * N]
-    w_p_f = diag[1 * N : 2 * N]
-    w_p_o = diag[2 * N : 3 * N]
-    s_y, s_c, s_i, s_f, s_o = state
+    w__p_i = diag[0 * N : 1 * N]
+    w__p_f = diag[1 * N : 2 * N]
+    w__p_o = diag[2 * N : 3 * N]
+    s__y, s__c, s__i, s__f, s__o = state
     outputs = []
     for t in range(T):
-        h = torch.cat([s_y, s_i, s_f, s_o], 1)
+        h = torch.cat([s__y, s__i, s__f, s__o], 1)
         g = torch.addmm(xw_fused[t], h, r_t)
         g0, g1, g2, g3 = g.chunk(4, 1)
-        v_z = torch.tanh(g0)
-        v_i = torch.sigmoid(g1 + w_p_i * s_c)
-        v_f = torch.sigmoid(g2 + w_p_f * s_c)
-        v_c = v_z * v_i + s_c * v_f
-        v_o = torch.sigmoid(g3 + w_p_o * v_c)
-        v_y = torch.tanh(v_c) * v_o
+        v__z = torch.tanh(g0)
+        v__i = torch.sigmoid(g1 + w__p_i * s__c)
+        v__f = torch.sigmoid(g2 + w__p_f * s__c)
+        v__c = v__z * v__i + s__c * v__f
+        v__o = torch.sigmoid(g3 + w__p_o * v__c)
+        v__y = torch.tanh(v__c) * v__o
         if mask is None:
-            s_y = v_y
-            s_c = v_c
-            s_i = v_i
-            s_f = v_f
-            s_o = v_o
-            outputs.append(v_y)
+            s__y = v__y
+            s__c = v__c
+            s__i = v__i
+            s__f = v__f
+            s__o = v__o
+            outputs.append(v__y)
         else:
             m = mask[t]
-            s_y = torch.where(m, v_y, s_y)
-            s_c = torch.where(m, v_c, s_c)
-            s_i = torch.where(m, v_i, s_i)
-            s_f = torch.where(m, v_f, s_f)
-            s_o = torch.where(m, v_o, s_o)
-            outputs.append(v_y * m)
-    return torch.stack(outputs), (s_y, s_c, s_i, s_f, s_o)
+            s__y = torch.where(m, v__y, s__y)
+            s__c = torch.where(m, v__c, s__c)
+            s__i = torch.where(m, v__i, s__i)
+            s__f = torch.where(m, v__f, s__f)
+            s__o = torch.where(m, v__o, s__o)
+            outputs.append(v__y * m)
+    return torch.stack(outputs), (s__y, s__c, s__i, s__f, s__o)
 
 
 def _reverse(x, lengths):

@@ -85,24 +85,24 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
     x0 = xw[:, :, 0 * N : 1 * N]
     x1 = xw[:, :, 1 * N : 2 * N]
     x2 = xw[:, :, 2 * N : 3 * N]
-    w_b_Rn = bias[3 * N : 4 * N]
-    s_y, = state
+    w__b_Rn = bias[3 * N : 4 * N]
+    s__y, = state
     outputs = []
     for t in range(T):
-        g = torch.mm(s_y, r_t)
+        g = torch.mm(s__y, r_t)
         g0, g1, g2 = g.chunk(3, 1)
-        v_r = torch.sigmoid(x0[t] + g0)
-        v_u = torch.sigmoid(x1[t] + g1)
-        v_n = torch.tanh(x2[t] + v_r * (g2 + w_b_Rn))
-        v_y = (1.0 - v_u) * v_n + v_u * s_y
+        v__r = torch.sigmoid(x0[t] + g0)
+        v__u = torch.sigmoid(x1[t] + g1)
+        v__n = torch.tanh(x2[t] + v__r * (g2 + w__b_Rn))
+        v__y = (1.0 - v__u) * v__n + v__u * s__y
         if mask is None:
-            s_y = v_y
-            outputs.append(v_y)
+            s__y = v__y
+            outputs.append(v__y)
         else:
             m = mask[t]
-            s_y = torch.where(m, v_y, s_y)
-            outputs.append(v_y * m)
-    return torch.stack(outputs), (s_y,)
+            s__y = torch.where(m, v__y, s__y)
+            outputs.append(v__y * m)
+    return torch.stack(outputs), (s__y,)
 
 
 def _reverse(x, lengths):

@@ -75,23 +75,23 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
     r_t = weight_s.t()
     xw_fused = xw[:, :, : 1 * N]
     x1 = xw[:, :, 1 * N : 2 * N]
-    m_R_n = weight_c[0 * N : 1 * N].t()
-    s_y, = state
+    m__R_n = weight_c[0 * N : 1 * N].t()
+    s__y, = state
     outputs = []
     for t in range(T):
-        g = torch.addmm(xw_fused[t], s_y, r_t)
+        g = torch.addmm(xw_fused[t], s__y, r_t)
         g0, = g.chunk(1, 1)
-        v_f = torch.sigmoid(g0)
-        v_n = torch.tanh(x1[t] + torch.mm(v_f * s_y, m_R_n))
-        v_y = (1.0 - v_f) * s_y + v_f * v_n
+        v__f = torch.sigmoid(g0)
+        v__n = torch.tanh(x1[t] + torch.mm(v__f * s__y, m__R_n))
+        v__y = (1.0 - v__f) * s__y + v__f * v__n
         if mask is None:
-            s_y = v_y
-            outputs.append(v_y)
+            s__y = v__y
+            outputs.append(v__y)
         else:
             m = mask[t]
-            s_y = torch.where(m, v_y, s_y)
-            outputs.append(v_y * m)
-    return torch.stack(outputs), (s_y,)
+            s__y = torch.where(m, v__y, s__y)
+            outputs.append(v__y * m)
+    return torch.stack(outputs), (s__y,)
 
 
 def _reverse(x, lengths):

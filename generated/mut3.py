@@ -82,24 +82,24 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
     xw_fused = xw[:, :, : 1 * N]
     x1 = xw[:, :, 1 * N : 2 * N]
     x2 = xw[:, :, 2 * N : 3 * N]
-    m_W_hu = weight_c[0 * N : 1 * N].t()
-    m_W_hh = weight_c[1 * N : 2 * N].t()
-    s_y, = state
+    m__W_hu = weight_c[0 * N : 1 * N].t()
+    m__W_hh = weight_c[1 * N : 2 * N].t()
+    s__y, = state
     outputs = []
     for t in range(T):
-        g = torch.addmm(xw_fused[t], s_y, r_t)
+        g = torch.addmm(xw_fused[t], s__y, r_t)
         g0, = g.chunk(1, 1)
-        v_u = torch.sigmoid(x1[t] + torch.mm(torch.tanh(s_y), m_W_hu))
-        v_r = torch.sigmoid(g0)
-        v_y = torch.tanh(x2[t] + torch.mm(v_r * s_y, m_W_hh)) * v_u + s_y * (1.0 - v_u)
+        v__u = torch.sigmoid(x1[t] + torch.mm(torch.tanh(s__y), m__W_hu))
+        v__r = torch.sigmoid(g0)
+        v__y = torch.tanh(x2[t] + torch.mm(v__r * s__y, m__W_hh)) * v__u + s__y * (1.0 - v__u)
         if mask is None:
-            s_y = v_y
-            outputs.append(v_y)
+            s__y = v__y
+            outputs.append(v__y)
         else:
             m = mask[t]
-            s_y = torch.where(m, v_y, s_y)
-            outputs.append(v_y * m)
-    return torch.stack(outputs), (s_y,)
+            s__y = torch.where(m, v__y, s__y)
+            outputs.append(v__y * m)
+    return torch.stack(outputs), (s__y,)
 
 
 def _reverse(x, lengths):

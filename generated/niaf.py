@@ -95,30 +95,30 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
     # Every product of previous-step values in one GEMM per step.
     r_t = weight_s.t()
     xw_fused = xw
-    w_p_i = diag[0 * N : 1 * N]
-    w_p_f = diag[1 * N : 2 * N]
-    w_p_o = diag[2 * N : 3 * N]
-    s_y, s_c = state
+    w__p_i = diag[0 * N : 1 * N]
+    w__p_f = diag[1 * N : 2 * N]
+    w__p_o = diag[2 * N : 3 * N]
+    s__y, s__c = state
     outputs = []
     for t in range(T):
-        g = torch.addmm(xw_fused[t], s_y, r_t)
+        g = torch.addmm(xw_fused[t], s__y, r_t)
         g0, g1, g2, g3 = g.chunk(4, 1)
-        v_z = g0
-        v_i = torch.sigmoid(g1 + w_p_i * s_c)
-        v_f = torch.sigmoid(g2 + w_p_f * s_c)
-        v_c = v_z * v_i + s_c * v_f
-        v_o = torch.sigmoid(g3 + w_p_o * v_c)
-        v_y = torch.tanh(v_c) * v_o
+        v__z = g0
+        v__i = torch.sigmoid(g1 + w__p_i * s__c)
+        v__f = torch.sigmoid(g2 + w__p_f * s__c)
+        v__c = v__z * v__i + s__c * v__f
+        v__o = torch.sigmoid(g3 + w__p_o * v__c)
+        v__y = torch.tanh(v__c) * v__o
         if mask is None:
-            s_y = v_y
-            s_c = v_c
-            outputs.append(v_y)
+            s__y = v__y
+            s__c = v__c
+            outputs.append(v__y)
         else:
             m = mask[t]
-            s_y = torch.where(m, v_y, s_y)
-            s_c = torch.where(m, v_c, s_c)
-            outputs.append(v_y * m)
-    return torch.stack(outputs), (s_y, s_c)
+            s__y = torch.where(m, v__y, s__y)
+            s__c = torch.where(m, v__c, s__c)
+            outputs.append(v__y * m)
+    return torch.stack(outputs), (s__y, s__c)
 
 
 def _reverse(x, lengths):

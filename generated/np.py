@@ -89,27 +89,27 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
     # Every product of previous-step values in one GEMM per step.
     r_t = weight_s.t()
     xw_fused = xw
-    s_y, s_c = state
+    s__y, s__c = state
     outputs = []
     for t in range(T):
-        g = torch.addmm(xw_fused[t], s_y, r_t)
+        g = torch.addmm(xw_fused[t], s__y, r_t)
         g0, g1, g2, g3 = g.chunk(4, 1)
-        v_z = torch.tanh(g2)
-        v_i = torch.sigmoid(g0)
-        v_f = torch.sigmoid(g1)
-        v_c = v_z * v_i + s_c * v_f
-        v_o = torch.sigmoid(g3)
-        v_y = torch.tanh(v_c) * v_o
+        v__z = torch.tanh(g2)
+        v__i = torch.sigmoid(g0)
+        v__f = torch.sigmoid(g1)
+        v__c = v__z * v__i + s__c * v__f
+        v__o = torch.sigmoid(g3)
+        v__y = torch.tanh(v__c) * v__o
         if mask is None:
-            s_y = v_y
-            s_c = v_c
-            outputs.append(v_y)
+            s__y = v__y
+            s__c = v__c
+            outputs.append(v__y)
         else:
             m = mask[t]
-            s_y = torch.where(m, v_y, s_y)
-            s_c = torch.where(m, v_c, s_c)
-            outputs.append(v_y * m)
-    return torch.stack(outputs), (s_y, s_c)
+            s__y = torch.where(m, v__y, s__y)
+            s__c = torch.where(m, v__c, s__c)
+            outputs.append(v__y * m)
+    return torch.stack(outputs), (s__y, s__c)
 
 
 def _reverse(x, lengths):

@@ -122,7 +122,7 @@ def test_vanilla_schedule_one_fused_addmm_per_step():
     source = render_module(compiled)
     body = loop_body(source)
     assert body.count("torch.addmm(") == 1 and "torch.mm(" not in body and "torch.cat" not in body
-    assert "g = torch.addmm(xw_fused[t], s_y, r_t)" in body
+    assert "g = torch.addmm(xw_fused[t], s__y, r_t)" in body
     assert "r_t = weight_s.t()" in source  # weight_s is the per-step GEMM's matrix, no copy
     # One input GEMM over the whole sequence, biases folded in.
     assert source.count("x.reshape(T * B, M)") == 1
@@ -145,7 +145,7 @@ def test_fgr_schedule():
     assert [len(s.products) for s in sched.s_slots] == [1, 4, 4, 4]  # z gets no gate recurrence
     body = loop_body(render_module(compiled))
     assert body.count("torch.addmm(") == 1
-    assert "h = torch.cat([s_y, s_i, s_f, s_o], 1)" in body
+    assert "h = torch.cat([s__y, s__i, s__f, s__o], 1)" in body
 
 
 def test_current_step_products_form_a_second_stage():
@@ -154,7 +154,7 @@ def test_current_step_products_form_a_second_stage():
     assert mgu.schedule.layout["R_n"].group == "weight_c"
     assert mgu.schedule.s_operands == ["y"]
     assert [s.products for s in mgu.schedule.s_slots] == [(("R_f", "y"),)]
-    assert "torch.mm(v_f * s_y, m_R_n)" in loop_body(render_module(mgu))
+    assert "torch.mm(v__f * s__y, m__R_n)" in loop_body(render_module(mgu))
 
     mut3 = compile_spec("mut3")
     assert set(mut3.schedule.current) == {"W_hu", "W_hh"}  # W_hu reads tanh(y[-1]), W_hh reads r * y[-1]

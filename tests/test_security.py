@@ -221,18 +221,10 @@ def identifiers(source: str) -> set[str]:
     return out
 
 
-PREFIX = re.compile(r"([a-z]+_)+")  # v_, w_, d_v_, acc_, ...: lower-case words, each closed by an underscore
-
-
-SUFFIX = re.compile(r"(_[a-z0-9]+)*")  # _t, _ptr, ...
-
-
 def prefixed(ident: str, names: set[str]) -> bool:
-    """``ident`` is one of ``names`` behind a generator's prefix (which no spec name can supply), perhaps
-    with a lower-case suffix."""
-    return any(PREFIX.fullmatch(ident[:k]) and any(ident[k:].startswith(n) and SUFFIX.fullmatch(ident[k + len(n):])
-                                                   for n in names)
-               for k in range(2, len(ident)))
+    """``ident`` is one of ``names`` in the generated-name scheme (cellc.codegen.naming): kind, the name, suffixes."""
+    parsed = naming.parse(ident)
+    return parsed is not None and parsed[1] in names
 
 # Every name this spec chooses carries the marker "Zq", so its traces in the source can be found.
 MARKED = (

@@ -233,13 +233,18 @@ def run_check(tmp_path, monkeypatch, capsys, text, name="bad.yaml"):
     return code, captured.out, captured.err
 
 
+def shown(text: str) -> str:
+    """How a message shows a (short) source line: non-printable characters as Python escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def assert_located(err, text, file, line, column, fragment):
     lines = err.rstrip("\n").split("\n")
     assert lines[0].startswith(f"{file}:{line}:{column}: error: "), err
     assert fragment in lines[0], err
     source = text.split("\n")[line - 1].expandtabs(1)
-    assert lines[1] == "    " + source, err
-    assert lines[2] == "    " + " " * (column - 1) + "^", err
+    assert lines[1] == "    " + shown(source), err
+    assert lines[2] == "    " + " " * len(shown(source[:column - 1])) + "^", err
     assert len(lines) == 3, err
 
 

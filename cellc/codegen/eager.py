@@ -10,6 +10,7 @@ import math
 
 from cellc.codegen import naming
 from cellc.ir import nodes as ir
+from cellc.ir.autodiff import reads_per_batch
 from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.pipeline import CompiledCell
 from cellc.ir.printer import Printer
@@ -110,8 +111,7 @@ def _batched(expr: ir.Expr, printer: TorchPrinter, compiled: CompiledCell) -> st
     """The equation's code, broadcast to (B, N) where it reads nothing per batch (``o = 1`` after an
     override, ``g = b_g``): a float or an (N,) vector cannot be carried as state or stacked."""
     code = printer.expr(expr)
-    per_batch = (ir.Input, ir.State, ir.Value, ir.Slot, ir.MatMul)
-    if any(isinstance(node, per_batch) for node in ir.walk(expr)):
+    if reads_per_batch(expr):
         return code
     like = naming.state_var(compiled.states[0])
     return f"{like}.new_zeros({like}.shape) + {code}"

@@ -26,19 +26,24 @@ from cellc.ir.pipeline import CompiledCell
 
 
 
-def target_var(node: ir.Expr) -> str:
+def _kind(node: ir.Expr) -> str:
+    """'v' for a forward value, 't' for a temporary of the derived backward (cellc.codegen.naming)."""
     if isinstance(node, ir.Value):
-        return naming.value_var(node.name)
+        return "v"
     assert isinstance(node, ad.Temp)
-    return f"t_{naming.checked(node.name)}"
+    return "t"
+
+
+def target_var(node: ir.Expr) -> str:
+    return naming.spec_var(_kind(node), node.name)
 
 
 def grad_var(node: ir.Expr) -> str:
-    return "d_" + target_var(node)
+    return naming.spec_var("d" + _kind(node), node.name)
 
 
 def saved_var(node: ir.Expr) -> str:
-    return "sv_" + target_var(node)
+    return naming.spec_var("s" + _kind(node), node.name)
 
 
 class FusedPrinter(TorchPrinter):
@@ -52,7 +57,7 @@ class FusedPrinter(TorchPrinter):
         if isinstance(node, ad.Deriv):
             return "(" + ACTIVATIONS[node.fn].derivative.format(y=self.expr(node.output)) + ")"
         if isinstance(node, ad.Carry):
-            return f"c_{naming.checked(node.name)}"
+            return naming.carry_var(node.name)
         if isinstance(node, ad.OutGrad):
             return "d_out_t"
         if isinstance(node, ad.MatGrad):
@@ -161,8 +166,10 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
         var = target_var(op.target)
         if isinstance(op, ad.CurrentGemm):
             fwd.append(f"{var} = torch.mm({p.expr(op.operand)}, mat_{op.index}.t())")
-        else:
+        elif ad.reads_per_batch(op.expr):
             fwd.append(f"{var} = {p.expr(op.expr)}")
+        else:  # the same for every sequence: broadcast to (B, N) like every other value
+            fwd.append(f"{var} = out[t].new_zeros(out[t].shape) + {p.expr(op.expr)}")
         if op.target in saved:
             fwd.append(f"{saved_var(op.target)}[t] = {var}")
     out_var = naming.value_var(layout.compiled.cell.output)
@@ -194,8 +201,9 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
     bwd.append("d_out_t = d_out[t] if m is None else d_out[t] * m")
     for s in layout.state_order:
         b = layout.state_block[s]
-        bwd.append(f"c_{s} = carry[:, {b} * N : {b + 1} * N]")
-        bwd.append(f"if m is not None: c_{s} = c_{s} * m")
+        c = naming.carry_var(s)
+        bwd.append(f"{c} = carry[:, {b} * N : {b + 1} * N]")
+        bwd.append(f"if m is not None: {c} = {c} * m")
     for op in prog.backward:
         if isinstance(op, ad.GradGemm):
             bwd.append(f"d_m{op.index}[t] = {grad_var(op.result)}")
@@ -207,7 +215,7 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
         buf = "dXW" if home == "dxw" else "dG"
         bwd.append(f"{buf}[t, :, {col} * N : {col + 1} * N] = {p.expr(expr)}")
     for name in layout.vector_grads:
-        bwd.append(f"acc_{name} += {p.expr(prog.param_grads[name])}")
+        bwd.append(f"{naming.acc_var(name)} += {p.expr(prog.param_grads[name])}")
     bwd.append("new = torch.empty_like(carry)")
     for s in layout.state_order:
         b = layout.state_block[s]
@@ -243,7 +251,7 @@ def backend_context(compiled: CompiledCell, backend: str) -> dict:
         "mat_vars": [f"mat_{k}" for k in range(len(layout.current))],
         "dm_vars": [f"d_m{k}" for k in range(len(layout.current))],
         "gemm_operands": [saved_var(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
-        "acc_vars": [f"acc_{naming.checked(v)}" for v in layout.vector_grads],
+        "acc_vars": [naming.acc_var(v) for v in layout.vector_grads],
         "r_blocks": layout.r_blocks,
         "r_tiles": layout.r_tiles,
         "number": number,

@@ -74,7 +74,7 @@ class _Emitter:
     def scratch_slot(self, name: str) -> str:
         if name not in self.scratch:
             self.scratch.append(name)
-        return f"scr_{name}"
+        return naming.scratch_var(name)
 
     # -- leaves common to both directions -------------------------------------------------------
     def state(self, name: str, t: str = "S_t") -> str:
@@ -111,7 +111,7 @@ class _Emitter:
 
         def home(node: ir.Expr) -> str:
             if node in self.saved_index:
-                return f"{saved_var(node)}_t[e]"
+                return f"{naming.suffixed(saved_var(node), 't')}[e]"
             return f"{self.scratch_slot(target_var(node))}[e]"
 
         def make_ref(k: int):
@@ -210,7 +210,7 @@ class _Emitter:
                         return grad_var(node.target)
                     return grad_home(node)
                 if isinstance(node, (ir.Value, ad.Temp)):
-                    return f"{saved_var(node)}_t[e]"
+                    return f"{naming.suffixed(saved_var(node), 't')}[e]"
                 if isinstance(node, ad.Carry):
                     return f"(m ? {self.state(node.name, 'carry')} : F(0))"
                 if isinstance(node, ad.OutGrad):
@@ -243,7 +243,7 @@ class _Emitter:
                     target = f"dxw_t[b * XN + {col} * N + n]" if home == "dxw" else f"dg_t[b * SN + {col} * N + n]"
                     body.append(f"{target} = {p.expr(expr)};")
                 for name in lay.vector_grads:
-                    body.append(f"acc_{naming.checked(name)}[e] += {p.expr(prog.param_grads[name])};")
+                    body.append(f"{naming.acc_var(name)}[e] += {p.expr(prog.param_grads[name])};")
                 for s in lay.state_order:
                     keep = f"(m ? F(0) : {self.state(s, 'carry')})"
                     expr = prog.prev_grads.get(s)
@@ -262,10 +262,10 @@ def native_context(layout: Layout) -> dict:
     return {
         "cpp_forward": forward_lines,
         "cpp_backward": backward_lines,
-        "forward_scratch": forward_scratch,
-        "backward_scratch": backward_scratch,
-        "cpp_saved": [saved_var(n) for n in layout.saved],
+        "forward_scratch": [naming.scratch_var(name) for name in forward_scratch],
+        "backward_scratch": [naming.scratch_var(name) for name in backward_scratch],
+        "cpp_saved": [(saved_var(n), naming.suffixed(saved_var(n), "t")) for n in layout.saved],
         "cpp_vectors": [naming.param_var(v) for v in layout.vectors],
-        "cpp_accs": [f"acc_{naming.checked(v)}" for v in layout.vector_grads],
+        "cpp_accs": [naming.acc_var(v) for v in layout.vector_grads],
         "n_mats": len(layout.current),
     }

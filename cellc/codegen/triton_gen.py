@@ -45,7 +45,7 @@ TRITON_ACTIVATIONS = {
     "tanh": ("_tanh({x})", "(1.0 - {y} * {y})"),
     "identity": ("({x})", "1.0"),
     "relu": ("tl.maximum({x}, 0.0)", "tl.where({y} > 0.0, 1.0, 0.0)"),
-    "hard_sigmoid": ("tl.minimum(tl.maximum({x} / 6.0 + 0.5, 0.0), 1.0)",
+    "hard_sigmoid": ("tl.minimum(tl.maximum(({x}) / 6.0 + 0.5, 0.0), 1.0)",
                      "tl.where(({y} > 0.0) & ({y} < 1.0), 1.0 / 6.0, 0.0)"),
 }
 assert set(TRITON_ACTIVATIONS) == set(ACTIVATIONS), "every activation needs a Triton form"
@@ -66,15 +66,9 @@ class TritonPrinter(FusedPrinter):
         return TRITON_ACTIVATIONS[fn][0].format(x=arg)
 
 
-def _per_batch(expr: ir.Expr) -> bool:
-    """Does the expression read anything per batch row (else it must be broadcast to the tile)?"""
-    per_batch = (ir.Input, ir.State, ir.Value, ir.Slot, ad.Temp, ad.Grad, ad.Carry, ad.OutGrad, ad.MatGrad)
-    return any(isinstance(n, per_batch) for n in ad._walk(expr))
-
-
 def _assign(var: str, expr: ir.Expr, p: TritonPrinter) -> str:
     code = p.expr(expr)
-    return f"{var} = {code}" if _per_batch(expr) else f"{var} = zero + {code}"
+    return f"{var} = {code}" if ad.reads_per_batch(expr) else f"{var} = zero + {code}"
 
 
 class KernelWriter:
@@ -121,20 +115,24 @@ class KernelWriter:
         return [store] if staged else ["if SAVE:", f"    {store}"]
 
     def leaf_loads(self, exprs, local: set, stage_store: dict, *, states_from_memory: bool = True,
-                   slots_from_memory: bool = True) -> list[str]:
+                   slots_from_memory: bool = True, vectors_from_memory: bool = True) -> list[str]:
         """Loads of every leaf the expressions read that is not computed in this block of code."""
         lines: list[str] = []
         seen: set[str] = set()
         for e in exprs:
             for leaf in ad.forward_leaves(e):
-                line = self.leaf_load(leaf, local, stage_store, states_from_memory, slots_from_memory)
+                line = self.leaf_load(leaf, local, stage_store, states_from_memory, slots_from_memory,
+                                      vectors_from_memory)
                 if line and line not in seen:
                     seen.add(line)
                     lines.append(line)
         return lines
 
-    def leaf_load(self, leaf, local, stage_store, states_from_memory, slots_from_memory) -> str | None:
+    def leaf_load(self, leaf, local, stage_store, states_from_memory, slots_from_memory,
+                  vectors_from_memory=True) -> str | None:
         if isinstance(leaf, ir.Param):
+            if not vectors_from_memory:
+                return None  # loaded once, in the kernel's prologue
             return f"{naming.param_var(leaf.name)} = _ld(VEC + {self.vector_index[leaf.name]} * N + c, c < N)"
         if isinstance(leaf, ir.State):
             if not states_from_memory:
@@ -187,8 +185,11 @@ class KernelWriter:
                 exprs += [ir.State(s) for s in self.lay.state_order]
             if number_ > 0:  # the product that opened this stage
                 g = gemms[number_ - 1]
-                local.add(target_var(g.target))
-                lines.append(f"{target_var(g.target)} = _ld(CG + ({g.index} * B + r) * N + c, ok)")
+                var = target_var(g.target)
+                local.add(var)
+                lines.append(f"{var} = _ld(CG + ({g.index} * B + r) * N + c, ok)")
+                if g.target in self.saved_index:  # the backward reads the product itself (m * (R m))
+                    lines += self.saved_store(g.target, var, staged=True)
             body: list[str] = []
             for op in ops:
                 var = target_var(op.target)
@@ -218,10 +219,11 @@ class KernelWriter:
         for s in self.lay.state_order:
             v, sv = naming.value_var(s), naming.state_var(s)
             lines.append(f"    {v} = tl.where(m, {v}, {sv})")
-        lines.append(f"    {out}_out = tl.where(m, {out}, 0.0)")
+        masked = naming.suffixed(out, "out")
+        lines.append(f"    {masked} = tl.where(m, {out}, 0.0)")
         lines.append("else:")
-        lines.append(f"    {out}_out = {out}")
-        lines.append(f"tl.store(out + (t * B + r) * N + c, {out}_out, mask=ok)")
+        lines.append(f"    {masked} = {out}")
+        lines.append(f"tl.store(out + (t * B + r) * N + c, {masked}, mask=ok)")
         for s in self.lay.state_order:
             v = naming.value_var(s)
             # the persistent kernel keeps its state in registers: every step's only for the backward
@@ -238,11 +240,12 @@ class KernelWriter:
                  "else:", "    d_out_t = _ld(DOUT + (t * B + r) * N + c, ok)"]
         for s in self.lay.state_order:
             b = self.lay.state_block[s]
-            raw = f"k_{s}" if persistent else f"_ld(CARRY + r * ({self.lay.K} * N) + {b} * N + c, ok)"
-            lines.append(f"raw_{s} = {raw}")
-            lines.append(f"c_{s} = raw_{s}")
+            raw, c = naming.spec_var("raw", s), naming.carry_var(s)
+            source = naming.spec_var("k", s) if persistent else f"_ld(CARRY + r * ({self.lay.K} * N) + {b} * N + c, ok)"
+            lines.append(f"{raw} = {source}")
+            lines.append(f"{c} = {raw}")
             lines.append("if HAS_MASK:")
-            lines.append(f"    c_{s} = tl.where(m, raw_{s}, 0.0)")
+            lines.append(f"    {c} = tl.where(m, {raw}, 0.0)")
         return lines
 
     def backward_epilogue(self, persistent: bool = False) -> list[str]:
@@ -266,13 +269,14 @@ class KernelWriter:
                 lines.append(f"tl.store({ptr}, _ld({ptr}, ok) + {value}, mask=ok)")
         for s in self.lay.state_order:
             expr = self.prog.prev_grads.get(s)
-            new = "0.0" if expr is None else self.p.expr(expr)
-            lines.append(f"new_{s} = zero + {new}")
-            lines.append(f"if HAS_MASK:")
-            lines.append(f"    new_{s} += tl.where(m, 0.0, raw_{s})")
+            value = "0.0" if expr is None else self.p.expr(expr)
+            new = naming.spec_var("new", s)
+            lines.append(f"{new} = zero + {value}")
+            lines.append("if HAS_MASK:")
+            lines.append(f"    {new} += tl.where(m, 0.0, {naming.spec_var('raw', s)})")
             if not persistent:
                 b = self.lay.state_block[s]
-                lines.append(f"tl.store(NEW + r * ({self.lay.K} * N) + {b} * N + c, new_{s}, mask=ok)")
+                lines.append(f"tl.store(NEW + r * ({self.lay.K} * N) + {b} * N + c, {new}, mask=ok)")
         return lines
 
     def backward_exprs(self) -> list[ir.Expr]:
@@ -353,8 +357,8 @@ class KernelWriter:
 
     def _register_loads(self, exprs, local, states_from_memory: bool) -> list[str]:
         # vectors are loaded once, in the kernel's prologue; recurrent slots are computed with tl.dot
-        return [line for line in self.leaf_loads(exprs, local, {}, states_from_memory=states_from_memory,
-                                                 slots_from_memory=False) if not line.startswith("w_")]
+        return self.leaf_loads(exprs, local, {}, states_from_memory=states_from_memory, slots_from_memory=False,
+                               vectors_from_memory=False)
 
     def persistent_forward(self) -> tuple[list[str], list[str]]:
         """(prologue, loop body) of the persistent forward kernel (states and R live in registers).
@@ -410,7 +414,7 @@ class KernelWriter:
             var = grad_var(op.target)
             body.append(_assign(var, op.expr, self.p))
             local.add(var)
-        loads = [line for line in self.leaf_loads(self.backward_exprs(), local, {}) if not line.startswith("w_")]
+        loads = self.leaf_loads(self.backward_exprs(), local, {}, vectors_from_memory=False)
         lines += loads + body + self.backward_epilogue(persistent=True)
         # The recurrent GEMM's share of the carried gradient: dh_k += sum_j dg_j @ R_jk.
         for s in lay.state_order:
@@ -421,10 +425,10 @@ class KernelWriter:
                 if kk != k or ("xs" if lay.fused else "s", j) not in self.prog.slot_grads:
                     continue
                 home, col = lay.slot_home[("xs" if lay.fused else "s", j)]
-                lines.append(f"new_{s} += tl.dot(tl.where(ok, dslot_{home}{col}, 0.0).to(rN{j}_{k}.dtype), rN{j}_{k}, "
-                             f"input_precision=PREC)")
+                lines.append(f"{naming.spec_var('new', s)} += tl.dot(tl.where(ok, dslot_{home}{col}, 0.0)"
+                             f".to(rN{j}_{k}.dtype), rN{j}_{k}, input_precision=PREC)")
         for s in lay.state_order:
-            lines.append(f"k_{s} = tl.where(ok, new_{s}, 0.0)")
+            lines.append(f"{naming.spec_var('k', s)} = tl.where(ok, {naming.spec_var('new', s)}, 0.0)")
         return lines
 
 
@@ -458,7 +462,7 @@ class KernelWriter:
         lay = self.lay
         lines = []
         for s in lay.state_order:  # the carried gradient's pointwise part, left by step t + 1
-            lines.append(f"k_{s} = _ld(CARRY + r * ({lay.K} * N) + {lay.state_block[s]} * N + c, ok)")
+            lines.append(f"{naming.spec_var('k', s)} = _ld(CARRY + r * ({lay.K} * N) + {lay.state_block[s]} * N + c, ok)")
         # ... plus the recurrent GEMM's share: dh_k += dg(t + 1) @ r[:, k block], this tile's columns
         # (slot gradients sit in the first n_s*N columns of dXW when fused, of dG otherwise; slots
         # without a gradient stay zero there)
@@ -473,7 +477,7 @@ class KernelWriter:
                 s = lay.state_order[k]
                 lines.append(f"        rN = tl.load(R + ik[:, None] * ({lay.n_ops} * N) + {k} * N + c, "
                              f"mask=(ik[:, None] < {width}) & (c < N), other=0.0)")
-                lines.append(f"        k_{s} += tl.dot(dg.to(rN.dtype), rN, input_precision=PREC)")
+                lines.append(f"        {naming.spec_var('k', s)} += tl.dot(dg.to(rN.dtype), rN, input_precision=PREC)")
         lines += self.backward_prologue(persistent=True)
         local: set[str] = set()
         body: list[str] = []
@@ -481,7 +485,7 @@ class KernelWriter:
             var = grad_var(op.target)
             body.append(_assign(var, op.expr, self.p))
             local.add(var)
-        loads = [line for line in self.leaf_loads(self.backward_exprs(), local, {}) if not line.startswith("w_")]
+        loads = self.leaf_loads(self.backward_exprs(), local, {}, vectors_from_memory=False)
         return lines + loads + body + self.backward_epilogue()
 
 
@@ -570,8 +574,10 @@ def triton_context(compiled: CompiledCell) -> dict:
             "tiled": tiled,  # cells without current-step products
             "tiled_fwd": w.tiled_forward() if tiled else [],
             "tiled_bwd": w.tiled_backward() if tiled else [],
-            "state_names": list(layout.state_order),
-            "state_vars": [naming.state_var(s) for s in layout.state_order],
+            # (S column block, the state's variable, its carried gradient's variable) per state
+            "states": [(layout.state_block[s], naming.state_var(s), naming.spec_var("k", s))
+                       for s in layout.state_order],
+            "vector_vars": [naming.param_var(v) for v in layout.vectors],
             "persistent_max_n": PERSISTENT_MAX_N,
             "vector_gradients": vector_gradients(compiled.schedule.group_sizes, layout.x_bias_folded,
                                                  [layout.vector_places[v] for v in layout.vector_grads]),

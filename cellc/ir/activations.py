@@ -34,7 +34,9 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("relu", "torch.relu({x})", "({y} > 0).to({y}.dtype)", lambda v: max(v, 0.0), False, r"\mathrm{relu}"),
         Activation(
             "hard_sigmoid",
-            "torch.nn.functional.hardsigmoid({x})",
+            # hardtanh, not torch's hardsigmoid: its backward multiplies by a float32 1/6 (float64 gradients
+            # off by ~1e-8), and hardtanh's is exact and zero at the corners, as the derivative below
+            "torch.nn.functional.hardtanh(({x}) / 6 + 0.5, 0.0, 1.0)",
             "(({y} > 0) & ({y} < 1)).to({y}.dtype) / 6",
             lambda v: min(max(v / 6.0 + 0.5, 0.0), 1.0),
             True,

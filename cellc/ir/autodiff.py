@@ -221,6 +221,16 @@ def _walk(node: ir.Expr):
         yield from _walk(k)
 
 
+# What carries a batch dimension: an expression that reads none of these is the same for every sequence
+# (``g = b_g``, ``o = 1`` after an override) and each backend broadcasts it to (B, N), so that every value,
+# temporary and gradient has one shape (a current-step product's operand, a state, the output).
+PER_BATCH = (ir.Input, ir.State, ir.Value, ir.Slot, ir.MatMul, Temp, Grad, Carry, OutGrad, MatGrad)
+
+
+def reads_per_batch(expr: ir.Expr) -> bool:
+    return any(isinstance(node, PER_BATCH) for node in _walk(expr))
+
+
 def derive(compiled: CompiledCell) -> StepProgram:
     """The forward step program and its symbolic backward."""
     forward = flatten(compiled)

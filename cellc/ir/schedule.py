@@ -96,14 +96,24 @@ class _Collector:
         bias_terms = [t for t in terms if self.is_bias(t)]
         folded = bias_terms[0] if x_terms and bias_terms else None
         rest = [t for t in terms if t not in x_terms and t not in s_terms and t is not folded]
-        gid = len(self.groups)
-        self.groups.append(
-            ([t.param for t in x_terms], folded.name if folded else None,
-             [(t.param, t.operand.name) for t in s_terms])
-        )
-        placeholder = ir.Slot("group", gid, loc=node.loc)
-        out = [placeholder, *rest]
-        return ir.Sum(tuple(out), loc=node.loc) if len(out) > 1 else placeholder
+        # A slot's products read distinct operands (the per-step GEMM has one block per slot and operand):
+        # a second product of the same previous-step value in this sum (R_a y[-1] + R_b y[-1]) opens a
+        # slot of its own.
+        parts: list[list[ir.MatMul]] = []
+        for t in s_terms:
+            part = next((p for p in parts if t.operand.name not in {q.operand.name for q in p}), None)
+            if part is None:
+                parts.append(part := [])
+            part.append(t)
+        placeholders = []
+        for k, part in enumerate(parts or [[]]):
+            placeholders.append(ir.Slot("group", len(self.groups), loc=node.loc))
+            self.groups.append(
+                ([t.param for t in x_terms] if k == 0 else [], folded.name if folded and k == 0 else None,
+                 [(t.param, t.operand.name) for t in part])
+            )
+        out = [*placeholders, *rest]
+        return ir.Sum(tuple(out), loc=node.loc) if len(out) > 1 else out[0]
 
 
 def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str, ...] = ()) -> Schedule:

@@ -34,6 +34,7 @@ class YamlSource:
             raise SpecError(f"{self.file} is not UTF-8 text (byte {err.start})") from None
         self.lines = self.text.splitlines()
         try:
+            self._refuse_aliases()
             node = yaml.compose(self.text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(self.text)
         except yaml.MarkedYAMLError as err:
@@ -58,6 +59,16 @@ class YamlSource:
         for key_node, value_node in node.value:
             self.keys[str(key_node.value)] = key_node
             self.values[str(key_node.value)] = value_node
+
+    def _refuse_aliases(self) -> None:
+        """Anchors and aliases (``&a``, ``*a``) are refused before anything builds the document: a spec never
+        needs them, and nested aliases expand exponentially ('billion laughs') in whatever walks the values.
+        Parse events are read one at a time, in time and memory linear in the file."""
+        for event in yaml.parse(self.text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                mark = event.start_mark
+                raise SpecError("bad YAML: anchors and aliases (&name, *name) are not allowed in a spec; write "
+                                "the value out", self._location(mark.line, mark.column))
 
     def _check_keys(self, node: yaml.Node) -> None:
         """Every mapping's keys, at any depth: text, each once (PyYAML keeps the last of two equal keys,

@@ -1,0 +1,312 @@
+"""Differential fuzzing of the backends: random valid cells (cellc.fuzz.cells), each built for every backend
+asked for and compared with the eager backend on the same weights and inputs: outputs, final states and the
+gradients of the input, the initial state and every parameter, in three cases (plain; variable lengths;
+bidirectional with two layers and lengths).
+
+float64 for eager, fused, compiled (C++ loops) and lowered (where a cell is exactly LSTM / GRU); the Triton
+kernels compute in float32, so they run under the Triton interpreter (TRITON_INTERPRET=1) in float32 and are
+compared with eager in float32, each case in one of the kernel modes (step, persistent, tiled) in turn.
+
+Cells run in worker processes, a chunk at a time (cellc.fuzz.driver): a crash (a segfault in generated C++,
+an abort) ends only its process; the cell it was running is recorded as a crash. ``python -m cellc.fuzz.backends --help`` (or benchmarks/fuzz_backends.py) runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+from cellc.fuzz.driver import run_in_workers
+
+BACKENDS = ("fused", "compiled", "triton", "lowered")
+CASES = {
+    "plain": dict(num_layers=1, bidirectional=False, lengths=None),
+    "lengths": dict(num_layers=1, bidirectional=False, lengths=[4, 2, 3]),
+    "bidir2": dict(num_layers=2, bidirectional=True, lengths=[3, 4, 1]),
+}
+TRITON_MODES = ("step", "persistent", "tiled")
+M, N, T, B = 3, 5, 4, 3
+# Largest error allowed, relative to the largest entry of the reference tensor (plus one):
+# float64 backends round differently (sums in another order), float32 kernels far more.
+TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+# A reference beyond this (or not finite) is not compared: near the end of the range, two correct backends
+# overflow at different steps. Such cases are counted ("overflow"), never passed.
+OVERFLOW = {"float64": 1e100, "float32": 1e15}
+
+
+def _run(layer, x, state, lengths, dtype):
+    import torch
+
+    x = x.clone().requires_grad_(True)
+    state = tuple(s.clone().requires_grad_(True) for s in state)
+    out, final = layer(x, state, lengths=lengths)
+    g = torch.Generator().manual_seed(1)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=dtype)).sum()
+    for f in final:
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=dtype)).sum()
+    names = ["output", *[f"final{k}" for k in range(len(final))], "d_input", *[f"d_state{k}" for k in range(len(state))],
+             *[f"d_{n}" for n, _ in layer.named_parameters()]]
+    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()], allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [x, *state, *layer.parameters()])]
+    return dict(zip(names, [out.detach(), *[f.detach() for f in final], *grads]))
+
+
+def _worst(fast: dict, ref: dict) -> tuple[float, str]:
+    """The largest error over every tensor, relative to that tensor's scale; NaN/inf where the reference
+    is finite counts as infinite."""
+    import torch
+
+    worst, where = 0.0, ""
+    if fast.keys() != ref.keys():
+        return float("inf"), f"tensors differ: {sorted(fast.keys() ^ ref.keys())}"
+    for name, b in ref.items():
+        a = fast[name].to(b.dtype)
+        if a.shape != b.shape:
+            return float("inf"), f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        finite = torch.isfinite(b)
+        if not torch.equal(torch.isfinite(a), finite):
+            return float("inf"), f"{name}: non-finite entries differ"
+        if finite.any():
+            scale = 1.0 + b[finite].abs().max().item()
+            err = (a[finite] - b[finite]).abs().max().item() / scale
+            if err > worst:
+                worst, where = err, name
+    return worst, where
+
+
+def check_cell(seed: int, backends: tuple[str, ...], workdir: Path) -> dict:
+    """One random cell through ``backends`` against eager: {"seed", "status", "backends": {b: result}}."""
+    import torch
+
+    import cellc
+    from cellc.errors import CellcError
+    from cellc.fuzz.cells import random_cell
+    from cellc.ir.pipeline import compile_spec
+
+    cell = random_cell(seed)
+    path = workdir / f"{cell.name}.yaml"
+    path.write_text(cell.text)
+    try:
+        compiled = compile_spec(path)
+    except CellcError as error:
+        return {"seed": seed, "status": "rejected", "message": error.render()[:300]}
+    results: dict[str, dict] = {}
+    for backend in backends:
+        start = time.perf_counter()
+        try:
+            results[backend] = _compare(compiled, backend, seed)
+        except CellcError as error:  # a backend that does not apply (lowered: not exactly LSTM / GRU)
+            results[backend] = {"status": "n/a", "message": str(error)[:200]}
+        except Exception as error:  # noqa: BLE001 - any failure of a backend is a finding
+            results[backend] = {"status": "error", "message": f"{type(error).__name__}: {error}"[:500]}
+        results[backend]["seconds"] = round(time.perf_counter() - start, 3)
+    statuses = {r["status"] for r in results.values()}
+    status = "mismatch" if "mismatch" in statuses else "error" if "error" in statuses else "ok"
+    return {"seed": seed, "status": status, "backends": results}
+
+
+def _compare(compiled, backend: str, seed: int) -> dict:
+    import torch
+
+    import cellc
+
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager_cls = cellc.build(compiled, backend="eager")
+        fast_cls = cellc.build(compiled, backend=backend)
+        if backend == "compiled":
+            module = sys.modules[fast_cls.__module__]
+            if module.native() is None:
+                raise RuntimeError(f"the C++ loops did not build: {module.NATIVE['info'].get('error')}")
+    worst, where, modes, overflowed = 0.0, "", [], []
+    for k, (case, opts) in enumerate(CASES.items()):
+        torch.manual_seed(seed * 7 + k)
+        layer_opts = dict(num_layers=opts["num_layers"], bidirectional=opts["bidirectional"], dtype=dtype)
+        eager = eager_cls(M, N, **layer_opts)
+        with torch.no_grad():  # weights away from the module's small init, so that every term matters
+            for p in eager.parameters():
+                p.copy_(0.6 * torch.randn_like(p))
+        fast = fast_cls(M, N, **layer_opts)
+        fast.load_state_dict(eager.state_dict())
+        g = torch.Generator().manual_seed(seed * 7 + k)
+        x = torch.randn(T, B, M, generator=g, dtype=dtype)
+        n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
+        state = tuple(0.5 * torch.randn(n_layers, B, N, generator=g, dtype=dtype) for _ in eager.state_names)
+        lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
+        if backend == "triton":
+            mode = TRITON_MODES[(seed + k) % len(TRITON_MODES)]
+            os.environ["CELLC_TRITON_MODE"] = mode
+            modes.append(f"{case}:{mode}")
+        ref = _run(eager, x, state, lengths, dtype)
+        if not all(bool(torch.isfinite(t).all()) and t.abs().max().item() < OVERFLOW[str(dtype).split(".")[1]] for t in ref.values()):
+            overflowed.append(case)  # products of identities and relus can square their way past float's range
+            continue
+        err, name = _worst(_run(fast, x, state, lengths, dtype), ref)
+        if err > worst or err == float("inf"):
+            worst, where = err, f"{case}/{name}"
+    limit = TOLERANCE["float32" if dtype == torch.float32 else "float64"]
+    if len(overflowed) == len(CASES):
+        return {"status": "overflow", "error": 0.0, "where": ""}
+    result = {"status": "mismatch" if not worst <= limit else "ok", "error": worst, "where": where}
+    if overflowed:
+        result["overflowed"] = overflowed
+    if modes:
+        result["modes"] = modes
+    return result
+
+
+# ---- the driver -------------------------------------------------------------------------------------------
+
+class _Library:
+    """One cell's entry points in a library built for several cells (what a module's NATIVE["lib"] holds)."""
+
+    def __init__(self, lib, k: int):
+        import ctypes
+
+        self.cellc_set_blas = getattr(lib, f"cellc{k}_set_blas")
+        self.cellc_forward = getattr(lib, f"cellc{k}_forward")
+        self.cellc_backward = getattr(lib, f"cellc{k}_backward")
+        for fn in (self.cellc_forward, self.cellc_backward):
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+            fn.restype = None
+
+
+def prebuild_compiled(seeds: list[int], workdir: Path) -> int:
+    """Build the C++ loops of every seed's cell as ONE library (one compiler run for many cells: a build per
+    cell would cost more than the fuzzing itself on a small machine) and hand each generated module its part.
+    The source of each cell is its module's own CPP_SOURCE, unchanged but for being wrapped in a namespace of
+    its own with its three extern "C" entry points renamed; compiled and linked with the module's own flags.
+    Returns the number of cells prebuilt (0 where the joint build fails: each module then builds itself,
+    and reports its own failure)."""
+    import ctypes
+    import sys as _sys
+
+    import cellc
+    from cellc.errors import CellcError
+    from cellc.fuzz.cells import random_cell
+    from cellc.ir.pipeline import compile_spec
+
+    modules = []
+    for seed in seeds:
+        cell = random_cell(seed)
+        path = workdir / f"{cell.name}.yaml"
+        path.write_text(cell.text)
+        try:
+            cls = cellc.build(compile_spec(path), backend="compiled")
+        except CellcError:
+            continue
+        modules.append(_sys.modules[cls.__module__])
+    if not modules:
+        return 0
+    includes, bodies = set(), []
+    for k, module in enumerate(modules):
+        lines = module.CPP_SOURCE.splitlines()
+        includes |= {line for line in lines if line.startswith("#include")}
+        body = "\n".join(line for line in lines if not line.startswith("#include"))
+        body = body.replace('extern "C" void cellc_', f'extern "C" void cellc{k}_')
+        bodies.append(f"namespace cellc_fuzz_{k} {{\n{body}\n}}")
+    source = "\n".join(sorted(includes)) + "\n" + "\n".join(bodies) + "\n"
+    first = modules[0]
+    cxx = os.environ.get("CXX") or "c++"
+    build = workdir / f"batch-{seeds[0]}"
+    build.mkdir(exist_ok=True)
+    (build / "loops.cpp").write_text(source)
+    done = subprocess.run([cxx, *first._cxx_flags(cxx), "-c", str(build / "loops.cpp"), "-o", str(build / "loops.o")],
+                          capture_output=True, text=True)
+    if done.returncode == 0:
+        done = subprocess.run([cxx, *first.LINK_FLAGS, str(build / "loops.o"), "-o", str(build / "loops.so"), "-lm"],
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        return 0
+    lib = ctypes.CDLL(str(build / "loops.so"))
+    blas = first._torch_blas()
+    for k, module in enumerate(modules):
+        part = _Library(lib, k)
+        part.cellc_set_blas(*[ctypes.c_void_p(p) for p in blas])
+        module.NATIVE["lib"], module.NATIVE["info"] = part, {"path": str(build / "loops.so"), "batched": len(modules)}
+    return len(modules)
+
+
+def _worker(seeds: list[int], backends: tuple[str, ...]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if "triton" in backends:
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+    workdir = Path(tempfile.mkdtemp(prefix="cellc-fuzz-"))
+    if "compiled" in backends and os.environ.get("CELLC_FUZZ_BATCH_BUILD", "1") == "1":
+        prebuild_compiled(seeds, workdir)
+    for seed in seeds:
+        print("START", seed, flush=True)
+        print(json.dumps(check_cell(seed, backends, workdir)), flush=True)
+
+
+def run(seeds: list[int], backends: tuple[str, ...], jobs: int = 1, chunk: int = 25, report=print,
+        progress: bool = True) -> dict:
+    """Check every seed's cell on ``backends`` in ``jobs`` worker processes; the summary dict. Each cell that
+    is not ok (mismatch, error, crash) is passed to ``report`` as a JSON line as soon as its chunk ends."""
+    def on_row(row: dict) -> None:
+        if row["status"] not in ("ok", "rejected"):
+            report(json.dumps(row))
+
+    env = {"CELLC_CACHE_DIR": os.environ.get("CELLC_CACHE_DIR") or tempfile.mkdtemp(prefix="cellc-fuzz-cache-")}
+    rows, seconds = run_in_workers("cellc.fuzz.backends", seeds, ["--backends", ",".join(backends)], jobs=jobs,
+                                   chunk=chunk, env=env, on_row=on_row, progress=progress)
+    return summarize(rows, backends, seconds)
+
+
+def summarize(rows: list[dict], backends: tuple[str, ...], seconds: float) -> dict:
+    statuses = Counter(r["status"] for r in rows)
+    per_backend = {}
+    for b in backends:
+        per_backend[b] = dict(Counter(r["backends"][b]["status"] for r in rows if "backends" in r))
+    worst = {b: max((r["backends"][b].get("error", 0.0) for r in rows if "backends" in r
+                     and r["backends"][b]["status"] == "ok"), default=0.0) for b in backends}
+    return {"cells": len(rows), "statuses": dict(statuses), "per_backend": per_backend, "worst_ok_error": worst,
+            "seconds": round(seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="differential fuzzing: random cells on every backend vs eager")
+    parser.add_argument("--cells", type=int, default=100, help="how many random cells (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed; cells use seed, seed+1, ... (default: 0)")
+    parser.add_argument("--backends", default="fused,compiled",
+                        help=f"comma-separated, from {', '.join(BACKENDS)} (default: fused,compiled)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    parser.add_argument("--chunk", type=int, default=25, help="cells per worker process (default: 25)")
+    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    backends = tuple(b for b in args.backends.split(",") if b)
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        parser.error(f"--backends: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
+    if args.worker:
+        _worker([int(s) for s in args.seeds.split(",")], backends)
+        return 0
+    if args.cells < 1 or args.jobs < 1 or args.chunk < 1:
+        parser.error("--cells, --jobs and --chunk take positive numbers")
+    seeds = list(range(args.seed, args.seed + args.cells))
+    print(f"fuzzing {args.cells} cells (seeds {seeds[0]}..{seeds[-1]}) on {', '.join(backends)} against eager, "
+          f"{args.jobs} processes", flush=True)
+    summary = run(seeds, backends, jobs=args.jobs, chunk=args.chunk)
+    summary.update(seed=args.seed, backends=list(backends))
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    bad = sum(n for s, n in summary["statuses"].items() if s not in ("ok", "rejected"))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
