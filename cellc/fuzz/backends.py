@@ -236,12 +236,32 @@ def prebuild_compiled(seeds: list[int], workdir: Path) -> int:
     return len(modules)
 
 
+def _fast_interpreter() -> None:
+    """The Triton interpreter checks every 32-bit integer add, sub and mul for overflow by redoing it in
+    64 bits: half of a fuzz cell's time. The fuzzer's sizes are tiny (no offset comes near 2**31; the tests
+    of the 64-bit kernels keep the check), so its workers turn the check off."""
+    import dataclasses
+
+    from triton.runtime import interpreter
+
+    fields = {f.name for f in dataclasses.fields(interpreter.InterpreterOptions)}
+    if "sanitize_overflow" in fields:
+        original = interpreter.InterpreterOptions.__init__
+
+        def init(self, *args, **kwargs):
+            kwargs.setdefault("sanitize_overflow", False)
+            original(self, *args, **kwargs)
+
+        interpreter.InterpreterOptions.__init__ = init
+
+
 def _worker(seeds: list[int], backends: tuple[str, ...]) -> None:
     import torch
 
     torch.set_num_threads(1)
     if "triton" in backends:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+        _fast_interpreter()
     workdir = Path(tempfile.mkdtemp(prefix="cellc-fuzz-"))
     if "compiled" in backends and os.environ.get("CELLC_FUZZ_BATCH_BUILD", "1") == "1":
         prebuild_compiled(seeds, workdir)
