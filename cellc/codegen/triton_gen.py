@@ -115,21 +115,24 @@ class KernelWriter:
         return [store] if staged else ["if SAVE:", f"    {store}"]
 
     def leaf_loads(self, exprs, local: set, stage_store: dict, *, states_from_memory: bool = True,
-                   slots_from_memory: bool = True, vectors_from_memory: bool = True) -> list[str]:
+                   slots_from_memory: bool = True, vectors_from_memory: bool = True,
+                   products: dict | None = None) -> list[str]:
         """Loads of every leaf the expressions read that is not computed in this block of code."""
         lines: list[str] = []
         seen: set[str] = set()
         for e in exprs:
             for leaf in ad.forward_leaves(e):
                 line = self.leaf_load(leaf, local, stage_store, states_from_memory, slots_from_memory,
-                                      vectors_from_memory)
+                                      vectors_from_memory, products or {})
                 if line and line not in seen:
                     seen.add(line)
                     lines.append(line)
         return lines
 
     def leaf_load(self, leaf, local, stage_store, states_from_memory, slots_from_memory,
-                  vectors_from_memory=True) -> str | None:
+                  vectors_from_memory=True, products: dict | None = None) -> str | None:
+        """products: the current-step products this step has computed so far (target -> index in CG), which
+        a forward stage reads from CG."""
         if isinstance(leaf, ir.Param):
             if not vectors_from_memory:
                 return None  # loaded once, in the kernel's prologue
@@ -148,6 +151,8 @@ class KernelWriter:
                 return None
             if var in stage_store:
                 return f"{var} = _ld(TMP + ({stage_store[var]} * B + r) * N + c, ok)"
+            if products and leaf in products:  # a product an earlier stage opened with (R_a w + R_b w)
+                return f"{var} = _ld(CG + ({products[leaf]} * B + r) * N + c, ok)"
             return f"{var} = _ld({self.saved_ptr(leaf)}, ok)"
         if isinstance(leaf, ad.Grad):
             var = grad_var(leaf.target)
@@ -200,7 +205,8 @@ class KernelWriter:
                 if not last and op.target not in self.saved_index:
                     k = self.fwd_tmp.setdefault(var, len(self.fwd_tmp))
                     body.append(f"tl.store(TMP + ({k} * B + r) * N + c, {var}, mask=ok)")
-            lines += self.leaf_loads(exprs, local, self.fwd_tmp)
+            products = {g.target: g.index for g in gemms[:number_]}
+            lines += self.leaf_loads(exprs, local, self.fwd_tmp, products=products)
             lines += body
             if last:
                 lines += self.forward_epilogue()

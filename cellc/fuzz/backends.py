@@ -84,20 +84,25 @@ def _worst(fast: dict, ref: dict) -> tuple[float, str]:
 
 def check_cell(seed: int, backends: tuple[str, ...], workdir: Path) -> dict:
     """One random cell through ``backends`` against eager: {"seed", "status", "backends": {b: result}}."""
-    import torch
-
-    import cellc
-    from cellc.errors import CellcError
     from cellc.fuzz.cells import random_cell
-    from cellc.ir.pipeline import compile_spec
 
     cell = random_cell(seed)
     path = workdir / f"{cell.name}.yaml"
     path.write_text(cell.text)
+    return {"seed": seed, **check_spec(path, backends, seed)}
+
+
+def check_spec(path: Path | str, backends: tuple[str, ...], seed: int = 0) -> dict:
+    """A spec file through ``backends`` against eager (weights and inputs from ``seed``): {"status",
+    "backends": {backend: {"status", "error", "where", ...}}}; status "rejected" where the front end refuses
+    the spec."""
+    from cellc.errors import CellcError
+    from cellc.ir.pipeline import compile_spec
+
     try:
         compiled = compile_spec(path)
     except CellcError as error:
-        return {"seed": seed, "status": "rejected", "message": error.render()[:300]}
+        return {"status": "rejected", "message": error.render()[:300]}
     results: dict[str, dict] = {}
     for backend in backends:
         start = time.perf_counter()
@@ -110,7 +115,7 @@ def check_cell(seed: int, backends: tuple[str, ...], workdir: Path) -> dict:
         results[backend]["seconds"] = round(time.perf_counter() - start, 3)
     statuses = {r["status"] for r in results.values()}
     status = "mismatch" if "mismatch" in statuses else "error" if "error" in statuses else "ok"
-    return {"seed": seed, "status": status, "backends": results}
+    return {"status": status, "backends": results}
 
 
 def _compare(compiled, backend: str, seed: int) -> dict:
