@@ -149,6 +149,12 @@ def _needed(test: PairedTest) -> str:
     return f"> {MAX_TRIALS_SHOWN:,}" if test.needed > MAX_TRIALS_SHOWN else f"{test.needed}"
 
 
+def _mde(test: PairedTest) -> str:
+    if test.mde is not None:
+        return f"{test.mde:.3f}"
+    return "none (too few pairs)" if test.shift_ci is None else ""
+
+
 def paired_table(task: TaskAnalysis, q_values: dict[tuple[str, str], float]) -> str:
     headers = ["cell", "pairs", f"shift vs {BASELINE} [95 % CI]", "Wilcoxon p", "Holm p", "BH q",
                "TOST p (Holm)", "verdict", "detectable shift (80 % power)", "pairs to decide",
@@ -164,7 +170,7 @@ def paired_table(task: TaskAnalysis, q_values: dict[tuple[str, str], float]) -> 
             _interval(test.shift, test.shift_ci.low if test.shift_ci else None,
                       test.shift_ci.high if test.shift_ci else None, signed=True),
             _p(test.p), _p(test.p_holm), _p(q_values.get((task.task, test.cell))), _p(test.tost_holm),
-            _verdict_cell(test), "" if test.mde is None else f"{test.mde:.3f}", _needed(test),
+            _verdict_cell(test), _mde(test), _needed(test),
             "n/a" if w is None else f"{w.p:.3g}", _signed(task.hedges.get(test.cell), 2),
         ])
     return _table(headers, rows)

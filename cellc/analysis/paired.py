@@ -198,10 +198,12 @@ def paired_test(name: str, cell: Mapping[int, float], base: Mapping[int, float],
     if len(numbers) < MIN_PAIRS:
         return PairedTest(cell=name, pairs=len(numbers), shift=None, shift_ci=None, p=None)
     d = a - b
+    interval = shift_interval(d)
+    powered = interval is not None  # with fewer pairs (under 6) the signed-rank test can reject nothing
     return PairedTest(
-        cell=name, pairs=len(numbers), shift=hodges_lehmann(d), shift_ci=shift_interval(d), p=wilcoxon_p(d),
+        cell=name, pairs=len(numbers), shift=hodges_lehmann(d), shift_ci=interval, p=wilcoxon_p(d),
         tost=None if margin is None else tost_p(a, b, margin),
-        mde=minimum_detectable(d), needed=trials_to_decide(d, margin),
+        mde=minimum_detectable(d) if powered else None, needed=trials_to_decide(d, margin),
     )
 
 

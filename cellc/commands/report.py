@@ -17,7 +17,7 @@ import argparse
 import subprocess
 from pathlib import Path
 
-from cellc.commands.shell import join_command, storage_args
+from cellc.commands.shell import join_command
 
 PARTIAL_MARK = "(partial: "
 
@@ -71,7 +71,19 @@ def _untracked(files: list[Path], folder: Path) -> list[Path]:
     return [f for f in files if f.name not in tracked]
 
 
-def write_report(bench: str, studies: list, facts: dict, report_dir: Path, fmt: str = "md", force: bool = False
+def write_report(storage_url: str, bench: str, report_dir: Path, command: str | None = None, fmt: str = "md",
+                 force: bool = False) -> Path:
+    """The report of a bench from its storage (what ``cellc bench`` writes when it ends); see :func:`write_bundle`.
+
+    ``command`` is accepted for callers of the earlier signature: the report now prints the command that
+    rebuilds it from its trials file, the same whichever way it was made."""
+    from cellc.analysis.load import facts_from_studies, load_bench
+
+    studies = load_bench(storage_url, bench)
+    return write_bundle(bench, studies, facts_from_studies(studies), report_dir, fmt, force)
+
+
+def write_bundle(bench: str, studies: list, facts: dict, report_dir: Path, fmt: str = "md", force: bool = False
                  ) -> Path:
     """Write ``<report_dir>/<bench>.md``, its figures and its trials file in ``<report_dir>/<bench>/``.
 
@@ -131,16 +143,8 @@ def _storage_url(args: argparse.Namespace) -> str:
     return default_storage_url(Path(args.out))
 
 
-def report_command(args: argparse.Namespace) -> str:
-    """The storage command as a message prints it (never the storage URL: it may hold a password)."""
-    parts = ["cellc", "report", "--name", args.name or "quick"]
-    if args.format != "md":
-        parts += ["--format", args.format]
-    return join_command(parts + storage_args(args))
-
-
 def run_report(args: argparse.Namespace) -> int:
-    from cellc.analysis.load import facts_from_studies, load_bench, load_trials
+    from cellc.analysis.load import load_trials
     from cellc.errors import UsageError
     from cellc.harness.record import checked_bench_name
 
@@ -150,11 +154,10 @@ def run_report(args: argparse.Namespace) -> int:
                              "--storage")
         bench, studies, facts = load_trials(Path(args.trials))
         checked_bench_name(bench, f"--trials {args.trials}: its bench name")
+        print(write_bundle(bench, studies, facts, Path(args.report_dir), args.format, args.force))
     else:
         bench = checked_bench_name(args.name or "quick")
-        studies = load_bench(_storage_url(args), bench)
-        facts = facts_from_studies(studies)
-    print(write_report(bench, studies, facts, Path(args.report_dir), args.format, args.force))
+        print(write_report(_storage_url(args), bench, Path(args.report_dir), fmt=args.format, force=args.force))
     return 0
 
 
