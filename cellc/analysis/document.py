@@ -51,8 +51,10 @@ class ReportBundle:
     q_values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, cell) -> BH q across the report
 
     def titled(self, title: str) -> str:
-        """A figure title, marked partial where the study is."""
-        return f"{title} ({self.partial})" if self.partial else title
+        """A figure title, marked partial where the study is (on a line of its own when the title is long)."""
+        if not self.partial:
+            return title
+        return f"{title}{chr(10) if len(title) > 60 else ' '}({self.partial})"
 
 
 def partial_note(studies: Sequence[StudyData]) -> str:
@@ -195,8 +197,7 @@ def best_of_k_table(task: TaskAnalysis) -> str:
 
 def best_of_k_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
     curves = [fig.KCurve(cell, c.expected, c.low, c.high, cell == BASELINE) for cell, c in task.best_of_k.items()]
-    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: expected test {task.metric_short} of the "
-                          "best-by-validation trial among k")
+    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: best of k trials, chosen by validation")
     note = f"Band: {BASELINE}'s 95 % bootstrap interval. Failures count as the trivial predictor's score."
     return fig.png_bytes(fig.best_of_k_lines(title, f"expected test {task.metric_short}", curves, note))
 
@@ -207,8 +208,8 @@ def comparison_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
         values = [task.outcomes[test.cell][k] for k in sorted(task.outcomes[test.cell])]
         series.append(fig.BoxSeries(test.cell, values, test.verdict, test.p_holm,
                                     task.summaries[test.cell].failures))
-    panel = fig.BoxPanel(f"all finished trials (failures at the trivial score); Holm-adjusted paired Wilcoxon p "
-                         f"vs {BASELINE} above each box", series)
+    panel = fig.BoxPanel(f"all finished trials, failures at the trivial score; above: Holm p vs {BASELINE} (paired)",
+                         series)
     title = bundle.titled(f"{fig.data_title(task.title, task.source)}: test {task.metric_short} per cell")
     figure = fig.variant_boxplot(title, f"test {task.metric_short}", [panel],
                                  [task.counts[c].mean_params for c in task.cells], task.lower_is_better)

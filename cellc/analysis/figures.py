@@ -184,14 +184,12 @@ def _draw_boxes(ax, panel: BoxPanel, metric_label: str) -> None:
                 ax.annotate(f"+{below} below", (pos, 0.015), xycoords=("data", "axes fraction"), ha="center",
                             va="bottom", fontsize=7.5, color=DARK)
         label = "baseline" if s.verdict == "baseline" else ("untested" if s.p is None else _p_text(s.p))
-        if s.failures:
-            label += f"\n{s.failures} failed"
         ax.annotate(label, (pos, 1.01), xycoords=("data", "axes fraction"), ha="center", va="bottom",
                     fontsize=8, color=VERDICT_COLOURS[s.verdict] if s.verdict in ("worse", "better") else DARK,
                     fontweight="bold" if s.verdict in ("worse", "better") else "normal")
     ax.set_xlim(0.4, len(series) + 0.6)
     ax.set_xticks(positions)
-    ax.set_xticklabels([s.cell for s in series])
+    ax.set_xticklabels([s.cell + (f"\n{s.failures} failed" if s.failures else "") for s in series])
     ax.set_ylabel(metric_label)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
     ax.set_title(panel.title, loc="left", pad=16)
@@ -227,7 +225,7 @@ def variant_boxplot(title: str, metric_label: str, panels: Sequence[BoxPanel],
         bars.set_xlabel("cell")
         bars.grid(axis="x", visible=False)
         bars.set_xticks(positions)
-        bars.set_xticklabels(cells)
+        bars.set_xticklabels([s.cell + (f"\n{s.failures} failed" if s.failures else "") for s in panels[0].series])
         used = sorted({s.verdict for p in panels for s in p.series}, key=list(VERDICT_COLOURS).index)
         handles = [Patch(facecolor=VERDICT_COLOURS[v], edgecolor=DARK, label=VERDICT_LEGEND[v],
                          hatch=BASELINE_HATCH if v == "baseline" else None) for v in used]
@@ -315,7 +313,10 @@ def best_of_k_lines(title: str, ylabel: str, curves: Sequence[KCurve], note: str
             if c.baseline:
                 ax.fill_between(k, c.low, c.high, color=GREY, alpha=0.35, linewidth=0)
         ax.set_xscale("log")
+        n = max((len(c.expected) for c in curves), default=1)
+        ax.set_xticks([k for k in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500) if k < n] + [n])
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel("trials searched, k (log scale)")
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper right", ncol=3, frameon=True, fontsize=8)
