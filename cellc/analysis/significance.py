@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -37,16 +37,6 @@ class WelchResult(BaseModel):
     p: float
     diff: float  # mean(a) - mean(b)
     diff_ci: Interval  # Welch confidence interval of diff
-
-
-def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
-    """t-based confidence interval of the mean (None for fewer than two values)."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = statistics.fmean(values)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-    return Interval(low=mean - half, high=mean + half)
 
 
 def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> WelchResult | None:
