@@ -125,7 +125,8 @@ def write_bundle(bench: str, studies: list, facts: dict, report_dir: Path, fmt: 
             from cellc.analysis.html import markdown_to_html
 
             path = report_dir / f"{stem}.html"
-            path.write_text(markdown_to_html(bundle.markdown, f"LSTM Odyssey report: {bench}"))
+            title = f"LSTM Odyssey report: {bench}" + (f" ({bundle.partial})" if bundle.partial else "")
+            path.write_text(markdown_to_html(bundle.markdown, title))
     except OSError as err:
         raise CellcError(f"--report-dir {report_dir}: cannot write the report ({err})") from None
     return path
