@@ -537,8 +537,9 @@ def _importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, for
         f"{forest.resamples} resamples with replacement, each refit and decomposed; a resample of identical scores "
         "is left out); the spread over one forest's trees is no confidence interval. Components are ranked, and set "
         "beside the paper, only where their intervals separate. A pairwise interaction's share is undetermined below "
-        f"{MIN_INTERACTION_SETTINGS} distinct settings: a planted 30 % interaction was recovered as ~9 % at 30 "
-        "settings and within its interval only at a few hundred.", "",
+        f"{MIN_INTERACTION_SETTINGS} distinct settings: a planted 30 % interaction (beside a 70 % main effect) came "
+        "out at 9 % from 30 settings, 17 % from 60 and 28-29 % from 100 and 200, and its bootstrap interval held "
+        "the planted value at 500 (the forest shrinks interactions; the interval does not correct that).", "",
     ]
     for task in tasks:
         lines += [f"### {fig.data_title(task.title, task.source)}", ""]
