@@ -129,8 +129,9 @@ def test_search_setup_differences_from_the_paper_profile():
     assert any("25 epochs" in d for d in diffs) and any("80 training sequences" in d for d in diffs)
     assert any(d.startswith("lr range [0.003, 0.1]") for d in diffs) and len(diffs) == 3
     rows = different_setup([FindingRow("a", "worse", "worse", "agree"), FindingRow("b", "x", "y", False),
-                            FindingRow("c", "x", "y", None)])
-    assert [r.agreement for r in rows] == [f"{DIFFERENT_SETUP} (agree)", f"{DIFFERENT_SETUP} (disagree)", None]
+                            FindingRow("c", "x", "y", None), FindingRow("d", "x", "y", "-")])
+    assert [r.agreement for r in rows] == [f"{DIFFERENT_SETUP} (agree)", f"{DIFFERENT_SETUP} (disagree)",
+                                           f"{DIFFERENT_SETUP} (undetermined)", "-"]
 
 
 def test_paper_verdict_agreement_rules():

@@ -85,9 +85,9 @@ def setup_differences(settings: dict) -> list[str]:
 
 
 def different_setup(rows: list["FindingRow"]) -> list["FindingRow"]:
-    """Rows with their agreement replaced by "different search setup (<plain comparison>)"."""
+    """Rows with their agreement replaced by "different search setup (<plain comparison>)" ("-": no comparison)."""
     return [FindingRow(r.finding, r.paper, r.ours,
-                       None if r.agreement is None else f"{DIFFERENT_SETUP} ({mark(r.agreement).strip('*')})")
+                       "-" if r.agreement == "-" else f"{DIFFERENT_SETUP} ({mark(r.agreement).strip('*')})")
             for r in rows]
 
 
