@@ -1,5 +1,7 @@
 """A small planted bench in an Optuna SQLite storage, in the stored format of cellc.harness.record.
 
+The studies record their task's trivial score (JSB 11.0, TIMIT 90.0), as benches do now: a report
+of it needs no task data.
 Metric = f(learning rate) + a per-cell shift + small noise: learning rate is the only
 hyper-parameter that matters, ``nfg`` is shifted (worse), ``np`` repeats vanilla's scores exactly.
 TIMIT trials also carry the secondary metric ``FER39 %`` = metric - 5.
@@ -21,10 +23,11 @@ BENCH = "planted"
 TASKS = {
     "jsb": ({"name": "jsb", "title": "JSB Chorales", "metric": "NLL per time step (nats, summed over the 88 units)",
              "metric_short": "NLL", "lower_is_better": True, "bidirectional": False, "input_size": 88,
-             "output_size": 88}, "real"),
+             "output_size": 88, "trivial_score": 11.0}, "real"),
     "timit": ({"name": "timit", "title": "TIMIT", "metric": "frame error % (61 phones)", "metric_short": "FER %",
                "lower_is_better": True, "bidirectional": True, "input_size": 39, "output_size": 61,
-               "secondary_metrics": {"FER39 %": "frame error % after folding 61 -> 39 phones"}}, "proxy"),
+               "secondary_metrics": {"FER39 %": "frame error % after folding 61 -> 39 phones"},
+               "trivial_score": 90.0}, "proxy"),
 }
 SHIFT = {"vanilla": 0.0, "np": 0.0, "nfg": 1.5}
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 
 from cellc.analysis.fanova import ForestSettings
-from cellc.analysis.load import load_bench
-from cellc.analysis.significance import Subset
+from cellc.analysis.load import facts_from_studies, load_bench
 from cellc.analysis.task_analysis import analyse_task, group_by_task
 from cellc.cli import main
 
 from planted_bench import BENCH, plant_bench
 
-FAST = ForestSettings(trees=8, min_samples_leaf=2, seed=0)
+FAST = ForestSettings(trees=8, min_samples_leaf=2, seed=0, resamples=20)
 
 
 @pytest.fixture(scope="module")
@@ -41,32 +40,35 @@ def test_report_regenerates_byte_identical_from_storage(planted, tmp_path, capsy
     text = first[f"{BENCH}.md"].decode()
     linked = set(re.findall(r"\]\((planted/[^)]+\.png)\)", text))
     assert linked == {k for k in first if k.endswith(".png")}
-    assert len(linked) == 8  # comparison, importance, marginals, interactions for two tasks
+    assert len(linked) == 10  # comparison, best of k, importance, marginals, interactions for two tasks
+    assert (reports / BENCH / "trials.jsonl").is_file()  # every report ships its trials
     for section in ("## 1. Variant comparison", "## 2. Hyper-parameter importance", "## 3. Marginals",
                     "## 4. Interactions", "## 5. Cells", "## 6. Versus the paper", "## 7. Reproducibility"):
         assert section in text
     assert "TIMIT (proxy data)" in text and "Not compared: TIMIT (proxy data)" in text
     assert "p_{f} \\odot c_{t-1}" in text and "4N(M+N) + 7N" in text  # vanilla, rendered from the IR
     assert "cellc bench --profile quick --name planted" in text and " cores, " in text
-    assert "paired trials" in text and "unpaired" in text and "Fisher's exact test" in text
-    assert "| 0/20 (0 %) " in text and "| 1/20 (5 %) " in text and "divergence vs vanilla (Fisher)" in text
+    assert "Wilcoxon signed-rank" in text and "unpaired" in text and "Fisher's exact test" in text
+    assert "| 0/20 (0 %; 0 div., 0 triv.) " in text and "failures vs vanilla (Fisher)" in text
+    assert "Holm" in text and "BH q" in text and "TOST" in text and "| no difference " not in text.split("## 6.")[0]  # a verdict column never says it
     assert "**Different search setup**" in text and "different search setup (agree)" in text
     assert "first frame is never predicted and never scored" in text
-    assert str(planted) in text  # the report command names the storage folder it read
+    assert f"cellc report --trials {reports / BENCH / 'trials.jsonl'}" in text  # how to rebuild it from the file
     assert main([*argv, "--format", "html"]) == 0
     page = (reports / f"{BENCH}.html").read_text()
-    assert page.count("<img ") == 8 and "<table>" in page and '<h2 id="5-cells">' in page
+    assert page.count("<img ") == 10 and "<table>" in page and '<h2 id="5-cells">' in page
     assert "\\begin{aligned}" in page and "<strong>worse</strong>" in page
 
 
 def test_planted_verdicts_and_importance_reach_the_report(planted):
     studies = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
-    tasks = {t: analyse_task(t, g, FAST) for t, g in group_by_task(studies).items()}
+    facts = facts_from_studies(studies)
+    tasks = {t: analyse_task(t, g, FAST, facts=facts[t]) for t, g in group_by_task(studies).items()}
     jsb = tasks["jsb"]
-    verdicts = {t.cell: t.verdict for t in jsb.tests[Subset.ALL]}
-    assert verdicts == {"vanilla": "baseline", "nfg": "worse", "np": "no difference"}
+    verdicts = {t.cell: t.verdict for t in jsb.paired}
+    assert verdicts == {"vanilla": "baseline", "nfg": "worse", "np": "equivalent"}  # np repeats vanilla exactly
     assert jsb.counts["nfg"].diverged == 1 and jsb.counts["nfg"].failed == 1
-    assert jsb.test(Subset.ALL, "nfg").n == 19  # the diverged trial is counted, not tested
+    assert jsb.summaries["nfg"].diverged == 1 and jsb.test("nfg").pairs == 20  # the diverged trial is a worst rank
     lr = jsb.importance.main[0]
     assert lr.name == "learning rate" and lr.fraction > 0.6
     assert all(c.fraction < lr.fraction / 4 for c in jsb.importance.components if c is not lr)
@@ -77,12 +79,12 @@ def test_versus_paper_marks_agreement(planted):
     from cellc.analysis.paper import importance_rows, verdict_rows
 
     studies = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
-    jsb = analyse_task("jsb", group_by_task(studies)["jsb"], FAST)
+    jsb = analyse_task("jsb", group_by_task(studies)["jsb"], FAST, facts=facts_from_studies(studies)["jsb"])
     rows = {r.finding: r for r in verdict_rows(jsb)}
     assert rows["NFG vs V"].agreement == "agree"  # planted worse; the paper: worse on all tasks
     assert rows["NP vs V"].agreement == "agree"
     top = {r.finding: r for r in importance_rows(jsb)}["most important hyper-parameter"]
-    assert top.agreement is True
+    assert top.ours.startswith("learning rate") and top.agreement in (True, None)  # None: intervals overlap
 
 
 def test_report_of_unknown_bench_is_a_clear_error(planted, tmp_path, capsys):
@@ -127,18 +129,22 @@ def test_search_setup_differences_from_the_paper_profile():
     assert any("25 epochs" in d for d in diffs) and any("80 training sequences" in d for d in diffs)
     assert any(d.startswith("lr range [0.003, 0.1]") for d in diffs) and len(diffs) == 3
     rows = different_setup([FindingRow("a", "worse", "worse", "agree"), FindingRow("b", "x", "y", False),
-                            FindingRow("c", "x", "y", None)])
-    assert [r.agreement for r in rows] == [f"{DIFFERENT_SETUP} (agree)", f"{DIFFERENT_SETUP} (disagree)", None]
+                            FindingRow("c", "x", "y", None), FindingRow("d", "x", "y", "-")])
+    assert [r.agreement for r in rows] == [f"{DIFFERENT_SETUP} (agree)", f"{DIFFERENT_SETUP} (disagree)",
+                                           f"{DIFFERENT_SETUP} (undetermined)", "-"]
 
 
 def test_paper_verdict_agreement_rules():
     from cellc.analysis.paper import agrees
 
     assert agrees("worse", "worse") == "agree"
-    assert agrees("worse", "no difference") == "not confirmed"  # fewer trials: lack of power
-    assert agrees("worse", "better") == "disagree"
+    assert agrees("worse", "inconclusive") == "inconclusive"  # never read as agreement, whatever the paper found
+    assert agrees("no difference", "inconclusive") == "inconclusive"  # non-significance is no agreement either
+    assert agrees("no difference", "equivalent") == "agree"  # only a shown equivalence is
+    assert agrees("worse", "better") == "disagree" and agrees("worse", "equivalent") == "disagree"
     assert agrees("no difference", "worse") == "disagree"
     assert agrees("not worse", "better") == "agree" and agrees("not better", "worse") == "agree"
+    assert agrees("not worse", "equivalent") == "agree"
     assert agrees("worse", "not tested") is None
 
 

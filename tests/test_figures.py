@@ -12,11 +12,12 @@ def _boxplot() -> bytes:
     panels = [fig.BoxPanel("all trials", [
         fig.BoxSeries("vanilla", list(8 + rng.random(10)), "baseline"),
         fig.BoxSeries("nfg", list(9 + rng.random(10)) + [40.0], "worse", 0.0001),
-        fig.BoxSeries("np", list(8 + rng.random(10)), "no difference", 0.6),
+        fig.BoxSeries("np", list(8 + rng.random(10)), "inconclusive", 0.6, failures=2),
+        fig.BoxSeries("cifg", list(8 + rng.random(10)), "equivalent", 0.9),
         fig.BoxSeries("fgr", [8.3], "not tested", None),
         fig.BoxSeries("nig", [], "not tested", None),
     ])]
-    return fig.png_bytes(fig.variant_boxplot("t", "test NLL", panels, [1000.0, 2000.0, None, 5.0, 0.0], True))
+    return fig.png_bytes(fig.variant_boxplot("t", "test NLL", panels, [1000.0, 2000.0, None, 3.0, 5.0, 0.0], True))
 
 
 def test_png_bytes_are_identical_across_renders_and_carry_no_software_tag():
@@ -29,11 +30,13 @@ def test_every_figure_kind_renders():
     x = np.linspace(-6, -2, 10)
     curve = fig.Curve(10**x, x**2, np.full(10, 0.1), 10**x, x**2)
     grid = fig.marginal_grid("m", ["a", "b"], [True, False], [fig.MarginalRow("y", [curve, curve])], "note")
-    bars = fig.importance_bars("i", [fig.Bar("lr", 0.8, 0.1), fig.Bar("lr x h", 0.1, 0.0, "interaction"),
-                                     fig.Bar("rest", 0.1, 0.0, "rest")], "note")
+    bars = fig.importance_bars("i", [fig.Bar("lr", 0.8, 0.6, 0.9), fig.Bar("lr x h", 0.1, 0.12, 0.3, "interaction"),
+                                     fig.Bar("rest", 0.1, 0.0, 0.2, "rest")], "note")
+    k = fig.best_of_k_lines("k", "NLL", [fig.KCurve("vanilla", [3.0, 2.0, 1.5], [2.5, 1.8, 1.5], [3.5, 2.2, 1.5], True),
+                                          fig.KCurve("nfg", [4.0, 3.0], [3.0, 3.0], [5.0, 3.0])], "note")
     heat = fig.heat_maps("h", [fig.HeatMap(10 ** np.linspace(-6, -2, 5), np.linspace(20, 200, 4),
                                            np.arange(12.0).reshape(3, 4), "lr", "hidden", True, True)], "NLL", True)
-    for figure in (grid, bars, heat):
+    for figure in (grid, bars, heat, k):
         assert fig.png_bytes(figure).startswith(b"\x89PNG")
 
 

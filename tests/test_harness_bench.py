@@ -128,7 +128,7 @@ def test_diverging_trials_are_recorded_and_counted(tmp_path):
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     assert all(t.user_attrs["status"] == "diverged" for t in trials)
     report = (tmp_path / "reports" / "smoke.md").read_text()
-    assert "| vanilla | 2        | 2/2 (100 %) " in report
+    assert "| vanilla | 2        | 2/2 (100 %; 2 div., 0 triv.) " in report
 
 
 CRASH_MARKER = "CELLC_TEST_CRASH_MARKER"

@@ -19,12 +19,16 @@ from cellc.analysis.context import ReportContext
 from cellc.analysis.fanova import METHOD_TEXT, ForestSettings
 from cellc.analysis.hyperspace import AXES
 from cellc.analysis.load import StudyData
+from cellc.analysis.outcomes import TaskFacts
+from cellc.analysis.paired import ALPHA, POWER, MAX_TRIALS_SHOWN, PairedTest, benjamini_hochberg
 from cellc.analysis.paper import (
-    DIFFERENT_SETUP, PAPER, FindingRow, best_row, comparable, different_setup, importance_rows, mark,
-    setup_differences, verdict_rows,
+    AGREE, DIFFERENT_SETUP, DISAGREE, INCONCLUSIVE, PAPER, UNDETERMINED, FindingRow, best_row, comparable,
+    different_setup, importance_rows, mark, ranking, setup_differences, verdict_rows,
 )
-from cellc.analysis.significance import ALPHA, SUBSET_SHORT, SUBSET_TEXT, CellTest, Subset
-from cellc.analysis.task_analysis import BASELINE, MIN_FANOVA_SAMPLES, TaskAnalysis, analyse_task, group_by_task
+from cellc.analysis.significance import BOOTSTRAP_RESAMPLES
+from cellc.analysis.task_analysis import (
+    BASELINE, MIN_FANOVA_SAMPLES, MIN_INTERACTION_SETTINGS, TaskAnalysis, analyse_task, group_by_task,
+)
 
 MARGINAL_POINTS = 60
 HEAT_CELLS = 40
@@ -43,6 +47,21 @@ class ReportBundle:
     markdown: str
     figures: dict[str, bytes] = field(default_factory=dict)
     figure_dir: str = ""
+    partial: str = ""  # "partial: k of n trials" for a study still running (said in every title), else ""
+    q_values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, cell) -> BH q across the report
+
+    def titled(self, title: str) -> str:
+        """A figure title, marked partial where the study is (on a line of its own when the title is long)."""
+        if not self.partial:
+            return title
+        return f"{title}{chr(10) if len(title) > 60 else ' '}({self.partial})"
+
+
+def partial_note(studies: Sequence[StudyData]) -> str:
+    """'partial: k of n trials' when the studies hold fewer finished trials than their targets, else ''."""
+    done = sum(1 for s in studies for r in s.records if r.finished)
+    target = sum(int((s.attrs.get("settings") or {}).get("trials", 0)) for s in studies)
+    return f"partial: {done} of {target} trials" if done < target else ""
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -65,49 +84,39 @@ def _anchor(text: str) -> str:
 # 1. Variant comparison
 
 
-def _p_cell(test: CellTest) -> str:
-    if test.verdict == "baseline":
-        return "baseline"
-    if test.welch is None:
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _interval(value: float | None, low: float | None, high: float | None, digits: int = 3, signed: bool = False
+              ) -> str:
+    if value is None:
         return "n/a"
-    text = f"{test.welch.p:.3g}"
-    return f"**{text}**" if test.significant else text
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    if low is None or high is None:
+        return f.format(value)
+    return f"{f.format(value)} [{f.format(low)}, {f.format(high)}]"
 
 
-def _verdict_cell(test: CellTest) -> str:
+def _verdict_cell(test: PairedTest) -> str:
     return f"**{test.verdict}**" if test.significant else test.verdict
-
-
-def _mean_ci(test: CellTest) -> str:
-    if test.mean is None:
-        return "n/a"
-    if test.mean_ci is None:
-        return _num(test.mean)
-    return f"{test.mean:.3f} [{test.mean_ci.low:.3f}, {test.mean_ci.high:.3f}]"
-
-
-def _diff(test: CellTest) -> str:
-    if test.welch is None:
-        return "n/a"
-    w = test.welch
-    return f"{w.diff:+.3f} [{w.diff_ci.low:+.3f}, {w.diff_ci.high:+.3f}]"
 
 
 def _secondary_cell(task: TaskAnalysis, cell: str, name: str) -> str:
     m = task.secondary.get(cell, {}).get(name)
-    if m is None or m.mean is None:
+    if m is None or m.median is None:
         return "n/a"
-    return _num(m.mean) if m.ci is None else f"{m.mean:.3f} [{m.ci.low:.3f}, {m.ci.high:.3f}]"
+    return _interval(m.median, m.ci.low if m.ci else None, m.ci.high if m.ci else None)
 
 
-def _diverged_cell(task: TaskAnalysis, cell: str) -> str:
-    d = task.divergence.get(cell)
-    if d is None:
-        return "n/a"
-    return f"{d.diverged}/{d.trials}" + ("" if d.rate is None else f" ({100 * d.rate:.0f} %)")
+def _failures_cell(task: TaskAnalysis, cell: str) -> str:
+    c = task.summaries[cell]
+    if not c.finished:
+        return "0/0"
+    return f"{c.failures}/{c.finished} ({100 * c.failures / c.finished:.0f} %; {c.diverged} div., {c.trivial} triv.)"
 
 
-def _divergence_test_cell(task: TaskAnalysis, cell: str) -> str:
+def _fisher_cell(task: TaskAnalysis, cell: str) -> str:
     d = task.divergence.get(cell)
     if cell == BASELINE:
         return "baseline"
@@ -116,48 +125,93 @@ def _divergence_test_cell(task: TaskAnalysis, cell: str) -> str:
     return f"**differs, p = {d.p:.3g}**" if d.differs else f"p = {d.p:.3g}"
 
 
-def comparison_table(task: TaskAnalysis) -> str:
-    """All tested trials per cell; a task's secondary metrics (e.g. TIMIT's FER39 %) follow the main mean."""
+def outcome_table(task: TaskAnalysis) -> str:
+    """Per cell: finished trials, failures, the median outcome with its bootstrap interval, the best by validation."""
     names = list(task.secondary_metrics)
-    headers = ["cell", "trials", "diverged (rate)", "tested", "mean params", "mean [95 % CI]",
-               *[f"mean {name} [95 % CI]" for name in names], "median", "std",
-               "best", f"Δ mean vs {BASELINE} [95 % CI]", "Hedges' g", "Welch p", "verdict",
-               f"divergence vs {BASELINE} (Fisher)"]
+    headers = ["cell", "trials", "failed (div. + trivial)", "mean params", "median [95 % CI]",
+               *[f"median {name} [95 % CI]" for name in names], "best by validation",
+               f"failures vs {BASELINE} (Fisher)"]
     rows = []
-    for test in task.tests[Subset.ALL]:
-        counts = task.counts[test.cell]
+    for cell in task.cells:
+        c = task.summaries[cell]
+        counts = task.counts[cell]
         rows.append([
-            test.cell, counts.finished, _diverged_cell(task, test.cell), test.n,
+            cell, c.finished, _failures_cell(task, cell),
             "n/a" if counts.mean_params is None else f"{counts.mean_params:,.0f}",
-            _mean_ci(test), *[_secondary_cell(task, test.cell, name) for name in names],
-            _num(test.median), _num(test.std), _num(test.best), _diff(test),
-            _signed(test.hedges_g, 2), _p_cell(test), _verdict_cell(test), _divergence_test_cell(task, test.cell),
+            _interval(c.median, c.median_ci.low if c.median_ci else None, c.median_ci.high if c.median_ci else None),
+            *[_secondary_cell(task, cell, name) for name in names], _num(c.best_by_validation),
+            _fisher_cell(task, cell),
         ])
     return _table(headers, rows)
 
 
-def best_table(task: TaskAnalysis) -> str:
-    headers = ["cell", "trials", "mean [95 % CI]", "best", f"Δ mean vs {BASELINE} [95 % CI]", "Hedges' g",
-               "Welch p", "verdict"]
-    rows = [[t.cell, t.n, _mean_ci(t), _num(t.best), _diff(t), _signed(t.hedges_g, 2), _p_cell(t), _verdict_cell(t)]
-            for t in task.tests[Subset.BEST10]]
+def _needed(test: PairedTest) -> str:
+    if test.verdict not in ("inconclusive",) or test.needed is None:
+        return ""
+    return f"> {MAX_TRIALS_SHOWN:,}" if test.needed > MAX_TRIALS_SHOWN else f"{test.needed}"
+
+
+def _mde(test: PairedTest) -> str:
+    if test.mde is not None:
+        return f"{test.mde:.3f}"
+    return "none (too few pairs)" if test.shift_ci is None else ""
+
+
+def paired_table(task: TaskAnalysis, q_values: dict[tuple[str, str], float]) -> str:
+    headers = ["cell", "pairs", f"shift vs {BASELINE} [95 % CI]", "Wilcoxon p", "Holm p", "BH q",
+               "TOST p (Holm)", "verdict", "detectable shift (80 % power)", "pairs to decide",
+               "Welch p (the paper's test)", "Hedges' g"]
+    rows = []
+    for test in task.paired:
+        if test.verdict == "baseline":
+            rows.append([test.cell, test.pairs, "baseline", "", "", "", "", "baseline", "", "", "", ""])
+            continue
+        w = task.welch.get(test.cell)
+        rows.append([
+            test.cell, test.pairs,
+            _interval(test.shift, test.shift_ci.low if test.shift_ci else None,
+                      test.shift_ci.high if test.shift_ci else None, signed=True),
+            _p(test.p), _p(test.p_holm), _p(q_values.get((task.task, test.cell))), _p(test.tost_holm),
+            _verdict_cell(test), _mde(test), _needed(test),
+            "n/a" if w is None else f"{w.p:.3g}", _signed(task.hedges.get(test.cell), 2),
+        ])
     return _table(headers, rows)
 
 
-def comparison_figure(task: TaskAnalysis) -> bytes:
-    from cellc.analysis.significance import best_by_validation, trials_under_test
+K_SHOWN = (1, 2, 3, 5, 10, 20, 50, 100, 200)
 
-    panels = []
-    for subset in Subset:
-        series = []
-        for test in task.tests[subset]:
-            records = task.records[test.cell]
-            chosen = trials_under_test(records) if subset is Subset.ALL else best_by_validation(records, task.lower_is_better)
-            series.append(fig.BoxSeries(test.cell, [float(r.test_at_best) for r in chosen],  # type: ignore[arg-type]
-                                        test.verdict, None if test.welch is None else test.welch.p))
-        panels.append(fig.BoxPanel(f"{SUBSET_SHORT[subset]}: Welch's t-test vs {BASELINE} above each box", series))
-    title = f"{fig.data_title(task.title, task.source)}: test {task.metric_short} per cell"
-    figure = fig.variant_boxplot(title, f"test {task.metric_short}", panels,
+
+def best_of_k_table(task: TaskAnalysis) -> str:
+    n_max = max((len(c.expected) for c in task.best_of_k.values()), default=0)
+    ks = [k for k in K_SHOWN if k < n_max] + ([n_max] if n_max else [])
+    rows = []
+    for cell in task.cells:
+        curve = task.best_of_k[cell]
+        row: list[object] = [cell]
+        for k in ks:
+            row.append("n/a" if k > len(curve.expected) else
+                       _interval(curve.expected[k - 1], curve.low[k - 1], curve.high[k - 1]))
+        rows.append(row)
+    return _table(["cell", *[f"k = {k}" for k in ks]], rows)
+
+
+def best_of_k_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
+    curves = [fig.KCurve(cell, c.expected, c.low, c.high, cell == BASELINE) for cell, c in task.best_of_k.items()]
+    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: best of k trials, chosen by validation")
+    note = f"Band: {BASELINE}'s 95 % bootstrap interval. Failures count as the trivial predictor's score."
+    return fig.png_bytes(fig.best_of_k_lines(title, f"expected test {task.metric_short}", curves, note))
+
+
+def comparison_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
+    series = []
+    for test in task.paired:
+        values = [task.outcomes[test.cell][k] for k in sorted(task.outcomes[test.cell])]
+        series.append(fig.BoxSeries(test.cell, values, test.verdict, test.p_holm,
+                                    task.summaries[test.cell].failures))
+    panel = fig.BoxPanel(f"all finished trials, failures at the trivial score; above: Holm p vs {BASELINE} (paired)",
+                         series)
+    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: test {task.metric_short} per cell")
+    figure = fig.variant_boxplot(title, f"test {task.metric_short}", [panel],
                                  [task.counts[c].mean_params for c in task.cells], task.lower_is_better)
     return fig.png_bytes(figure)
 
@@ -169,22 +223,37 @@ def comparison_figure(task: TaskAnalysis) -> bytes:
 def importance_table(task: TaskAnalysis) -> str:
     result = task.importance
     assert result is not None
-    rows = [[c.name, "main effect" if len(c.dims) == 1 else "interaction", f"{100 * c.fraction:.1f}",
-             f"{100 * c.std:.1f}"] for c in sorted(result.components, key=lambda c: (-c.fraction, c.dims))]
-    rows.append(["all higher-order interactions", "remainder", f"{100 * result.higher_order:.1f}", ""])
-    return _table(["component", "kind", "% of variance (mean over trees)", "std over trees"], rows)
+    rows = []
+    for c in sorted(result.components, key=lambda c: (-c.fraction, c.dims)):
+        interval = task.interval(c.dims)
+        shown = "n/a" if interval is None else f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+        kind = "main effect" if len(c.dims) == 1 else "interaction"
+        if len(c.dims) == 2 and not task.interactions_determined:
+            kind += " (undetermined)"
+        rows.append([c.name, kind, f"{100 * c.fraction:.1f}", shown])
+    rest = task.interval(())
+    rows.append(["all higher-order interactions", "remainder", f"{100 * result.higher_order:.1f}",
+                 "n/a" if rest is None else f"[{100 * rest.low:.1f}, {100 * rest.high:.1f}]"])
+    return _table(["component", "kind", "% of variance (fit to all settings)",
+                   f"95 % bootstrap interval ({task.importance_resamples} resamples of the settings)"], rows)
 
 
-def importance_figure(task: TaskAnalysis, forest: ForestSettings) -> bytes:
+def importance_figure(task: TaskAnalysis, forest: ForestSettings, bundle: ReportBundle) -> bytes:
     result = task.importance
     assert result is not None
-    bars = [fig.Bar(c.name, c.fraction, c.std, "main" if len(c.dims) == 1 else "interaction")
-            for c in result.components]
-    bars.append(fig.Bar("higher-order remainder", result.higher_order, 0.0, "rest"))
-    title = (f"{fig.data_title(task.title, task.source)}: hyper-parameter importance "
-             f"(fANOVA, {_fit_size(task)})")
+    bars = []
+    for c in result.components:
+        interval = task.interval(c.dims)
+        bars.append(fig.Bar(c.name, c.fraction, interval.low if interval else c.fraction,
+                            interval.high if interval else c.fraction, "main" if len(c.dims) == 1 else "interaction"))
+    rest = task.interval(())
+    bars.append(fig.Bar("higher-order remainder", result.higher_order, rest.low if rest else result.higher_order,
+                        rest.high if rest else result.higher_order, "rest"))
+    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: hyper-parameter importance "
+                          f"(fANOVA of {task.transform.name}, {_fit_size(task)})")
     note = (f"Random forest of {forest.trees} trees (min. {forest.min_samples_leaf} settings per leaf, seed "
-            f"{forest.seed}); error bars: std over trees.")
+            f"{forest.seed}); error bars: 95 % bootstrap interval over the settings ({task.importance_resamples} "
+            "resamples).")
     return fig.png_bytes(fig.importance_bars(title, bars, note))
 
 
@@ -196,11 +265,11 @@ def _display(dim: int, model_values: np.ndarray) -> np.ndarray:
     return 10.0**model_values if AXES[dim].log else model_values
 
 
-def marginal_figure(task: TaskAnalysis) -> bytes:
+def marginal_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
     assert task.metric_forest is not None and task.time_forest is not None
     rows = []
     for forest, values, label, colour in (
-        (task.metric_forest, task.fit.metric, f"predicted test {task.metric_short}", fig.BLUE),
+        (task.metric_forest, task.fit.metric, f"predicted\n{task.transform.name}", fig.BLUE),
         (task.time_forest, task.fit.seconds, "predicted training\ntime per trial (s)", fig.GREEN),
     ):
         curves = []
@@ -209,13 +278,14 @@ def marginal_figure(task: TaskAnalysis) -> bytes:
             mean, std = forest.curve(dim, grid)
             curves.append(fig.Curve(_display(dim, grid), mean, std, _display(dim, task.fit.x[:, dim]), values))
         rows.append(fig.MarginalRow(label, curves, colour))
-    title = f"{fig.data_title(task.title, task.source)}: marginal predictions (random forest, {_fit_size(task)})"
+    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: marginal predictions (random forest, "
+                          f"{_fit_size(task)})")
     note = ("Each panel averages the forest's prediction over the other three hyper-parameters under the search "
             "distribution; grey dots are the settings (median over the trials at each).")
     return fig.png_bytes(fig.marginal_grid(title, [a.label for a in AXES], [a.log for a in AXES], rows, note))
 
 
-def interaction_figure(task: TaskAnalysis) -> bytes:
+def interaction_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
     assert task.metric_forest is not None
     maps = []
     for a, b in ((0, 1), (0, 3)):
@@ -226,8 +296,9 @@ def interaction_figure(task: TaskAnalysis) -> bytes:
         maps.append(fig.HeatMap(_display(a, edges_a), _display(b, edges_b), values, AXES[a].label, AXES[b].label,
                                 AXES[a].log, AXES[b].log, _display(a, task.fit.x[:, a]),
                                 _display(b, task.fit.x[:, b]), f"{AXES[a].short} x {AXES[b].short}"))
-    title = f"{fig.data_title(task.title, task.source)}: predicted test {task.metric_short} over two hyper-parameters"
-    return fig.png_bytes(fig.heat_maps(title, maps, f"predicted test {task.metric_short}", task.lower_is_better))
+    title = bundle.titled(f"{fig.data_title(task.title, task.source)}: predicted {task.transform.name} over two "
+                          "hyper-parameters")
+    return fig.png_bytes(fig.heat_maps(title, maps, f"predicted {task.transform.name}", task.lower_is_better))
 
 
 def _best_region(task: TaskAnalysis) -> str:
@@ -278,17 +349,22 @@ def _search_text(settings: dict) -> str:
             f"search seed {settings.get('seed', '?')}")
 
 
-def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalysis]) -> list[str]:
+def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalysis], bundle: ReportBundle,
+            trials_path: str) -> list[str]:
     settings = studies[0].attrs.get("settings", {})
     per_task = _task_settings(studies, tasks)
     proxies = [t.title for t in tasks if t.is_proxy]
     lines = [
-        f"# LSTM Odyssey report: `{bench}`",
+        f"# LSTM Odyssey report: `{bench}`" + (f" ({bundle.partial})" if bundle.partial else ""),
         "",
-        "A rerun of the analysis of Greff et al., \"LSTM: A Search Space Odyssey\" (2017) on the trials stored for "
-        f"bench `{bench}`: every number, table and figure below is computed from that storage by `cellc report`.",
+        "A rerun of the analysis of Greff et al., \"LSTM: A Search Space Odyssey\" (2017) on the trials of bench "
+        f"`{bench}`: every number, table and figure below is computed by `cellc report` from those trials alone, "
+        f"which ship beside this report as `{trials_path}` (one JSON line per trial, schema `cellc-trials`).",
         "",
     ]
+    if bundle.partial:
+        lines += [f"**Partial study ({bundle.partial})**: the bench has not finished; every number below describes "
+                  "the trials stored so far and will change when it completes.", ""]
     if all(s == per_task[0][1] for _, s in per_task):
         lines += [f"- Profile **{settings.get('profile', '?')}**: {_schedule_text(settings)}.",
                   f"- Search: {_search_text(settings)}."]
@@ -312,24 +388,44 @@ def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalys
     return lines
 
 
-def _summary(tasks: Sequence[TaskAnalysis]) -> list[str]:
+VERDICTS = ("worse", "better", "equivalent", "inconclusive", "not tested")
+
+
+def _top_parameter(task: TaskAnalysis) -> str:
+    assert task.importance is not None
+    order, separated = ranking(task)
+    top = next(c for c in task.importance.main if AXES[c.dims[0]].key == order[0])
+    interval = task.interval(top.dims)
+    share = f"{100 * top.fraction:.0f} %" + ("" if interval is None else
+                                             f" [{100 * interval.low:.0f}, {100 * interval.high:.0f}]")
+    if separated:
+        return f"most important hyper-parameter: {top.name} ({share} of variance)"
+    return f"no single most important hyper-parameter (the top intervals overlap; {top.name} {share})"
+
+
+def _summary(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = ["## Summary", ""]
+    if bundle.partial:
+        lines += [f"*{bundle.partial[0].upper()}{bundle.partial[1:]}*: a summary of the trials so far.", ""]
     for task in tasks:
-        tests = task.tests[Subset.ALL]
-        worse = [t.cell for t in tests if t.verdict == "worse"]
-        better = [t.cell for t in tests if t.verdict == "better"]
-        same = [t.cell for t in tests if t.verdict == "no difference"]
-        untested = [t.cell for t in tests if t.verdict == "not tested"]
-        parts = [f"significantly worse than {BASELINE}: {', '.join(worse) or 'none'}",
-                 f"significantly better: {', '.join(better) or 'none'}",
-                 f"no significant difference: {', '.join(same) or 'none'}"]
-        if untested:  # fewer than two scored trials on a side, or no spread: no verdict either way
-            parts.append(f"not tested: {', '.join(untested)}")
+        tests = [t for t in task.paired if t.verdict != "baseline"]
+        parts = []
+        for verdict in VERDICTS:
+            cells = [t.cell for t in tests if t.verdict == verdict]
+            if cells or verdict in ("worse", "better", "equivalent"):
+                label = {"worse": f"worse than {BASELINE}", "better": "better", "equivalent": "equivalent",
+                         "inconclusive": "inconclusive", "not tested": "not tested"}[verdict]
+                parts.append(f"{label}: {', '.join(cells) or 'none'}")
+        failures = sum(c.failures for c in task.summaries.values())
+        finished = sum(c.finished for c in task.summaries.values())
+        parts.append(f"failed trials: {failures} of {finished}")
         if task.importance is not None:
-            top = max(task.importance.main, key=lambda c: c.fraction)
-            parts.append(f"most important hyper-parameter: {top.name} ({100 * top.fraction:.0f} % of variance)")
+            parts.append(_top_parameter(task))
         lines.append(f"- **{fig.data_title(task.title, task.source)}**: " + "; ".join(parts) + ".")
-    lines += ["", f"(Welch's t-test on {SUBSET_TEXT[Subset.ALL]}, p < {ALPHA}.)", ""]
+    lines += ["", f"(Paired Wilcoxon signed-rank tests against {BASELINE} on shared trials, Holm-adjusted within each "
+              f"task, p < {ALPHA}; *equivalent*: a two-one-sided test within the task's margin; *inconclusive*: "
+              "neither, which is not \"no difference\". Section 1 gives the margins and the shifts each test could "
+              "have detected.)", ""]
     return lines
 
 
@@ -344,40 +440,86 @@ def _secondary_note(task: TaskAnalysis) -> str:
         return ""
     described = "; ".join(f"*{name}*: {text}" for name, text in task.secondary_metrics.items())
     return (f" Secondary metric{'s' if len(task.secondary_metrics) > 1 else ''} ({described}): test score with the "
-            "same weights (best validation epoch) over the same tested trials, mean with its t-based 95 % confidence "
-            "interval; reported only, not used for early stopping or the tests.")
+            "same weights (best validation epoch) over the usable trials, median with its bootstrap 95 % interval; "
+            "reported only, not used for early stopping or the tests.")
+
+
+def _facts_note(task: TaskAnalysis) -> str:
+    f = task.facts
+    if f.trivial_score is None:
+        trivial = (f"The trivial predictor's score is unknown ({f.note or 'not recorded'}): only diverged trials "
+                   "count as failures, and a failure counts as the worst usable score"
+                   + ("" if task.worst is None else f" ({task.worst:.3f})") + ".")
+    else:
+        predictor = f" ({f.trivial_predictor}, fitted on the training split)" if f.trivial_predictor else ""
+        trivial = (f"Trivial predictor{predictor}: test {task.metric_short} **{f.trivial_score:.3f}**; a trial "
+                   "that diverged or ended no better than that failed, and counts as exactly that score.")
+    margin = ("No equivalence margin is defined for this task, so no cell can be shown *equivalent*."
+              if f.margin is None else f"Equivalence margin: ±{f.margin:g} ({f.margin_reason}).")
+    return f"{trivial} {margin}"
+
+
+def _friedman_note(task: TaskAnalysis) -> str:
+    f = task.friedman
+    if f.p is None:
+        return (f"Friedman test across the {f.cells} cells: not computed ({f.blocks} trials finished in every cell; "
+                "it needs three cells and two such trials).")
+    return (f"Friedman test across all {f.cells} cells, the trial (setting and seed) as block, on the {f.blocks} "
+            f"trials every cell finished: χ² = {f.statistic:.2f}, p = {f.p:.3g} (the omnibus: do the cells differ "
+            "at all).")
 
 
 def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = [
         "## 1. Variant comparison", "",
-        f"Tested trials: {SUBSET_TEXT[Subset.ALL]}; and separately {SUBSET_TEXT[Subset.BEST10]}. Each cell is "
-        f"compared with {BASELINE} by a two-sided Welch's t-test (significant at p < {ALPHA}). Δ mean is the cell's "
-        f"mean minus {BASELINE}'s with its Welch 95 % confidence interval; Hedges' g is the bias-corrected "
-        "standardised mean difference (positive: higher metric than the baseline); the confidence interval of each "
-        "mean is t-based (95 %). In the figures, box colour gives the verdict, the p-value is printed above each "
-        "box, white diamonds mark means, dots are trials, and the bars below give the mean parameter count of the "
-        "whole network.", "",
-        "Design: trial number k of every (task, cell) study uses the same hyper-parameters and the same seed (search "
-        "seed + k), so the cells are compared on paired trials; Welch's t-test ignores that pairing (it is an unpaired "
-        "test, so it gives up the power pairing would add where a setting that suits one cell suits the others; it "
-        "is no paired test, and diverged trials break pairs). Diverged trials have no test score and are left out of the test, so "
-        f"each cell's divergence rate (diverged / finished trials) is shown beside the verdict, with a two-sided "
-        f"Fisher's exact test of the counts against {BASELINE}'s; *differs* marks p < {ALPHA}: the cell's scores "
-        "then come from a differently selected set of trials.", "",
+        "Outcomes: a trial *fails* when it diverged (NaN/inf, no test score) or ended no better than the task's "
+        "trivial predictor, computed from the training data by the task's module. Failures are counted and tested "
+        f"against {BASELINE}'s with Fisher's exact test; they never enter a mean. For the rank-based tests and the "
+        "medians a failure counts as the trivial predictor's score: worse than every usable trial, all failures "
+        "tied, and no runaway score (an NLL of 3e9) weighs more than another failure.", "",
+        f"Primary analysis, paired: trial k of every cell runs the same setting with the same seed, so each cell is "
+        f"compared with {BASELINE} on the trials both finished (*pairs*) by a two-sided Wilcoxon signed-rank test "
+        "(scipy.stats.wilcoxon) of the paired differences. *Shift* is the Hodges–Lehmann estimate (median of the "
+        "Walsh averages; cell minus baseline, in metric units) with the 95 % interval found by inverting the same "
+        "test, so it never leaves the observed differences. *Holm p*: Holm's correction within the task (the "
+        f"family: every cell against {BASELINE}); *BH q*: Benjamini–Hochberg q-values across every primary test in "
+        "this report (all tasks). *TOST p*: a paired two-one-sided test (statsmodels ttost_paired) that the shift "
+        "lies within the task's equivalence margin, Holm-adjusted within the task.", "",
+        f"Verdicts: *worse* / *better* when the Holm-adjusted Wilcoxon p < {ALPHA}; *equivalent* when the "
+        f"Holm-adjusted TOST p < {ALPHA}; otherwise *inconclusive*, never \"no difference\": the table then gives the "
+        f"shift the paired test could have detected with {100 * POWER:.0f} % power at these pairs and the pairs that "
+        "would decide (detect the observed shift, or show equivalence were the true shift zero; paired-t "
+        "approximation, statsmodels TTestPower, α = 0.05 unadjusted). *Welch p* is the paper's unpaired test on the "
+        "usable trials, kept for comparison only; no verdict rests on it, nor on Hedges' g.", "",
+        f"Medians of the outcomes (failures at the trivial score) with percentile-bootstrap 95 % intervals "
+        f"({BOOTSTRAP_RESAMPLES} resamples, seeded); *best by validation*: the test outcome of the trial with the "
+        "best validation score. No \"best\" anywhere in this report is chosen on the test set.", "",
+        "Best of k: the expected test outcome of the trial a user would keep *by validation* among k trials drawn "
+        "at random from the cell's finished trials, exactly for every k (k = 1: a random trial; the last column: "
+        "all of them), with a 95 % bootstrap interval over the trials: which cell is best for the search a user "
+        "can afford.", "",
     ]
     for task in tasks:
+        lines += [f"### {fig.data_title(task.title, task.source)}", "",
+                  f"Data: **{task.source}**. Metric: {task.metric}; {'lower' if task.lower_is_better else 'higher'} "
+                  "is better." + METRIC_CONVENTIONS.get(task.task, "") + " " + _facts_note(task)
+                  + _secondary_note(task), ""]
+        if not any(c.finished for c in task.summaries.values()):
+            lines += ["No finished trials yet.", ""]
+            continue
         name = f"compare_{task.task}.png"
-        bundle.figures[name] = comparison_figure(task)
+        bundle.figures[name] = comparison_figure(task, bundle)
+        kname = f"best_of_k_{task.task}.png"
+        bundle.figures[kname] = best_of_k_figure(task, bundle)
         lines += [
-            f"### {fig.data_title(task.title, task.source)}", "",
-            f"Data: **{task.source}**. Metric: {task.metric}; {'lower' if task.lower_is_better else 'higher'} is "
-            "better." + METRIC_CONVENTIONS.get(task.task, "") + " *trials*: finished trials (ok and diverged); "
-            "*tested*: non-diverged trials with a test score." + _secondary_note(task), "",
-            f"![{task.title}: box plots of the test metric per cell, all trials and best 10 %]"
-            f"({bundle.figure_dir}/{name})", "",
-            "All tested trials:", "", comparison_table(task), "",
-            "Best 10 % by validation score:", "", best_table(task), "",
+            f"![{task.title}: box plots of the test outcome per cell]({bundle.figure_dir}/{name})", "",
+            "Outcomes per cell:", "", outcome_table(task), "",
+            f"Paired tests against {BASELINE}:", "", paired_table(task, bundle.q_values), "",
+            _friedman_note(task), "",
+            f"Best of k (expected test {task.metric_short} of the best-by-validation trial among k, [95 % CI]):", "",
+            best_of_k_table(task), "",
+            f"![{task.title}: expected best-by-validation test outcome against trials searched]"
+            f"({bundle.figure_dir}/{kname})", "",
         ]
     return lines
 
@@ -386,45 +528,55 @@ def _importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, for
     lines = [
         "## 2. Hyper-parameter importance", "",
         f"Method: {METHOD_TEXT} Inputs: log10 learning rate, log10 hidden size, log10(1 - momentum) and input "
-        "noise std (uniform under the search distribution in these coordinates); output: the test metric at the "
-        "best validation epoch. Every finished trial with a test score is used (including trials that diverged "
-        "after their best epoch); the search gives trial k the same setting in every cell, so the trials of a "
-        "task's cells are taken together as one point per setting, the median over the trials at it (a forest "
-        "would count repeats as evidence; with three or more trials at a setting, the median also keeps one cell's "
-        "runaway trial from carrying the variance). "
+        "noise std (uniform under the search distribution in these coordinates). Output: a stated transform of "
+        "each finished trial's outcome (log10 of an NLL; the logit of an error rate), failures at the trivial "
+        "predictor's score like everywhere else. The search gives trial k the same setting in every cell, so the "
+        "trials of a task's cells are taken together as one point per setting, the median over the trials at it. "
         f"Forest: {forest.trees} trees, at least {forest.min_samples_leaf} settings per leaf, seed {forest.seed}.", "",
+        f"Uncertainty: every fraction comes with a 95 % percentile-bootstrap interval over the settings (up to "
+        f"{forest.resamples} resamples with replacement, each refit and decomposed; a resample of identical scores "
+        "is left out); the spread over one forest's trees is no confidence interval. Components are ranked, and set "
+        "beside the paper, only where their intervals separate. A pairwise interaction's share is undetermined below "
+        f"{MIN_INTERACTION_SETTINGS} distinct settings: a planted 30 % interaction (beside a 70 % main effect) came "
+        "out at 9 % from 30 settings, 17 % from 60 and 28-29 % from 100 and 200, and its bootstrap interval held "
+        "the planted value at 500 (the forest shrinks interactions; the interval does not correct that).", "",
     ]
     for task in tasks:
         lines += [f"### {fig.data_title(task.title, task.source)}", ""]
         if task.constant_metric:
-            lines += [f"The test metric does not vary over the {len(task.fit)} settings (the forest's trees find "
-                      "no variance): there is nothing for a hyper-parameter to explain.", ""]
+            lines += [f"The outcome does not vary over the {len(task.fit)} settings: there is nothing for a "
+                      "hyper-parameter to explain.", ""]
             continue
         if task.importance is None:
-            lines += [f"Too few distinct settings with a scored trial ({len(task.fit)} < {MIN_FANOVA_SAMPLES}; "
+            lines += [f"Too few distinct settings with a finished trial ({len(task.fit)} < {MIN_FANOVA_SAMPLES}; "
                       f"{task.samples.trial_count} trials) for a forest fit.", ""]
             continue
         name = f"importance_{task.task}.png"
-        bundle.figures[name] = importance_figure(task, forest)
+        bundle.figures[name] = importance_figure(task, forest, bundle)
         lines += [f"![{task.title}: fraction of variance per hyper-parameter and pair]({bundle.figure_dir}/{name})",
                   "", importance_table(task), ""]
+        if not task.interactions_determined:
+            lines += [f"Interactions are undetermined here: {len(task.fit)} settings, fewer than the "
+                      f"{MIN_INTERACTION_SETTINGS} an interaction claim needs.", ""]
     return lines
 
 
 def _marginal_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = [
         "## 3. Marginals", "",
-        "Predicted test metric (top row) and predicted training time per trial (bottom row, wall-clock seconds in "
-        "one worker, early stopping included) over each hyper-parameter, averaged over the other three under the "
-        "search distribution: mean over the forest's trees ± one standard deviation (as in Hutter et al. 2014).", "",
+        "Predicted outcome (top row, on the importance fit's scale) and predicted training time per trial (bottom "
+        "row, wall-clock seconds in one worker, early stopping included) over each hyper-parameter, averaged over "
+        "the other three under the search distribution: mean over the forest's trees ± one standard deviation (as "
+        "in Hutter et al. 2014).", "",
     ]
     for task in tasks:
+        lines += [f"### {fig.data_title(task.title, task.source)}", ""]
         if task.metric_forest is None:
+            lines += ["No forest was fit for this task (see section 2).", ""]
             continue
         name = f"marginals_{task.task}.png"
-        bundle.figures[name] = marginal_figure(task)
-        lines += [f"### {fig.data_title(task.title, task.source)}", "",
-                  f"![{task.title}: predicted test metric and training time per hyper-parameter]"
+        bundle.figures[name] = marginal_figure(task, bundle)
+        lines += [f"![{task.title}: predicted outcome and training time per hyper-parameter]"
                   f"({bundle.figure_dir}/{name})", "",
                   f"Best marginal predictions at: {_best_region(task)}.", ""]
     return lines
@@ -433,20 +585,28 @@ def _marginal_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> li
 def _interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = [
         "## 4. Interactions", "",
-        "Predicted test metric over learning rate x hidden size and learning rate x input noise (mean over trees, "
-        "the other two hyper-parameters averaged out). Parallel bands mean the two can be tuned independently; "
-        "the interaction's share of variance is in the importance tables above.", "",
+        "Predicted outcome (the importance fit's scale) over learning rate x hidden size and learning rate x input "
+        "noise (mean over trees, the other two hyper-parameters averaged out). Parallel bands mean the two can be "
+        "tuned independently; the interaction's share of variance and its interval are in the importance tables.", "",
     ]
     for task in tasks:
+        lines += [f"### {fig.data_title(task.title, task.source)}", ""]
         if task.metric_forest is None or task.importance is None:
+            lines += ["No forest was fit for this task (see section 2).", ""]
             continue
         name = f"interactions_{task.task}.png"
-        bundle.figures[name] = interaction_figure(task)
-        pairs = {c.dims: c for c in task.importance.pairs}
-        lines += [f"### {fig.data_title(task.title, task.source)}", "",
-                  f"![{task.title}: heat maps of the predicted test metric]({bundle.figure_dir}/{name})", "",
-                  f"Share of variance: learning rate x hidden size {100 * pairs[(0, 1)].fraction:.1f} %, "
-                  f"learning rate x input noise {100 * pairs[(0, 3)].fraction:.1f} %.", ""]
+        bundle.figures[name] = interaction_figure(task, bundle)
+        shares = []
+        for dims, label in (((0, 1), "learning rate x hidden size"), ((0, 3), "learning rate x input noise")):
+            c = next(c for c in task.importance.pairs if c.dims == dims)
+            interval = task.interval(dims)
+            shares.append(f"{label} {100 * c.fraction:.1f} %" + (
+                "" if interval is None else f" [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"))
+        verdict = "" if task.interactions_determined else (
+            f" Undetermined: {len(task.fit)} settings, fewer than the {MIN_INTERACTION_SETTINGS} an interaction "
+            "claim needs.")
+        lines += [f"![{task.title}: heat maps of the predicted outcome]({bundle.figure_dir}/{name})", "",
+                  f"Share of variance: {'; '.join(shares)}.{verdict}", ""]
     return lines
 
 
@@ -488,9 +648,12 @@ def _findings_table(rows: Sequence[FindingRow]) -> str:
 def _paper_section(tasks: Sequence[TaskAnalysis]) -> list[str]:
     lines = [
         "## 6. Versus the paper", "",
-        f"{PAPER}'s findings (see `odyssey.md`) beside this study's, for tasks run on the paper's data. The paper "
-        f"tested 200 trials per cell and task; this study's trial counts are in section 7, and a study with few "
-        f"trials per cell finds fewer significant differences. Significance: Welch's t-test on all trials, p < {ALPHA}.",
+        f"{PAPER}'s findings (see `odyssey.md`) beside this study's, for tasks run on the paper's data. A verdict "
+        "agrees only when this study's paired test is significant in the paper's direction, or shows equivalence "
+        f"where the paper found no difference; an *{INCONCLUSIVE}* verdict (neither) is not counted as agreement, "
+        f"whatever the paper found. Importance findings are compared only where the bootstrap intervals decide "
+        f"(else *{UNDETERMINED}*). The paper tested 200 trials per cell and task; this study's counts are in "
+        "section 7.",
         "",
     ]
     shown = [t for t in tasks if comparable(t)]
@@ -502,10 +665,9 @@ def _paper_section(tasks: Sequence[TaskAnalysis]) -> list[str]:
             rows.append(best)
         rows += importance_rows(task)
         differences = setup_differences(task.settings)
-        marks = [mark(r.agreement).strip("*") for r in rows if r.agreement is not None]
-        counts = (f"{marks.count('agree')} agree, {marks.count('disagree')} disagree, "
-                  f"{marks.count('not confirmed')} not confirmed (the paper found a significant difference, this "
-                  "study none; with fewer trials than the paper's that can be a lack of power)")
+        marks = [mark(r.agreement).strip("*") for r in rows if r.agreement != "-"]
+        counts = (f"{marks.count(AGREE)} agree, {marks.count(DISAGREE)} disagree, {marks.count(INCONCLUSIVE)} "
+                  f"inconclusive, {marks.count(UNDETERMINED)} undetermined (intervals too wide)")
         if differences:
             rows = different_setup(rows)
             summary = (f"**Different search setup**: this task ran with {'; '.join(differences)}, so its rows are "
@@ -527,8 +689,41 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h ({seconds:,.0f} s)"
 
 
+def _recomputation(tasks: Sequence[TaskAnalysis], trials_path: str) -> list[str]:
+    """The closing note: one p-value of the report recomputed from the trials file with scipy, step by step."""
+    task = next((t for t in tasks if any(p.p is not None for p in t.paired)), None)
+    if task is None:
+        return []
+    test = next(p for p in task.paired if p.p is not None)
+    numbers = sorted(set(task.outcomes[test.cell]) & set(task.outcomes[BASELINE]))
+    d = [task.outcomes[test.cell][k] - task.outcomes[BASELINE][k] for k in numbers]
+    shown = ", ".join(f"{x:+.3f}" for x in d[:8]) + (", ..." if len(d) > 8 else "")
+    worst = "the task line's trivial_score" if task.facts.trivial_score is not None else "the worst usable score"
+    return [
+        "### Recomputing a p-value from the trials file", "",
+        f"Every p-value above can be recomputed with scipy from `{trials_path}` alone. For example {test.cell} "
+        f"against {BASELINE} on {task.title}: take the finished trials (state COMPLETE or PRUNED) of both cells, "
+        f"replace the test score of every trial whose `failure` is set by {worst}, pair the two cells by trial "
+        f"`number` ({len(numbers)} pairs), and test the differences (cell minus {BASELINE}: {shown}):", "",
+        "```python",
+        "import json",
+        "from scipy import stats",
+        f"rows = [json.loads(line) for line in open({trials_path!r})]",
+        "trivial = {r['task']: r['trivial_score'] for r in rows if r['record'] == 'task'}",
+        "score = {(r['task'], r['cell'], r['number']): trivial[r['task']] if r['failure'] else r['test_at_best']",
+        "         for r in rows if r['record'] == 'trial' and r['state'] in ('COMPLETE', 'PRUNED')}",
+        f"pairs = [(v, score[({task.task!r}, {BASELINE!r}, n)]) for (t, c, n), v in score.items()",
+        f"         if (t, c) == ({task.task!r}, {test.cell!r}) and ({task.task!r}, {BASELINE!r}, n) in score]",
+        "print(stats.wilcoxon([a - b for a, b in pairs]).pvalue)",
+        "```", "",
+        f"prints {test.p!r}, the *Wilcoxon p* of {test.cell} in section 1 ({_p(test.p)}); Holm's adjustment of the "
+        f"task's {sum(1 for p in task.paired if p.p is not None)} p-values gives its *Holm p* ({_p(test.p_holm)}), "
+        "e.g. with statsmodels.stats.multitest.multipletests(p, method='holm').", "",
+    ]
+
+
 def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalysis],
-                             context: ReportContext, forest: ForestSettings) -> list[str]:
+                             context: ReportContext, forest: ForestSettings, trials_path: str) -> list[str]:
     settings = studies[0].attrs.get("settings", {})
     commands = sorted({str(s.attrs.get("command")) for s in studies if s.attrs.get("command")})
     environments = sorted({", ".join(f"{k}: {v}" for k, v in sorted(s.attrs["environment"].items()))
@@ -546,8 +741,9 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
     m = context.machine
     lines = [
         "## 7. Reproducibility", "",
-        f"- Report generated by cellc {context.version}, code commit `{context.commit}`, with `{context.command}`; "
-        f"it reads only the stored trials (no retraining) and is byte-identical when regenerated.",
+        f"- Report generated by cellc {context.version}, code commit `{context.commit}`. It reads only the trials "
+        f"(no retraining): `{context.command}` rebuilds it byte for byte from `{trials_path}` alone, as "
+        f"`cellc report --name {bench}` does from the bench's storage (which also rewrites that file).",
         f"- Bench command{'s' if len(commands) > 1 else ''}: " + (", ".join(f"`{c}`" for c in commands) or "not recorded"),
         f"- Profile: {settings.get('profile', '?')} (max epochs {settings.get('max_epochs', '?')}, patience "
         f"{settings.get('patience', '?')}, warm-up {settings.get('warmup', 0)}, train subset "
@@ -565,28 +761,43 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
                      f"cores, {m.system}, Python {m.python}.")
     lines += [
         f"- Total CPU time of all trials: {_hours(total_cpu)}; summed trial wall time {_hours(total_wall)}.",
-        f"- Analysis: Welch's t-test via scipy.stats.ttest_ind(equal_var=False); fANOVA forest {forest.trees} trees, "
-        f"min. {forest.min_samples_leaf} per leaf, seed {forest.seed}.", "",
+        "- Analysis: scipy.stats (wilcoxon, friedmanchisquare, fisher_exact, ttest_ind(equal_var=False), bootstrap) "
+        "and statsmodels (multipletests holm / fdr_bh, ttost_paired, TTestPower); fANOVA forest "
+        f"{forest.trees} trees, min. {forest.min_samples_leaf} per leaf, seed {forest.seed}, {forest.resamples} "
+        "bootstrap resamples of the settings.", "",
         "Trials per cell and task (finished / target; diverged trials are finished, failed ones were rerun):", "",
         _table(["cell", *[t.title for t in tasks]], count_rows), "",
         "```bash", *commands, context.command, "```", "",
     ]
-    return lines
+    return lines + _recomputation(tasks, trials_path)
+
+
+def report_q_values(tasks: Sequence[TaskAnalysis]) -> dict[tuple[str, str], float]:
+    """Benjamini-Hochberg q-values over every primary (Wilcoxon) test of the report, all tasks together."""
+    keys = [(t.task, p.cell) for t in tasks for p in t.paired if p.p is not None]
+    ps = [p.p for t in tasks for p in t.paired if p.p is not None]
+    return dict(zip(keys, benjamini_hochberg(ps)))  # type: ignore[arg-type]
 
 
 def build_report(bench: str, studies: Sequence[StudyData], context: ReportContext, figure_dir: str,
-                 forest: ForestSettings = ForestSettings()) -> ReportBundle:
-    """The whole report for ``bench``; figures are referenced as ``<figure_dir>/<name>.png``."""
-    tasks = [analyse_task(task, group, forest) for task, group in group_by_task(studies).items()]
-    bundle = ReportBundle(markdown="", figure_dir=figure_dir)
+                 forest: ForestSettings = ForestSettings(), facts: dict[str, TaskFacts] | None = None,
+                 trials_path: str = "trials.jsonl") -> ReportBundle:
+    """The whole report for ``bench``; figures are referenced as ``<figure_dir>/<name>.png``.
+
+    ``facts``: per task, the trivial predictor's score and the equivalence margin (see
+    :func:`cellc.analysis.load.facts_from_studies`); ``trials_path``: where the trials file ships, as shown."""
+    facts = facts or {}
+    tasks = [analyse_task(task, group, forest, facts=facts.get(task)) for task, group in group_by_task(studies).items()]
+    bundle = ReportBundle(markdown="", figure_dir=figure_dir, partial=partial_note(studies))
+    bundle.q_values = report_q_values(tasks)
     cells = list(dict.fromkeys(c for t in tasks for c in t.cells))
-    lines = _header(bench, studies, tasks) + _contents() + _summary(tasks)
+    lines = _header(bench, studies, tasks, bundle, trials_path) + _contents() + _summary(tasks, bundle)
     lines += _comparison_section(tasks, bundle)
     lines += _importance_section(tasks, bundle, forest)
     lines += _marginal_section(tasks, bundle)
     lines += _interaction_section(tasks, bundle)
     lines += _cells_section(cells, context)
     lines += _paper_section(tasks)
-    lines += _reproducibility_section(bench, studies, tasks, context, forest)
+    lines += _reproducibility_section(bench, studies, tasks, context, forest, trials_path)
     bundle.markdown = "\n".join(lines).rstrip("\n") + "\n"
     return bundle

@@ -51,15 +51,17 @@ VERDICT_COLOURS = {
     "baseline": "#FFFFFF",
     "worse": VERMILLION,
     "better": BLUE,
-    "no difference": GREY,
+    "equivalent": GREEN,
+    "inconclusive": GREY,
     "not tested": "#FFFFFF",
 }
 VERDICT_LEGEND = {
     "baseline": "baseline",
-    "worse": "significantly worse (p < 0.05)",
-    "better": "significantly better (p < 0.05)",
-    "no difference": "no significant difference",
-    "not tested": "not testable (n < 2, or no spread)",
+    "worse": "worse (Holm-adjusted paired Wilcoxon p < 0.05)",
+    "better": "better (Holm-adjusted paired Wilcoxon p < 0.05)",
+    "equivalent": "equivalent (TOST within the margin)",
+    "inconclusive": "inconclusive (neither)",
+    "not tested": "not testable (fewer than 2 shared trials)",
 }
 
 
@@ -117,6 +119,7 @@ class BoxSeries:
     values: Sequence[float]
     verdict: str  # a key of VERDICT_COLOURS
     p: float | None = None
+    failures: int = 0  # trials counted at the trivial predictor's score (drawn as crosses there)
 
 
 @dataclass(frozen=True)
@@ -150,14 +153,12 @@ def _draw_boxes(ax, panel: BoxPanel, metric_label: str) -> None:
     filled = [(pos, s) for pos, s in zip(positions, series) if s.values]
     if filled:
         parts = ax.boxplot([list(s.values) for _, s in filled], positions=[p for p, _ in filled],
-                           widths=0.6, patch_artist=True, showmeans=True, showfliers=False,
-                           meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
-                                      "markersize": 6, "zorder": 4},
+                           widths=0.6, patch_artist=True, showmeans=False, showfliers=False,
                            medianprops={"color": "black", "linewidth": 1.4},
                            whiskerprops={"color": DARK}, capprops={"color": DARK})
         for patch, (_, s) in zip(parts["boxes"], filled):
             patch.set_facecolor(VERDICT_COLOURS[s.verdict])
-            patch.set_alpha(0.8 if s.verdict in ("worse", "better", "no difference") else 1.0)
+            patch.set_alpha(0.8 if s.verdict in ("worse", "better", "equivalent", "inconclusive") else 1.0)
             patch.set_edgecolor(DARK)
             if s.verdict == "baseline":
                 patch.set_hatch(BASELINE_HATCH)
@@ -188,7 +189,7 @@ def _draw_boxes(ax, panel: BoxPanel, metric_label: str) -> None:
                     fontweight="bold" if s.verdict in ("worse", "better") else "normal")
     ax.set_xlim(0.4, len(series) + 0.6)
     ax.set_xticks(positions)
-    ax.set_xticklabels([s.cell for s in series])
+    ax.set_xticklabels([s.cell + (f"\n{s.failures} failed" if s.failures else "") for s in series])
     ax.set_ylabel(metric_label)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
     ax.set_title(panel.title, loc="left", pad=16)
@@ -224,12 +225,10 @@ def variant_boxplot(title: str, metric_label: str, panels: Sequence[BoxPanel],
         bars.set_xlabel("cell")
         bars.grid(axis="x", visible=False)
         bars.set_xticks(positions)
-        bars.set_xticklabels(cells)
+        bars.set_xticklabels([s.cell + (f"\n{s.failures} failed" if s.failures else "") for s in panels[0].series])
         used = sorted({s.verdict for p in panels for s in p.series}, key=list(VERDICT_COLOURS).index)
         handles = [Patch(facecolor=VERDICT_COLOURS[v], edgecolor=DARK, label=VERDICT_LEGEND[v],
                          hatch=BASELINE_HATCH if v == "baseline" else None) for v in used]
-        handles.append(Line2D([], [], marker="D", linestyle="none", markerfacecolor="white",
-                              markeredgecolor="black", label="mean"))
         handles.append(Line2D([], [], color="black", linewidth=1.4, label="median"))
         fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False,
                    bbox_to_anchor=(0.5, 0.965))
@@ -247,7 +246,8 @@ def variant_boxplot(title: str, metric_label: str, panels: Sequence[BoxPanel],
 class Bar:
     label: str
     value: float  # fraction in [0, 1]
-    error: float = 0.0
+    low: float  # interval (fractions)
+    high: float
     kind: str = "main"  # "main" | "interaction" | "rest"
 
 
@@ -258,9 +258,9 @@ def importance_bars(title: str, bars: Sequence[Bar], note: str = "") -> Figure:
         ax = fig.add_subplot(1, 1, 1)
         y = np.arange(len(bars))[::-1]
         values = [100 * b.value for b in bars]
-        # Fractions live in [0, 100] %: clip the error bars there (a tree spread past 100 % means nothing).
-        err_lo = [min(100 * b.error, v) for b, v in zip(bars, values)]
-        err_hi = [min(100 * b.error, 100 - v) for b, v in zip(bars, values)]
+        # The bootstrap interval need not contain the full-data estimate: the bar's ends are the interval's.
+        err_lo = [max(v - 100 * b.low, 0.0) for b, v in zip(bars, values)]
+        err_hi = [max(100 * b.high - v, 0.0) for b, v in zip(bars, values)]
         ax.barh(y, values, xerr=[err_lo, err_hi], color=[colours[b.kind] for b in bars], edgecolor=DARK,
                 linewidth=0.6, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": DARK})
         top = max([v + e for v, e in zip(values, err_hi)] + [1.0])
@@ -284,6 +284,46 @@ def importance_bars(title: str, bars: Sequence[Bar], note: str = "") -> Figure:
         if note:
             fig.text(0.01, 0.01, note, fontsize=8, color=DARK, ha="left", va="bottom")
         fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Best of k: the expected test outcome of the best-by-validation trial among k, per cell.
+
+
+@dataclass(frozen=True)
+class KCurve:
+    cell: str
+    expected: Sequence[float]  # k = 1..n
+    low: Sequence[float]
+    high: Sequence[float]
+    baseline: bool = False
+
+
+def best_of_k_lines(title: str, ylabel: str, curves: Sequence[KCurve], note: str = "") -> Figure:
+    fig = new_figure(8.0, 4.6)
+    palette = [VERMILLION, BLUE, ORANGE, SKY, GREEN, "#CC79A7", "#F0E442", GREY, DARK]
+    with rc_context(STYLE):
+        ax = fig.add_subplot(1, 1, 1)
+        others = iter(palette)
+        for c in curves:
+            k = np.arange(1, len(c.expected) + 1)
+            colour = "black" if c.baseline else next(others, DARK)
+            ax.plot(k, c.expected, color=colour, linewidth=2.0 if c.baseline else 1.2, label=c.cell)
+            if c.baseline:
+                ax.fill_between(k, c.low, c.high, color=GREY, alpha=0.35, linewidth=0)
+        ax.set_xscale("log")
+        n = max((len(c.expected) for c in curves), default=1)
+        ax.set_xticks([k for k in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500) if k < n] + [n])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_xlabel("trials searched, k (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="upper right", ncol=3, frameon=True, fontsize=8)
+        ax.set_title(title, loc="left")
+        if note:
+            fig.text(0.01, 0.01, note, fontsize=8, color=DARK, ha="left", va="bottom")
+        fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
     return fig
 
 

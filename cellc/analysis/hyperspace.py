@@ -8,13 +8,13 @@ the search distribution itself, which is what functional ANOVA integrates over.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cellc.analysis.significance import MAX_METRIC
+from cellc.analysis.outcomes import MAX_METRIC
 from cellc.harness.record import TrialRecord
 
 
@@ -110,20 +110,26 @@ def per_setting(samples: Samples) -> Samples:
     return Samples(keys, metric, seconds, (), np.bincount(inverse, minlength=len(keys)))
 
 
-def scored_samples(records: Sequence[TrialRecord]) -> Samples:
-    """Every finished trial (ok or diverged) with a finite test score and valid hyper-parameters.
+def scored_samples(records: Sequence[TrialRecord],
+                   score: Callable[[TrialRecord], float | None] | None = None) -> Samples:
+    """Every finished trial (ok or diverged) with a score and valid hyper-parameters.
 
-    Diverged trials that reached a best epoch are kept: they show where training becomes unstable.
-    Order: by (cell, trial number), so the arrays do not depend on storage order.
+    ``score``: the value fit for a trial (None leaves it out); by default its finite test score, so that
+    diverged trials that reached a best epoch are kept. Order: by (cell, trial number), so the arrays do
+    not depend on storage order.
     """
     rows = []
     for r in sorted(records, key=lambda r: (r.cell, r.number)):
-        if not r.finished or r.test_at_best is None or not abs(r.test_at_best) <= MAX_METRIC:
+        if not r.finished:
             continue
+        if score is None:
+            value = r.test_at_best if r.test_at_best is not None and abs(r.test_at_best) <= MAX_METRIC else None
+        else:
+            value = score(r)
         point = trial_point(r)
-        if point is None:
+        if value is None or point is None:
             continue
-        rows.append((point, float(r.test_at_best), float(r.wall_time_s), r.cell))
+        rows.append((point, float(value), float(r.wall_time_s), r.cell))
     if not rows:
         return Samples(np.zeros((0, len(AXES))), np.zeros(0), np.zeros(0), ())
     return Samples(

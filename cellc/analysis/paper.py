@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from cellc.analysis.hyperspace import AXES
-from cellc.analysis.significance import Subset, best_by_validation
-from cellc.analysis.task_analysis import TaskAnalysis
+from cellc.analysis.outcomes import failure_kind
+from cellc.analysis.task_analysis import MIN_INTERACTION_SETTINGS, TaskAnalysis, _validation_key
 
 PAPER = "Greff et al. 2017"
 PAPER_CELLS = ("nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")
 
-# Welch's t-test against V on all trials, p < 0.05 ("What the study found").
+# The paper's verdicts (its Welch's t-test against V on all trials, p < 0.05; "What the study found").
 _SPEECH_HANDWRITING = {"nfg": "worse", "noaf": "worse", "nig": "worse", "nog": "worse", "niaf": "worse",
                        "cifg": "no difference", "np": "no difference", "fgr": "not better"}
 PAPER_VERDICTS: dict[str, dict[str, str]] = {
@@ -31,31 +31,27 @@ PAPER_BEST: dict[str, tuple[float, str]] = {"timit": (29.6, "cifg"), "iam": (9.2
 SMALL_INTERACTION = 0.05  # "small": under 5 % of the variance (the paper gives no number)
 
 
-AGREE, DISAGREE, UNCONFIRMED = "agree", "disagree", "not confirmed"
+AGREE, DISAGREE, INCONCLUSIVE, UNDETERMINED = "agree", "disagree", "inconclusive", "undetermined"
 
 
 def agrees(paper: str, ours: str) -> str | None:
-    """Our verdict against the paper's: agree, disagree, or not confirmed (None when not tested).
+    """Our verdict against the paper's: agree, disagree, or inconclusive (None when not tested).
 
-    "Not confirmed": the paper found a significant difference and we found none. With fewer
-    trials than the paper's 200 that is a lack of power, not a contradiction; a disagreement is
-    a significant result the paper rules out (a difference where it found none, or the opposite
-    direction).
-    """
+    Agreement counts only a significant verdict in the paper's direction or a shown equivalence where
+    the paper found none; a disagreement is a significant or equivalence result the paper rules out.
+    Our *inconclusive* (neither significant nor shown equivalent) is never read as agreement."""
     if ours in ("not tested", "baseline"):
         return None
+    if ours == "inconclusive":
+        return INCONCLUSIVE
     allowed = {
         "worse": {"worse"},
         "better": {"better"},
-        "no difference": {"no difference"},
-        "not worse": {"no difference", "better"},
-        "not better": {"no difference", "worse"},
+        "no difference": {"equivalent"},
+        "not worse": {"equivalent", "better"},
+        "not better": {"equivalent", "worse"},
     }[paper]
-    if ours in allowed:
-        return AGREE
-    if ours == "no difference":
-        return UNCONFIRMED
-    return DISAGREE
+    return AGREE if ours in allowed else DISAGREE
 
 
 DIFFERENT_SETUP = "different search setup"
@@ -63,7 +59,7 @@ DIFFERENT_SETUP = "different search setup"
 
 def mark(agreement: str | bool | None) -> str:
     if agreement is None:
-        return "-"
+        return UNDETERMINED
     if isinstance(agreement, bool):
         agreement = AGREE if agreement else DISAGREE
     return f"**{agreement}**" if agreement == DISAGREE else agreement
@@ -89,9 +85,9 @@ def setup_differences(settings: dict) -> list[str]:
 
 
 def different_setup(rows: list["FindingRow"]) -> list["FindingRow"]:
-    """Rows with their agreement replaced by "different search setup (<plain comparison>)"."""
+    """Rows with their agreement replaced by "different search setup (<plain comparison>)" ("-": no comparison)."""
     return [FindingRow(r.finding, r.paper, r.ours,
-                       None if r.agreement is None else f"{DIFFERENT_SETUP} ({mark(r.agreement).strip('*')})")
+                       "-" if r.agreement == "-" else f"{DIFFERENT_SETUP} ({mark(r.agreement).strip('*')})")
             for r in rows]
 
 
@@ -100,7 +96,7 @@ class FindingRow:
     finding: str
     paper: str
     ours: str
-    agreement: str | bool | None  # str for significance verdicts (see agrees), bool for other facts
+    agreement: str | bool | None  # str for verdicts (see agrees), bool for other facts, None: undetermined
 
 
 def comparable(task: TaskAnalysis) -> bool:
@@ -111,12 +107,14 @@ def comparable(task: TaskAnalysis) -> bool:
 def verdict_rows(task: TaskAnalysis) -> list[FindingRow]:
     rows = []
     for cell in PAPER_CELLS:
-        test = task.test(Subset.ALL, cell)
+        test = task.test(cell)
         if test is None:
             continue
         paper = PAPER_VERDICTS[task.task][cell]
-        p = "" if test.welch is None else f" (p = {test.welch.p:.3g})"
-        rows.append(FindingRow(f"{cell.upper()} vs V", paper, test.verdict + p, agrees(paper, test.verdict)))
+        p = "" if test.p_holm is None else f" (Holm p = {test.p_holm:.3g})"
+        agreement = agrees(paper, test.verdict)
+        rows.append(FindingRow(f"{cell.upper()} vs V", paper, test.verdict + p,
+                               "-" if agreement is None else agreement))
     return rows
 
 
@@ -124,16 +122,15 @@ def best_row(task: TaskAnalysis) -> FindingRow | None:
     if task.task not in PAPER_BEST:
         return None
     value, cell = PAPER_BEST[task.task]
-    # each cell's trial chosen by validation, as a result would be reported (the lowest test score would
-    # be chosen on the test set itself); the best of those cells
-    chosen = [(top[0].best_valid, top[0].test_at_best, c) for c, records in task.records.items()
-              if (top := best_by_validation(records, task.lower_is_better, fraction=1.0))]
+    # the trial with the best *validation* score over every cell, as a result would be reported (the lowest
+    # test score would be chosen on the test set itself); its test outcome
+    chosen = [(r, c) for c, records in task.records.items() for r in records
+              if r.finished and failure_kind(r, task.facts) is None]
     if not chosen:
         return None
-    sign = 1.0 if task.lower_is_better else -1.0
-    _, ours, our_cell = min(chosen, key=lambda item: (sign * item[0], item[2]))
+    best, our_cell = min(chosen, key=lambda item: (_validation_key(item[0], task.facts), item[1], item[0].number))
     return FindingRow(f"best single result ({task.metric_short}; the best validation trial's test)",
-                      f"{value:g} ({cell.upper()}, unconfirmed)", f"{ours:.3f} ({our_cell.upper()})", None)
+                      f"{value:g} ({cell.upper()}, unconfirmed)", f"{best.test_at_best:.3f} ({our_cell.upper()})", "-")
 
 
 def _curve_end_to_end(task: TaskAnalysis, dim: int) -> float | None:
@@ -145,24 +142,62 @@ def _curve_end_to_end(task: TaskAnalysis, dim: int) -> float | None:
     return float(mean[1] - mean[0])
 
 
+def _share(task: TaskAnalysis, dims: tuple[int, ...]) -> tuple[float, float, float]:
+    """(estimate, interval low, interval high) of a component's share of variance."""
+    assert task.importance is not None
+    estimate = next(c.fraction for c in task.importance.components if c.dims == dims)
+    interval = task.interval(dims)
+    return (estimate, estimate, estimate) if interval is None else (estimate, interval.low, interval.high)
+
+
+def _pct(share: tuple[float, float, float], digits: int = 0) -> str:
+    return f"{100 * share[0]:.{digits}f} % [{100 * share[1]:.{digits}f}, {100 * share[2]:.{digits}f}]"
+
+
+def below(share: tuple[float, float, float], threshold: float) -> bool | None:
+    """The share is below the threshold (True), above it (False), or its interval straddles it (None)."""
+    if share[2] < threshold:
+        return True
+    if share[1] > threshold:
+        return False
+    return None
+
+
+def ranking(task: TaskAnalysis) -> tuple[list[str], bool]:
+    """Main effects by estimate, and whether the intervals separate the first from the second."""
+    assert task.importance is not None
+    shares = {AXES[c.dims[0]].key: _share(task, c.dims) for c in task.importance.main}
+    order = sorted(shares, key=lambda k: -shares[k][0])
+    separated = len(order) < 2 or shares[order[0]][1] > shares[order[1]][2]
+    return order, separated
+
+
 def importance_rows(task: TaskAnalysis) -> list[FindingRow]:
+    """The paper's importance findings beside ours; each compared only where the bootstrap intervals decide."""
     result = task.importance
     if result is None:
         return []
-    main = {AXES[c.dims[0]].key: c.fraction for c in result.main}
-    ranking = sorted(main, key=lambda k: -main[k])
+    shares = {AXES[c.dims[0]].key: _share(task, c.dims) for c in result.main}
     names = {a.key: a.short for a in AXES}
-    order = " > ".join(f"{names[k]} {100 * main[k]:.0f} %" for k in ranking)
-    lr_hidden = next(c.fraction for c in result.pairs if c.dims == (0, 1))
+    order, separated = ranking(task)
+    text = " > ".join(f"{names[k]} {_pct(shares[k])}" for k in order)
+    top_ok = separated and all(shares[order[0]][1] > shares[k][2] for k in order[1:])
+    lr_over_half = below(shares["lr"], 0.5)
+    second_sep = len(order) > 2 and shares[order[1]][1] > shares[order[2]][2]
+    momentum = below(shares["one_minus_momentum"], 0.01)
+    lr_hidden = _share(task, (0, 1))
+    small = below(lr_hidden, SMALL_INTERACTION) if task.interactions_determined else None
+    interaction_text = _pct(lr_hidden, 1) if task.interactions_determined else (
+        f"{_pct(lr_hidden, 1)}; undetermined below {MIN_INTERACTION_SETTINGS} settings ({len(task.fit)} here)")
     rows = [
-        FindingRow("most important hyper-parameter", "learning rate", f"{names[ranking[0]]} ({order})",
-                   ranking[0] == "lr"),
-        FindingRow("learning rate's share of variance", "over half", f"{100 * main['lr']:.0f} %", main["lr"] > 0.5),
-        FindingRow("second most important", "hidden size", names[ranking[1]], ranking[1] == "hidden"),
-        FindingRow("momentum's share of variance", "< 1 %", f"{100 * main['one_minus_momentum']:.1f} %",
-                   main["one_minus_momentum"] < 0.01),
-        FindingRow("learning rate x hidden size interaction", "small (tune independently)",
-                   f"{100 * lr_hidden:.1f} %", lr_hidden < SMALL_INTERACTION),
+        FindingRow("most important hyper-parameter", "learning rate", f"{names[order[0]]} ({text})",
+                   (order[0] == "lr") if top_ok else None),
+        FindingRow("learning rate's share of variance", "over half", _pct(shares["lr"]),
+                   None if lr_over_half is None else not lr_over_half),
+        FindingRow("second most important", "hidden size", names[order[1]],
+                   (order[1] == "hidden") if second_sep else None),
+        FindingRow("momentum's share of variance", "< 1 %", _pct(shares["one_minus_momentum"], 1), momentum),
+        FindingRow("learning rate x hidden size interaction", "small (tune independently)", interaction_text, small),
     ]
     better = -1.0 if task.lower_is_better else 1.0
     hidden = _curve_end_to_end(task, 1)

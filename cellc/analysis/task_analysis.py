@@ -1,4 +1,8 @@
-"""Everything the report says about one task, computed once from its studies (pure, deterministic)."""
+"""Everything the report says about one task, computed once from its studies (pure, deterministic).
+
+Every statistic works on the trials' *outcomes* (:mod:`cellc.analysis.outcomes`: failures counted, and
+censored at the trivial predictor's score for the rank-based tests and the importance fit); the paired
+tests are :mod:`cellc.analysis.paired`, the secondary ones :mod:`cellc.analysis.significance`."""
 
 from __future__ import annotations
 
@@ -8,16 +12,47 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cellc.analysis.fanova import FanovaResult, Forest, ForestSettings, decompose
+from cellc.analysis.best_of_k import BestOfK, best_of_k
+from cellc.analysis.fanova import (
+    ComponentInterval, FanovaResult, Forest, ForestSettings, bootstrap_importance, decompose,
+)
 from cellc.analysis.hyperspace import Samples, per_setting, scored_samples, search_box
 from cellc.analysis.load import StudyData
+from cellc.analysis.outcomes import DIVERGED, TRIVIAL, TaskFacts, failure_kind, outcome, worst_score
+from cellc.analysis.paired import FriedmanTest, PairedTest, adjust, friedman, paired_test
 from cellc.analysis.significance import (
-    CellTest, DivergenceTest, Interval, Subset, compare_divergence, compare_with_baseline, mean_ci, trials_under_test,
+    DivergenceTest, Interval, WelchResult, compare_divergence, hedges_g, median_ci, welch,
 )
 from cellc.harness.record import TrialRecord
 
 BASELINE = "vanilla"
 MIN_FANOVA_SAMPLES = 8  # distinct settings: below this a forest says nothing useful; the report says so instead
+# A pairwise interaction's share is only claimed from this many distinct settings on: a planted 30 %
+# interaction (tests/test_importance_bootstrap.py plants it) came out at 9 % from 30 settings, 17 % from 60,
+# 28-29 % from 100 and 200; its bootstrap interval held the planted value at 500.
+MIN_INTERACTION_SETTINGS = 100
+LOGIT_CLIP = 0.001  # error rates are fit as logit(rate), the rate clipped to [0.1 %, 99.9 %]
+
+
+@dataclass(frozen=True)
+class Transform:
+    """What the importance forest is fit to: a stated transform of the censored outcome."""
+
+    name: str  # shown in the report
+    kind: str  # "log" | "logit"
+
+    def __call__(self, value: float) -> float:
+        if self.kind == "logit":
+            p = min(max(value / 100.0, LOGIT_CLIP), 1 - LOGIT_CLIP)
+            return float(np.log(p / (1 - p)))
+        return float(np.log10(max(value, 1e-12)))
+
+
+def metric_transform(metric_short: str) -> Transform:
+    """Error rates in % are fit on the logit scale; other (positive, unbounded) metrics on log10."""
+    if metric_short.endswith("%"):
+        return Transform(f"logit({metric_short.rstrip(' %')} / 100)", "logit")
+    return Transform(f"log10({metric_short})", "log")
 
 
 @dataclass(frozen=True)
@@ -32,12 +67,29 @@ class CellCounts:
 
 
 @dataclass(frozen=True)
-class SecondaryMean:
-    """A secondary metric (e.g. TIMIT's FER39 %) of one cell over the trials under test."""
+class SecondaryMedian:
+    """A secondary metric (e.g. TIMIT's FER39 %) of one cell over its usable (non-failed) trials."""
 
     n: int
-    mean: float | None
+    median: float | None
     ci: Interval | None
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One cell's trials: failures counted, the usable scores' median, the best trial by validation."""
+
+    finished: int
+    diverged: int
+    trivial: int  # no better than the trivial predictor
+    usable: int
+    median: float | None  # of the censored outcomes of all finished trials (failures at the trivial score)
+    median_ci: Interval | None
+    best_by_validation: float | None  # test outcome of the trial with the best validation score
+
+    @property
+    def failures(self) -> int:
+        return self.diverged + self.trivial
 
 
 @dataclass(frozen=True)
@@ -51,18 +103,29 @@ class TaskAnalysis:
     cells: tuple[str, ...]  # in study order
     records: dict[str, list[TrialRecord]]
     counts: dict[str, CellCounts]
-    tests: dict[Subset, list[CellTest]]
-    samples: Samples  # every scored trial
+    facts: TaskFacts
+    worst: float | None  # what a failure counts as (the trivial score, else the worst usable score)
+    outcomes: dict[str, dict[int, float]]  # cell -> trial number -> censored outcome
+    summaries: dict[str, CellSummary]
+    paired: list[PairedTest]  # every cell in study order; the baseline's verdict is "baseline"
+    friedman: FriedmanTest
+    welch: dict[str, WelchResult | None]  # the paper's test, on usable scores (secondary)
+    hedges: dict[str, float | None]
+    best_of_k: dict[str, BestOfK]
+    transform: Transform
+    samples: Samples  # every finished trial, transformed censored outcome
     fit: Samples  # what the forests are fit to: one row per distinct setting (hyperspace.per_setting)
     constant_metric: bool  # no variance over the settings (none a tree sees): nothing to attribute, no forest
     box: np.ndarray
     importance: FanovaResult | None
+    importance_ci: list[ComponentInterval]  # bootstrap over settings, in decompose's order + the remainder
+    importance_resamples: int
     metric_forest: Forest | None
     time_forest: Forest | None
     # Secondary test metrics (name -> description, from task_info) and their per-cell means.
     secondary_metrics: dict[str, str] = field(default_factory=dict)
-    secondary: dict[str, dict[str, SecondaryMean]] = field(default_factory=dict)  # cell -> name -> mean
-    divergence: dict[str, DivergenceTest] = field(default_factory=dict)  # cell -> rate and Fisher test vs baseline
+    secondary: dict[str, dict[str, SecondaryMedian]] = field(default_factory=dict)  # cell -> name -> median
+    divergence: dict[str, DivergenceTest] = field(default_factory=dict)  # cell -> failures, Fisher test vs baseline
     settings: dict = field(default_factory=dict)  # the stored StudySettings dump (the task's profile)
 
     @property
@@ -75,8 +138,16 @@ class TaskAnalysis:
         """Its cells ran on different data (the comparison then mixes corpora)."""
         return len(self.source.split(", ")) > 1
 
-    def test(self, subset: Subset, cell: str) -> CellTest | None:
-        return next((t for t in self.tests[subset] if t.cell == cell), None)
+    def test(self, cell: str) -> PairedTest | None:
+        return next((t for t in self.paired if t.cell == cell), None)
+
+    def interval(self, dims: tuple[int, ...]) -> ComponentInterval | None:
+        return next((c for c in self.importance_ci if c.dims == dims), None)
+
+    @property
+    def interactions_determined(self) -> bool:
+        """Enough distinct settings for a pairwise interaction's share to mean anything."""
+        return len(self.fit) >= MIN_INTERACTION_SETTINGS
 
 
 def cell_counts(records: Sequence[TrialRecord], target: int) -> CellCounts:
@@ -93,13 +164,43 @@ def cell_counts(records: Sequence[TrialRecord], target: int) -> CellCounts:
     )
 
 
-def secondary_means(records: Sequence[TrialRecord], names: Sequence[str]) -> dict[str, SecondaryMean]:
-    """Mean and t-based 95 % CI of each secondary metric over the same trials as the main test."""
+def usable(records: Sequence[TrialRecord], facts: TaskFacts) -> list[TrialRecord]:
+    """Finished trials that did not fail, in trial-number order."""
+    return sorted((r for r in records if r.finished and failure_kind(r, facts) is None), key=lambda r: r.number)
+
+
+def secondary_medians(records: Sequence[TrialRecord], names: Sequence[str], facts: TaskFacts
+                      ) -> dict[str, SecondaryMedian]:
+    """Median and bootstrap 95 % interval of each secondary metric over the usable trials."""
     out = {}
     for name in names:
-        values = [r.test_secondary_at_best[name] for r in trials_under_test(records) if name in r.test_secondary_at_best]
-        out[name] = SecondaryMean(len(values), statistics.fmean(values) if values else None, mean_ci(values))
+        values = [r.test_secondary_at_best[name] for r in usable(records, facts) if name in r.test_secondary_at_best]
+        out[name] = SecondaryMedian(len(values), float(np.median(values)) if values else None, median_ci(values))
     return out
+
+
+def summarise(records: Sequence[TrialRecord], facts: TaskFacts, outcomes: dict[int, float]) -> CellSummary:
+    finished = [r for r in records if r.finished]
+    kinds = [failure_kind(r, facts) for r in finished]
+    values = [outcomes[r.number] for r in finished if r.number in outcomes]
+    return CellSummary(
+        finished=len(finished), diverged=kinds.count(DIVERGED), trivial=kinds.count(TRIVIAL),
+        usable=kinds.count(None), median=float(np.median(values)) if values else None, median_ci=median_ci(values),
+        best_by_validation=_best_by_validation(finished, facts, outcomes),
+    )
+
+
+def _validation_key(r: TrialRecord, facts: TaskFacts) -> float:
+    v = r.best_valid
+    if v is None or not np.isfinite(v):
+        return float("inf")
+    return v if facts.lower_is_better else -v
+
+
+def _best_by_validation(finished: Sequence[TrialRecord], facts: TaskFacts, outcomes: dict[int, float]) -> float | None:
+    """The test outcome of the finished trial with the best validation score (ties: lowest number)."""
+    ranked = sorted((r for r in finished if r.number in outcomes), key=lambda r: (_validation_key(r, facts), r.number))
+    return outcomes[ranked[0].number] if ranked else None
 
 
 def data_source(group: Sequence[StudyData]) -> str:
@@ -110,16 +211,29 @@ def data_source(group: Sequence[StudyData]) -> str:
 
 
 def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings = ForestSettings(),
-                 baseline: str = BASELINE) -> TaskAnalysis:
-    """Significance tests for both trial subsets and the fANOVA forests of one task's studies."""
+                 baseline: str = BASELINE, facts: TaskFacts | None = None) -> TaskAnalysis:
+    """Paired tests, failures, best-of-k and the fANOVA forests (with bootstrap intervals) of one task."""
     info = group[0].attrs.get("task_info", {})
     lower = bool(info.get("lower_is_better", True))
+    facts = facts or TaskFacts(task=task, lower_is_better=lower, trivial_score=None, note="not given")
     records = {s.cell: list(s.records) for s in group}
+    everything = [r for s in group for r in s.records]
+    worst = worst_score(everything, facts)
+    outcomes = {cell: {r.number: o for r in rs if (o := outcome(r, facts, worst)) is not None}
+                for cell, rs in records.items()}
     settings = group[0].attrs.get("settings", {})
     box = search_box(settings.get("space"))
-    samples = scored_samples([r for s in group for r in s.records])
+    transform = metric_transform(str(info.get("metric_short", "metric")))
+
+    def fitted(r: TrialRecord) -> float | None:
+        o = outcome(r, facts, worst)
+        return None if o is None else transform(o)
+
+    samples = scored_samples(everything, fitted)
     fit = per_setting(samples)
     importance = metric_forest = time_forest = None
+    intervals: list[ComponentInterval] = []
+    kept = 0
     constant = len(fit) >= MIN_FANOVA_SAMPLES and bool(np.ptp(fit.metric) == 0)
     if len(fit) >= MIN_FANOVA_SAMPLES and not constant:
         metric_forest = Forest.fit(fit.x, fit.metric, box, forest)
@@ -128,14 +242,31 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         if importance.trees == 0:  # no tree saw any variance: fractions of nothing, not findings
             importance = metric_forest = time_forest = None
             constant = True
+        else:
+            intervals, kept = bootstrap_importance(fit.x, fit.metric, box, forest)
     secondary = {str(k): str(v) for k, v in (info.get("secondary_metrics") or {}).items()}
     counts = {s.cell: cell_counts(s.records, int(s.attrs.get("settings", {}).get("trials", 0))) for s in group}
-    base = counts.get(baseline)
+    summaries = {cell: summarise(rs, facts, outcomes[cell]) for cell, rs in records.items()}
+    base = summaries.get(baseline)
     divergence = {
-        cell: compare_divergence(c.diverged, c.finished, base.diverged if base else 0, base.finished if base else 0,
+        cell: compare_divergence(c.failures, c.finished, base.failures if base else 0, base.finished if base else 0,
                                  cell == baseline)
-        for cell, c in counts.items()
+        for cell, c in summaries.items()
     }
+    base_outcomes = outcomes.get(baseline)
+    tests = [paired_test(cell, outcomes[cell], base_outcomes, facts.margin) for cell in records
+             if cell != baseline and base_outcomes is not None]
+    adjusted = {t.cell: t for t in adjust(tests, lower)}
+    paired = [PairedTest(cell=cell, pairs=len(outcomes[cell]), shift=None, shift_ci=None, p=None, verdict="baseline")
+              if cell == baseline else adjusted.get(cell, PairedTest(cell=cell, pairs=0, shift=None, shift_ci=None, p=None))
+              for cell in records]
+    base_scores = [float(r.test_at_best) for r in usable(records.get(baseline, []), facts)]  # type: ignore[arg-type]
+    scores = {cell: [float(r.test_at_best) for r in usable(rs, facts)] for cell, rs in records.items()}  # type: ignore[arg-type]
+    kcurves = {}
+    for cell, rs in records.items():
+        chosen = sorted((r for r in rs if r.number in outcomes[cell]), key=lambda r: r.number)
+        valid = [np.inf if r.best_valid is None or failure_kind(r, facts) == DIVERGED else r.best_valid for r in chosen]
+        kcurves[cell] = best_of_k(cell, valid, [outcomes[cell][r.number] for r in chosen], lower)
     return TaskAnalysis(
         task=task,
         title=str(info.get("title", task)),
@@ -146,16 +277,27 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         cells=tuple(s.cell for s in group),
         records=records,
         counts=counts,
-        tests={subset: compare_with_baseline(records, lower, baseline, subset) for subset in Subset},
+        facts=facts,
+        worst=worst,
+        outcomes=outcomes,
+        summaries=summaries,
+        paired=paired,
+        friedman=friedman(outcomes),
+        welch={cell: None if cell == baseline else welch(scores[cell], base_scores) for cell in records},
+        hedges={cell: None if cell == baseline else hedges_g(scores[cell], base_scores) for cell in records},
+        best_of_k=kcurves,
+        transform=transform,
         samples=samples,
         fit=fit,
         constant_metric=constant,
         box=box,
         importance=importance,
+        importance_ci=intervals,
+        importance_resamples=kept,
         metric_forest=metric_forest,
         time_forest=time_forest,
         secondary_metrics=secondary,
-        secondary={cell: secondary_means(rs, list(secondary)) for cell, rs in records.items()},
+        secondary={cell: secondary_medians(rs, list(secondary), facts) for cell, rs in records.items()},
         divergence=divergence,
         settings=dict(settings),
     )

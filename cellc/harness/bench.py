@@ -150,7 +150,8 @@ def _check_inputs(options: BenchOptions) -> _Inputs:
         data = task.load()
         marker = read_marker(Path(data.location)) if data.location and Path(data.location).is_dir() else None
         identity = data_identity(data.source, data.location, data.sizes(), marker)
-        tasks[name] = _TaskInfo(source=data.source, info=task.describe(), profile=profile, data_identity=identity,
+        info = {**task.describe(), "trivial_score": task.trivial_score(data)}  # computed once, from this data
+        tasks[name] = _TaskInfo(source=data.source, info=info, profile=profile, data_identity=identity,
                                 notes=data.notes)
     factory = _resolve(options.layer_factory)
     cells = {}

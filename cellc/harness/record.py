@@ -11,7 +11,10 @@ Study user attributes (``study.user_attrs``), written when the study is created:
 ``bench``           bench name, e.g. ``"quick"``
 ``task``            task CLI name, e.g. ``"jsb"``
 ``cell``            cell name (spec name or path), e.g. ``"vanilla"``
-``task_info``       :meth:`cellc.tasks.base.Task.describe` (title, metric, lower_is_better, ...)
+``task_info``       :meth:`cellc.tasks.base.Task.describe` (title, metric, lower_is_better, ...,
+                    the trivial predictor and the equivalence margin) and ``trivial_score``, the
+                    task's :meth:`~cellc.tasks.base.Task.trivial_score` on the data it ran on (absent
+                    in older studies: the report computes it from the task's data)
 ``settings``        the :class:`StudySettings` dump: profile name, target trials, max_epochs,
                     patience, warmup, train_subset, batch_size, init_std, backend, search space,
                     seed (the profile as this task ran it, after the task's own sizing; studies
@@ -25,8 +28,9 @@ Study user attributes (``study.user_attrs``), written when the study is created:
                     "equations_latex", "formula", "description"}`` of the cell as compiled when the
                     study was created; resuming needs the same ``hash``. Absent in older studies
 ``command``         the ``cellc bench ...`` command that reproduces the bench
-``environment``     ``{"cpu", "cores", "system", "python", "torch", "cellc", "workers"}`` of the
-                    latest run that worked on the study (updated on resume, like ``command``)
+``environment``     ``{"cpu", "cores", "system", "python", "torch", "cellc", "commit", "workers"}`` of
+                    the latest run that worked on the study (updated on resume, like ``command``;
+                    ``commit``: the last commit that changed cellc/, absent in older studies)
 ==================  ==========================================================================
 
 Trial states: ``COMPLETE`` (status ``ok``; value = best validation metric), ``PRUNED`` (status
@@ -59,6 +63,9 @@ Trial user attributes (:class:`TrialRecord` is their typed view):
 ``data_source``     as in the study attributes
 ``error``           message for failed trials, else None
 ==================  ==========================================================================
+
+Exported, a bench's trials become one versioned JSON Lines file: :mod:`cellc.harness.trials_file`
+documents that schema (``cellc export``, ``cellc report --trials``, ``cellc copy``).
 """
 
 from __future__ import annotations
@@ -124,6 +131,8 @@ class TrialRecord(BaseModel):
     cpu_time_s: float
     data_source: str
     error: str | None
+    seed: int | None = None  # training seed (search seed + trial number)
+    host: str | None = None  # where it ran (the host part of its owner)
 
     @property
     def finished(self) -> bool:
@@ -139,10 +148,12 @@ def environment(workers: int) -> dict[str, Any]:
 
     from cellc import __version__
 
+    from cellc.analysis.context import code_commit
+
     cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count() or 1, "system": f"{platform.system()} {platform.machine()}",
             "python": platform.python_version(), "torch": torch.__version__, "cellc": __version__,
-            "workers": workers}
+            "commit": code_commit(), "workers": workers}
 
 
 # Bench names become folder and file names (reports/<bench>.md, reports/<bench>/): like spec
@@ -226,6 +237,8 @@ def record_from_trial(trial: FrozenTrial, study_attrs: dict[str, Any]) -> TrialR
         cpu_time_s=attrs.get("cpu_time_s", 0.0),
         data_source=attrs.get("data_source", study_attrs.get("data_source", "?")),
         error=attrs.get("error"),
+        seed=attrs.get("seed"),
+        host=str(attrs["owner"]).rsplit(":", 2)[0] if attrs.get("owner") else None,
     )
 
 

@@ -14,7 +14,14 @@ A task supplies
 - ``metric_name`` and ``lower_is_better``;
 - optionally ``secondary_metrics`` and :meth:`Task.secondary_scores`: further test-set columns
   (e.g. TIMIT's 39-phone frame error), summed like :meth:`Task.score`, reported but never used
-  for early stopping.
+  for early stopping;
+- :meth:`Task.trivial_score`: the test metric of the task's trivial predictor, fitted on the
+  training split alone (JSB: independent per-unit frequencies; TIMIT: the majority frame label;
+  IAM: the all-blank output). A trial that ends no better than it *failed* (see
+  :mod:`cellc.analysis.outcomes`); ``trivial_predictor`` says what it is in words;
+- ``equivalence_margin`` (in metric units) and ``equivalence_reason``: the smallest difference
+  between two cells that matters on this task; the report calls two cells *equivalent* only when a
+  two-one-sided test puts their paired shift inside it.
 
 Adding a task touches one module: create ``cellc/tasks/<name>.py`` defining a subclass of
 :class:`Task` with a class attribute ``name``; :mod:`cellc.tasks` discovers it by scanning the
@@ -151,6 +158,10 @@ class Task(ABC):
     profile_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
     # Extra metrics reported beside the main one: name -> description; see secondary_scores.
     secondary_metrics: ClassVar[dict[str, str]] = {}
+    # What the trivial predictor is (see trivial_score), the equivalence margin and why that margin.
+    trivial_predictor: ClassVar[str] = ""
+    equivalence_margin: ClassVar[float | None] = None
+    equivalence_reason: ClassVar[str] = ""
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         """``data_dir``: an explicit data root (``--data-dir``); None means the default search."""
@@ -188,6 +199,12 @@ class Task(ABC):
         Only reported (test split, best validation epoch), never used for early stopping."""
         return {}
 
+    def trivial_score(self, data: TaskData) -> float | None:
+        """The test metric of the trivial predictor fitted on ``data.train`` (None: the task defines none).
+
+        Deterministic for given data: no randomness, no training."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Static facts about the task for study metadata and reports."""
         return {
@@ -200,6 +217,9 @@ class Task(ABC):
             "input_size": self.input_size,
             "output_size": self.output_size,
             "secondary_metrics": dict(self.secondary_metrics),
+            "trivial_predictor": self.trivial_predictor,
+            "equivalence_margin": self.equivalence_margin,
+            "equivalence_reason": self.equivalence_reason,
         }
 
 

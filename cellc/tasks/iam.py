@@ -74,6 +74,16 @@ class IamOnline(Task):
         "quick": {"trials": 10, "max_epochs": 36, "warmup": 20, "space": {"lr": {"low": 3e-3, "high": 1e-1}}},
     }
 
+    trivial_predictor = "the all-blank output (an empty transcription)"
+    equivalence_margin = 1.0
+    equivalence_reason = "1 point of CER (cellc's choice: a smaller shift is not one a user would act on)"
+
+    def trivial_score(self, data: TaskData) -> float:
+        """CER % of decoding every test line to nothing: every reference character is a deletion."""
+        texts = [s.targets.text for s in data.test]
+        errors, total = character_errors([""] * len(texts), texts)
+        return 100.0 * errors / max(total, 1)
+
     def __init__(
         self, data_dir: str | Path | None = None, auto_generate: bool = True, proxy_config: ProxyHandwritingConfig | None = None
     ) -> None:

@@ -1,0 +1,200 @@
+"""The trials file: every trial of a bench as one tidy, versioned JSON Lines file (schema ``cellc-trials``).
+
+``cellc export`` writes it, ``cellc report`` ships it beside every report (``reports/<bench>/trials.jsonl``)
+and ``cellc report --trials FILE`` rebuilds the report from it alone, byte for byte. It is the one
+documented exchange format for trials (``cellc copy`` reads and writes the same schema); this module
+is its single definition: the pydantic models below *are* the schema, and :data:`TRIALS_VERSION` is
+bumped on any change a reader of the previous version would misread.
+
+Layout: one JSON object per line (UTF-8; numbers as Python's ``json`` writes them, so non-finite
+values appear as ``NaN`` / ``Infinity``); every line has a ``record`` field saying what it is:
+
+1. ``header`` (first line, once): ``schema`` (``"cellc-trials"``), ``version``, ``bench``, counts of
+   ``studies`` and ``trials``.
+2. ``task`` (one per task): the facts the analysis needs beside the trials, computed once from the
+   task's training data by its task module (:meth:`cellc.tasks.base.Task.trivial_score`):
+   ``trivial_score`` (test metric of the trivial predictor; null when unknown), ``trivial_predictor``
+   (in words), ``equivalence_margin`` and ``equivalence_reason``, ``lower_is_better``.
+3. ``study`` (one per (task, cell) study, in storage order): ``study`` (``"<bench>/<task>/<cell>"``),
+   ``task``, ``cell`` and ``attrs``, the study's user attributes exactly as stored (see
+   :mod:`cellc.harness.record`: settings, task_info, cell_identity, command, environment, ...).
+4. ``trial`` (one per stored trial, in its study's trial-number order; a tidy row): ``study``, ``task``,
+   ``cell``, ``spec_hash`` (the cell's ``cell_identity`` hash; null for older studies), ``number``
+   (trial k runs the same setting and seed in every cell: the pairing key), ``state`` (Optuna's),
+   ``status`` (``ok`` / ``diverged`` / ``failed`` / ``interrupted`` / ``running``), ``failure``
+   (derived, see below), ``hyperparams`` (the setting: hidden, lr, momentum, noise), ``seed``,
+   ``param_count``, ``train_curve`` / ``valid_curve`` (per epoch), ``best_valid``, ``best_epoch``,
+   ``test_at_best`` and ``test_secondary_at_best`` (test scores with the best validation epoch's
+   weights), ``epochs``, ``wall_time_s``, ``cpu_time_s``, ``host`` (from the trial's owner),
+   ``code_commit`` (the cellc commit of the bench run that last worked on the study, null where not
+   recorded), ``data_source`` and ``error``.
+
+``failure`` is :func:`cellc.analysis.outcomes.failure_kind` of the trial: null (a usable trial, or one
+not finished), ``"diverged"`` (NaN/inf, or no test score), or ``"no better than trivial"`` (its test
+score is not better than the task's ``trivial_score``). It is written for readers of the file; the
+report derives it again from the stored values, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cellc.errors import UsageError, short_path
+from cellc.harness.record import TrialRecord
+
+TRIALS_SCHEMA = "cellc-trials"
+TRIALS_VERSION = 1
+TRIALS_FILE = "trials.jsonl"
+
+
+class HeaderLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record: Literal["header"] = "header"
+    schema_name: str = TRIALS_SCHEMA
+    version: int = TRIALS_VERSION
+    bench: str
+    studies: int
+    trials: int
+
+
+class TaskLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record: Literal["task"] = "task"
+    task: str
+    lower_is_better: bool
+    trivial_score: float | None
+    trivial_predictor: str
+    equivalence_margin: float | None
+    equivalence_reason: str
+
+
+class StudyLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record: Literal["study"] = "study"
+    study: str
+    task: str
+    cell: str
+    attrs: dict[str, Any]
+
+
+class TrialLine(TrialRecord):
+    """A :class:`TrialRecord` (every field the analysis reads) plus the row's identifying columns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record: Literal["trial"] = "trial"
+    study: str
+    spec_hash: str | None
+    failure: str | None
+    code_commit: str | None
+
+    def to_record(self) -> TrialRecord:
+        return TrialRecord(**{name: getattr(self, name) for name in TrialRecord.model_fields})
+
+
+def _dump(model: BaseModel) -> str:
+    data = model.model_dump()
+    if isinstance(model, HeaderLine):  # "schema" shadows a BaseModel attribute: stored under its file name
+        data = {"record": "header", "schema": data.pop("schema_name"), **{k: v for k, v in data.items() if k != "record"}}
+    return json.dumps(data, ensure_ascii=False)
+
+
+def write_lines(path: Path, lines: Iterable[BaseModel]) -> None:
+    """Write the file atomically (a temporary file beside it, then renamed): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    with partial.open("w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(_dump(line) + "\n")
+    partial.replace(path)
+
+
+class TrialsFile(BaseModel):
+    """A trials file as read: its header, task facts, studies and trials (in file order)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    header: HeaderLine
+    tasks: list[TaskLine]
+    studies: list[StudyLine]
+    trials: list[TrialLine]
+
+
+_KINDS: dict[str, type[BaseModel]] = {"task": TaskLine, "study": StudyLine, "trial": TrialLine}
+
+
+def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    shown = short_path(path)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"--trials {shown}: cannot read ({err.strerror})") from None
+    with handle:
+        try:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except ValueError as err:
+                    raise UsageError(f"--trials {shown}, line {number}: not JSON ({err})") from None
+                if not isinstance(obj, dict):
+                    raise UsageError(f"--trials {shown}, line {number}: not a JSON object")
+                yield number, obj
+        except UnicodeDecodeError:
+            raise UsageError(f"--trials {shown}: not a UTF-8 text file") from None
+
+
+def read_trials(path: Path) -> TrialsFile:
+    """Read and validate a trials file (UsageError naming the file and line on anything malformed)."""
+    shown = short_path(path)
+    header: HeaderLine | None = None
+    parts: dict[str, list[Any]] = {"task": [], "study": [], "trial": []}
+    for number, obj in _objects(path):
+        kind = obj.get("record")
+        if header is None:
+            if kind != "header" or obj.get("schema") != TRIALS_SCHEMA:
+                raise UsageError(f"--trials {shown}: not a cellc trials file (its first line is no "
+                                 f"{TRIALS_SCHEMA} header; write one with `cellc export`)")
+            version = obj.get("version")
+            if not isinstance(version, int) or version > TRIALS_VERSION:
+                raise UsageError(f"--trials {shown}: schema version {version!r}; this cellc reads up to "
+                                 f"{TRIALS_VERSION}")
+            body = {k: v for k, v in obj.items() if k not in ("record", "schema")}
+            try:
+                header = HeaderLine(**body)
+            except (ValidationError, TypeError) as err:
+                raise UsageError(f"--trials {shown}, line {number}: bad header ({_first_error(err)})") from None
+            continue
+        model = _KINDS.get(str(kind))
+        if model is None:
+            raise UsageError(f"--trials {shown}, line {number}: unknown record {kind!r}")
+        try:
+            parts[str(kind)].append(model.model_validate(obj))
+        except ValidationError as err:
+            raise UsageError(f"--trials {shown}, line {number}: bad {kind} record ({_first_error(err)})") from None
+    if header is None:
+        raise UsageError(f"--trials {shown}: empty file")
+    if len(parts["trial"]) != header.trials or len(parts["study"]) != header.studies:
+        raise UsageError(f"--trials {shown}: truncated ({len(parts['study'])} studies and {len(parts['trial'])} "
+                         f"trials; the header announces {header.studies} and {header.trials})")
+    names = {s.study for s in parts["study"]}
+    stray = next((t for t in parts["trial"] if t.study not in names), None)
+    if stray is not None:
+        raise UsageError(f"--trials {shown}: trial {stray.number} names study {stray.study!r}, which the file lacks")
+    return TrialsFile(header=header, tasks=parts["task"], studies=parts["study"], trials=parts["trial"])
+
+
+def _first_error(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(err)

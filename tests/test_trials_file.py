@@ -1,0 +1,103 @@
+"""The trials file: `cellc export` writes every trial in the versioned schema, `cellc report --trials` rebuilds
+the report byte for byte from it alone (no storage), the report's closing note recomputes a p-value from it with
+scipy, and a malformed file is one clear message."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cellc.analysis.load import facts_from_studies, load_bench, load_trials
+from cellc.cli import main
+from cellc.harness.trials_file import TRIALS_SCHEMA, TRIALS_VERSION
+
+from planted_bench import BENCH, plant_bench
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    plant_bench(root, trials=12)
+    return root
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_writes_every_trial_in_the_documented_schema(planted, tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 0
+    assert "78 trials of 6 studies" in capsys.readouterr().out  # 12 + 1 interrupted per study
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0] == {"record": "header", "schema": TRIALS_SCHEMA, "version": TRIALS_VERSION, "bench": BENCH,
+                       "studies": 6, "trials": 78}
+    tasks = {r["task"]: r for r in rows if r["record"] == "task"}
+    assert tasks["jsb"]["trivial_score"] == 11.0 and tasks["jsb"]["equivalence_margin"] == 0.1
+    trials = [r for r in rows if r["record"] == "trial"]
+    first = trials[0]
+    for column in ("task", "cell", "spec_hash", "number", "hyperparams", "seed", "status", "failure", "train_curve",
+                   "valid_curve", "best_valid", "best_epoch", "test_at_best", "test_secondary_at_best",
+                   "wall_time_s", "cpu_time_s", "host", "code_commit"):
+        assert column in first
+    assert first["host"] == "host" and first["seed"] == 0
+    diverged = [r for r in trials if r["status"] == "diverged"]
+    assert diverged and all(r["failure"] == "diverged" for r in diverged)
+    assert {r["failure"] for r in trials} >= {None, "diverged", "no better than trivial"}
+    # the file round-trips to the very records the storage gives
+    bench, studies, facts = load_trials(out)
+    stored = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
+    assert bench == BENCH and [s.records for s in studies] == [s.records for s in stored]
+    assert facts == facts_from_studies(stored)
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 2
+    assert "exists; give --force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_from_the_trials_file_alone_is_byte_identical_and_its_p_value_recomputes(planted, tmp_path):
+    from_storage = tmp_path / "a" / "reports"
+    assert main(["report", "--name", BENCH, "--out", str(planted), "--report-dir", str(from_storage)]) == 0
+    first = _snapshot(from_storage)
+    (from_storage / f"{BENCH}.md").unlink()  # keep only the shipped trials file; the storage is never named
+    for png in (from_storage / BENCH).glob("*.png"):
+        png.unlink()
+    assert main(["report", "--trials", str(from_storage / BENCH / "trials.jsonl"),
+                 "--report-dir", str(from_storage)]) == 0
+    assert _snapshot(from_storage) == first
+    text = first[f"{BENCH}.md"].decode()
+    # the closing note's snippet, run as printed, gives the table's p-value
+    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(snippet, {})
+    claimed = re.search(r"prints (\S+), the \*Wilcoxon p\*", text).group(1)
+    assert float(printed.getvalue()) == float(claimed)
+
+
+def test_a_malformed_trials_file_is_one_message(tmp_path, capsys):
+    bad = tmp_path / "t.jsonl"
+    cases = {
+        "": "empty file",
+        "not json\n": "line 1: not JSON",
+        '{"record": "header", "schema": "other"}\n': "not a cellc trials file",
+        f'{{"record": "header", "schema": "{TRIALS_SCHEMA}", "version": {TRIALS_VERSION + 1}}}\n': "schema version",
+        f'{{"record": "header", "schema": "{TRIALS_SCHEMA}", "version": 1, "bench": "x", "studies": 1, "trials": 0}}\n':
+            "truncated",
+        f'{{"record": "header", "schema": "{TRIALS_SCHEMA}", "version": 1, "bench": "x", "studies": 0, "trials": 0}}\n'
+        '{"record": "trial", "number": "seven"}\n': "line 2: bad trial record",
+    }
+    for content, message in cases.items():
+        bad.write_text(content)
+        assert main(["report", "--trials", str(bad), "--report-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, (content, err)
+    assert main(["report", "--trials", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["report", "--trials", str(bad), "--name", "quick"]) == 2
+    assert "leave out --name" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing written
