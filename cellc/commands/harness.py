@@ -65,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--report-dir", default="reports", help="where the report goes (default: reports)")
     bench.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     bench.add_argument("-v", "--verbose", action="store_true", help="print per-epoch progress")
+    bench.add_argument("--estimate", action="store_true",
+                       help="run nothing: time a calibration epoch per (task, cell) at a few hidden sizes on this "
+                       "machine and print trials, CPU-hours, wall time for --workers and machines needed for "
+                       "--target-hours")
+    bench.add_argument("--target-hours", type=float, default=24.0,
+                       help="with --estimate: the wall time to size the number of machines for (default: 24)")
+    bench.add_argument("--no-estimate", action="store_true",
+                       help="skip the calibration epochs at start: no estimate in the plan, no ETA")
     _common(bench)
     bench.set_defaults(func=run_bench_command)
 
@@ -182,7 +190,30 @@ def bench_options_from_args(args: argparse.Namespace):
         name=name, tasks=tasks, cells=cells, profile=profile, overrides=overrides, workers=args.workers, storage=storage,
         data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
         verbose=args.verbose, command=_reproducing_command(args, tasks, cells, name),
+        report=None if args.no_report else str(Path(args.report_dir) / f"{name}.md"),
+        estimate=not args.no_estimate,
     )
+
+
+def _interrupt_message(stop: KeyboardInterrupt, storage: str, args: argparse.Namespace) -> str:
+    from cellc.harness.progress import BenchInterrupted
+
+    from cellc.harness.storage import shown_url
+
+    argv = list(args.argv)
+    for index, item in enumerate(argv):  # a URL may hold a password: shown masked
+        if item == "--storage" and index + 1 < len(argv):
+            argv[index + 1] = shown_url(argv[index + 1])
+        elif item.startswith("--storage="):
+            argv[index] = "--storage=" + shown_url(item.partition("=")[2])
+    resume = join_command(["cellc", *argv])
+    if isinstance(stop, BenchInterrupted):
+        done = f"{stop.finished} of {stop.total} trials finished and stored"
+        if stop.marked:
+            done += f"; {stop.marked} in flight marked interrupted (they run again on resume)"
+    else:
+        done = "stopped before any trial ran; finished trials are kept"
+    return f"interrupted: {done}\n  storage: {storage}\n  to resume, run the same command again: {resume}"
 
 
 def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list[str], name: str) -> str:
@@ -212,8 +243,19 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from cellc.harness.storage import shown_url
 
     options = bench_options_from_args(args)
+    if args.estimate:
+        from cellc.harness.bench import estimate_bench
+
+        if args.target_hours <= 0:
+            raise UsageError("--target-hours must be positive")
+        print(estimate_bench(options, args.target_hours))
+        return 0
     started = time.perf_counter()
-    summary = run_bench(options)
+    try:
+        summary = run_bench(options)
+    except KeyboardInterrupt as stop:
+        print(_interrupt_message(stop, shown_url(options.storage), args), file=sys.stderr, flush=True)
+        return 130
     print(f"bench {options.name}: {summary.ran} trial(s) run, {summary.failed} failed, "
           f"{time.perf_counter() - started:.0f}s; storage {shown_url(options.storage)}", file=sys.stderr)
     if not args.no_report:

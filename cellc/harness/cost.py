@@ -1,0 +1,340 @@
+"""The cost model of a bench: how long each trial should take on this machine, before and while it runs.
+
+One model serves the start-up plan, ``cellc bench --estimate`` and the progress bar's ETA (see
+:mod:`cellc.harness.progress`), so the three never disagree.
+
+**Calibration** (:func:`calibrate`): for every (task, cell), a few hidden sizes spanning the search
+range (its two ends and their geometric mean; one size when the range is narrower than 3x) are
+timed on this machine, in as many parallel processes as the bench has workers (so the
+measurement sees the same contention as the trials): a few training updates of the profile's
+batch size, scaled to an epoch by time steps (the profile's ``train_subset`` sequences, or the whole
+training split), one pass over the validation split (every epoch) and one over the test split (once
+per trial). Between the measured sizes the seconds are interpolated linearly in hidden size
+(``numpy.interp``).
+
+**A trial** (:meth:`CostModel.trial_seconds`) of hidden size H running E epochs costs
+``E * (train(H) + valid(H)) + test(H)``. Trial k's hidden size is known before it runs (the
+sampler draws it from the search seed and k, :mod:`cellc.harness.search`), so the plan uses the
+sizes the trials will really draw. E is not known: before any trial of a task has finished, the
+model assumes the stopping epoch is spread evenly between the earliest early stop
+(``patience + 1``) and the cap (``max_epochs``), i.e. their midpoint. Finished trials replace the
+guesses: the task's epoch estimate becomes the mean of the finished trials' epochs, shrunk toward
+that prior with the weight of ``PRIOR_TRIALS`` trials, and each task's seconds are scaled by the
+ratio of the finished trials' measured wall time to what the model said for them (same weighting),
+which absorbs load on the machine and anything calibration misses.
+
+**Wall time** (:meth:`CostModel.wall_seconds`): trials are handed to ``workers`` processes in the
+bench's own order (round-robin over the studies), each to the first worker free, and the model
+returns when the last would finish (list scheduling), so a few long trials at the end count as such
+rather than as an average rate.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import multiprocessing
+import random
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from cellc.harness.profiles import Profile
+from cellc.harness.search import SeededRandomSampler, distributions
+
+PRIOR_TRIALS = 4  # weight (in trials) of the prior epoch guess and of the calibration against finished trials
+CALIBRATION_UPDATES = 12  # training updates timed per size (after one untimed warm-up update)
+NARROW_RANGE = 3.0  # a hidden range narrower than this factor is calibrated at one size
+
+
+class Calibration(BaseModel):
+    """Measured seconds of one (task, cell) at a few hidden sizes (increasing)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: str
+    cell: str
+    hidden: list[int]
+    train_s: list[float]  # one epoch's training updates
+    valid_s: list[float]  # one pass over the validation split
+    test_s: list[float]  # one pass over the test split
+    load_s: float = 0.0  # loading the task's data in a fresh process
+    build_s: float = 0.0  # building the cell's layer class in a fresh process
+    import_s: float = 0.0  # starting a worker process (spawn and imports)
+
+    def at(self, hidden: float) -> tuple[float, float, float]:
+        x = np.asarray(self.hidden, dtype=float)
+        return tuple(float(np.interp(hidden, x, np.asarray(ys, dtype=float)))  # type: ignore[return-value]
+                     for ys in (self.train_s, self.valid_s, self.test_s))
+
+
+class PlannedTrial(BaseModel):
+    """A trial still to run (or running) in the model's eyes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: str
+    cell: str
+    number: int
+    hidden: int
+
+
+def calibration_sizes(profile: Profile) -> list[int]:
+    low, high = int(profile.space.hidden.low), int(profile.space.hidden.high)
+    if high < NARROW_RANGE * low:
+        return [round(math.sqrt(low * high))]
+    return sorted({low, round(math.sqrt(low * high)), high})
+
+
+def planned_hidden(profile: Profile, seed: int, numbers: Iterable[int]) -> list[int]:
+    """The hidden size trial ``k`` will draw, for each k in ``numbers`` (the bench's own sampler)."""
+    sampler = SeededRandomSampler(seed)
+    hidden = distributions(profile.space)["hidden"]
+    return [int(sampler.sample_independent(None, SimpleNamespace(number=k), "hidden", hidden))  # type: ignore[arg-type]
+            for k in numbers]
+
+
+def prior_epochs(profile: Profile) -> float:
+    """Epochs a trial runs before anything is known: the midpoint of the earliest stop and the cap."""
+    return min(profile.max_epochs, (profile.patience + 1 + profile.max_epochs) / 2)
+
+
+class CostModel:
+    """Seconds per trial and wall time of the rest of a bench; updated with :meth:`observe`."""
+
+    def __init__(self, calibrations: dict[tuple[str, str], Calibration], profiles: dict[str, Profile],
+                 workers: int) -> None:
+        self.calibrations = calibrations
+        self.profiles = profiles
+        self.workers = max(1, workers)
+        # per task: finished trials' epochs, and their measured / modelled seconds
+        self._epochs: dict[str, list[int]] = {task: [] for task in profiles}
+        self._measured: dict[str, float] = {task: 0.0 for task in profiles}
+        self._modelled: dict[str, float] = {task: 0.0 for task in profiles}
+
+    def calibrated(self, task: str, cell: str) -> bool:
+        return (task, cell) in self.calibrations
+
+    def startup_seconds(self) -> float:
+        """A worker's one-time cost before its first trials: process start, each task's data, each cell's class."""
+        cals = self.calibrations.values()
+        loads: dict[str, float] = {}
+        builds: dict[str, float] = {}
+        for cal in cals:
+            loads[cal.task] = max(loads.get(cal.task, 0.0), cal.load_s)
+            builds[cal.cell] = max(builds.get(cal.cell, 0.0), cal.build_s)
+        return max((cal.import_s for cal in cals), default=0.0) + sum(loads.values()) + sum(builds.values())
+
+    def raw_seconds(self, task: str, cell: str, hidden: float, epochs: float) -> float | None:
+        """Calibration only (no correction from finished trials); None without a calibration."""
+        cal = self.calibrations.get((task, cell))
+        if cal is None:
+            return None
+        train, valid, test = cal.at(hidden)
+        return epochs * (train + valid) + test
+
+    def observe(self, task: str, cell: str, hidden: float, epochs: int, wall_s: float) -> None:
+        """A finished trial: its epochs, and its measured seconds against the calibration's."""
+        if task not in self._epochs:
+            return
+        self._epochs[task].append(epochs)
+        modelled = self.raw_seconds(task, cell, hidden, epochs)
+        if modelled is not None and modelled > 0 and wall_s > 0:
+            self._measured[task] += wall_s
+            self._modelled[task] += modelled
+
+    def epochs(self, task: str) -> float:
+        seen = self._epochs[task]
+        return (PRIOR_TRIALS * prior_epochs(self.profiles[task]) + sum(seen)) / (PRIOR_TRIALS + len(seen))
+
+    def scale(self, task: str) -> float:
+        """Measured / modelled seconds of the task's finished trials, shrunk toward 1."""
+        modelled = self._modelled[task]
+        if modelled <= 0:
+            return 1.0
+        n = len(self._epochs[task])
+        ratio = self._measured[task] / modelled
+        return (PRIOR_TRIALS + n * ratio) / (PRIOR_TRIALS + n)
+
+    def trial_seconds(self, task: str, cell: str, hidden: float) -> float | None:
+        raw = self.raw_seconds(task, cell, hidden, self.epochs(task))
+        return None if raw is None else raw * self.scale(task)
+
+    def wall_seconds(self, pending: Sequence[PlannedTrial], running: Sequence[tuple[PlannedTrial, float]] = (),
+                     startup: bool = False) -> float | None:
+        """Seconds until ``pending`` (in dispatch order) and ``running`` (with seconds already spent)
+        are done on ``workers`` processes; ``startup``: the workers are still to be started (the plan).
+        None when a trial's cell has no calibration."""
+        free = [self.startup_seconds() if startup else 0.0] * self.workers
+        for index, (trial, spent) in enumerate(running[: self.workers]):
+            cost = self.trial_seconds(trial.task, trial.cell, trial.hidden)
+            if cost is None:
+                return None
+            # a trial past its estimate is assumed to need a tenth of it again, not to end this instant
+            free[index] = max(cost - spent, 0.1 * cost)
+        for trial in pending:
+            cost = self.trial_seconds(trial.task, trial.cell, trial.hidden)
+            if cost is None:
+                return None
+            slot = min(range(len(free)), key=free.__getitem__)
+            free[slot] += cost
+        return max(free)
+
+    def cpu_seconds(self, pending: Sequence[PlannedTrial]) -> float | None:
+        costs = [self.trial_seconds(t.task, t.cell, t.hidden) for t in pending]
+        return None if any(c is None for c in costs) else float(sum(costs))  # type: ignore[arg-type]
+
+
+# --- calibration -------------------------------------------------------------------------------------
+
+
+class _Point(BaseModel):
+    task: str
+    cell: str
+    hidden: int
+    data_dir: str | None
+    backend: str
+    layer_factory: str
+    batch_size: int
+    train_subset: int | None
+    seed: int
+
+
+@lru_cache(maxsize=None)
+def _task_data(task_name: str, data_dir: str | None) -> tuple[Any, Any, float]:
+    from cellc.tasks import get_task
+
+    start = time.perf_counter()
+    task = get_task(task_name, data_dir)
+    return task, task.load(), time.perf_counter() - start
+
+
+@lru_cache(maxsize=None)
+def _layer(factory: str, cell: str, backend: str) -> tuple[Any, float]:
+    from cellc.harness.workers import _resolve
+
+    start = time.perf_counter()
+    return _resolve(factory)(cell, backend), time.perf_counter() - start
+
+
+_started = time.perf_counter()  # in a spawned calibration process: when this module was imported
+_import_s: list[float] = []  # that process's start-up seconds, reported with its first point
+
+
+def _worker_init() -> None:
+    import torch
+
+    import cellc.harness.train  # noqa: F401  (what a bench worker imports before its first trial)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator handles Ctrl-C and shuts the pool down
+    torch.set_num_threads(1)
+    _import_s.append(time.perf_counter() - _started)
+
+
+def measure_point(point: _Point) -> tuple[float, ...]:
+    """Seconds of (one epoch's training updates, one validation pass, one test pass) at one size, and of
+    this process's first data load, layer build and start-up (0 when already done)."""
+    import torch
+
+    from cellc.harness.train import batches, evaluate, initialise
+
+    loaded_before = _task_data.cache_info().currsize
+    task, data, load_s = _task_data(point.task, point.data_dir)
+    if _task_data.cache_info().currsize == loaded_before:
+        load_s = 0.0
+    built_before = _layer.cache_info().currsize
+    layer_class, build_s = _layer(point.layer_factory, point.cell, point.backend)
+    if _layer.cache_info().currsize == built_before:
+        build_s = 0.0
+    import_s = _import_s.pop() if _import_s else 0.0
+    generator = torch.Generator().manual_seed(point.seed)
+    network = task.build_network(layer_class, point.hidden)
+    initialise(network, 0.1, generator)
+    optimizer = torch.optim.SGD(network.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    train = list(data.train)
+    per_epoch = len(train) if point.train_subset is None else min(point.train_subset, len(train))
+    mean_steps = sum(len(s) for s in train) / max(1, len(train))
+    rng = random.Random(point.seed)
+    sample = rng.sample(train, min(len(train), (CALIBRATION_UPDATES + 1) * point.batch_size))
+    groups = batches(sample, point.batch_size)
+
+    def update(group: list[Any]) -> None:
+        batch = task.collate(group)
+        outputs = network(batch.inputs, batch.lengths)
+        loss = task.loss(outputs, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        task.score(outputs.detach(), batch)
+
+    update(groups[0])  # warm-up: first-call costs are not per-epoch costs
+    timed = groups[1:] or groups
+    start = time.perf_counter()
+    for group in timed:
+        update(group)
+    seconds = time.perf_counter() - start
+    timed_steps = sum(len(s) for g in timed for s in g)
+    train_s = seconds / max(1, timed_steps) * per_epoch * mean_steps
+    start = time.perf_counter()
+    evaluate(network, task, data.valid)
+    valid_s = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate(network, task, data.test)
+    test_s = time.perf_counter() - start
+    return train_s, valid_s, test_s, load_s, build_s, import_s
+
+
+def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *, workers: int,
+              data_dir: str | None, backend: str, layer_factory: str, seed: int = 0,
+              on_error: Callable[[str], None] | None = None) -> dict[tuple[str, str], Calibration]:
+    """Measure every (task, cell) of ``pairs`` at :func:`calibration_sizes`; a pair whose measurement
+    fails is left out (``on_error`` gets one line) and the model says it has no estimate for it."""
+    points = [
+        _Point(task=task, cell=cell, hidden=hidden, data_dir=data_dir, backend=backend, layer_factory=layer_factory,
+               batch_size=profiles[task].batch_size, train_subset=profiles[task].train_subset, seed=seed)
+        for task, cell in pairs for hidden in calibration_sizes(profiles[task])
+    ]
+    results: dict[int, tuple[float, ...]] = {}
+    failed: dict[tuple[str, str], str] = {}
+    if workers == 0:
+        for index, point in enumerate(points):
+            try:
+                results[index] = measure_point(point)
+            except Exception as err:  # a cell that does not build or train: no estimate for it
+                failed.setdefault((point.task, point.cell), f"{type(err).__name__}: {err}")
+    else:
+        context = multiprocessing.get_context("spawn")
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(points)) or 1,
+                                                      mp_context=context, initializer=_worker_init)
+        try:
+            futures = {pool.submit(measure_point, point): index for index, point in enumerate(points)}
+            for future in concurrent.futures.as_completed(futures):
+                index = futures[future]
+                try:
+                    results[index] = future.result()
+                except Exception as err:
+                    point = points[index]
+                    failed.setdefault((point.task, point.cell), f"{type(err).__name__}: {err}")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    out: dict[tuple[str, str], Calibration] = {}
+    for task, cell in pairs:
+        if (task, cell) in failed:
+            if on_error is not None:
+                on_error(f"no estimate for {task}/{cell}: its calibration failed ({failed[task, cell]})")
+            continue
+        measured = [(points[i].hidden, results[i]) for i in sorted(results)
+                    if (points[i].task, points[i].cell) == (task, cell)]
+        out[task, cell] = Calibration(
+            task=task, cell=cell, hidden=[h for h, _ in measured], train_s=[r[0] for _, r in measured],
+            valid_s=[r[1] for _, r in measured], test_s=[r[2] for _, r in measured],
+            load_s=max(r[3] for _, r in measured), build_s=max(r[4] for _, r in measured),
+            import_s=max(r[5] for _, r in measured),
+        )
+    return out
