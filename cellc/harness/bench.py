@@ -29,7 +29,7 @@ from cellc.errors import CellcError, UsageError
 from cellc.harness import storage as store
 from cellc.harness.cells import cell_identity
 from cellc.harness import progress as progress_text
-from cellc.harness.cost import CostModel, calibrate, calibration_sizes
+from cellc.harness.cost import PRIOR_CAP_FRACTION, CostModel, calibrate, calibration_sizes
 from cellc.harness.profiles import Profile, apply_overrides
 from cellc.harness.record import StudySettings, checked_bench_name, data_identity, environment, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
@@ -385,8 +385,9 @@ def estimate_bench(options: BenchOptions, target_hours: float, log: Callable[[st
     pending = progress_text.dispatch_order(states)
     sources = ", ".join(f"{task}: {info.source}" for task, info in task_info.items())
     head = (f"estimate for bench {options.name} (profile {options.profile.name}; data {sources}), "
-            f"{workers} worker(s) per machine; epochs per trial: midway between the earliest early stop "
-            "and the cap")
+            f"{workers} worker(s) per machine; epochs per trial assumed from the profile "
+            f"({PRIOR_CAP_FRACTION:.0%} of the cap); wall time at the load measured now ({model.contention():.1f} "
+            "wall s per CPU s)")
     return head + "\n" + progress_text.estimate_table(model, pending, workers, target_hours)
 
 

@@ -16,12 +16,15 @@ per trial). Between the measured sizes the seconds are interpolated linearly in 
 ``E * (train(H) + valid(H)) + test(H)``. Trial k's hidden size is known before it runs (the
 sampler draws it from the search seed and k, :mod:`cellc.harness.search`), so the plan uses the
 sizes the trials will really draw. E is not known: before any trial of a task has finished, the
-model assumes the stopping epoch is spread evenly between the earliest early stop
-(``patience + 1``) and the cap (``max_epochs``), i.e. their midpoint. Finished trials replace the
+model assumes ``PRIOR_CAP_FRACTION`` of the cap (``max_epochs``; see there). Finished trials replace the
 guesses: the task's epoch estimate becomes the mean of the finished trials' epochs, shrunk toward
 that prior with the weight of ``PRIOR_TRIALS`` trials, and each task's seconds are scaled by the
 ratio of the finished trials' measured wall time to what the model said for them (same weighting),
-which absorbs load on the machine and anything calibration misses.
+which absorbs changing load on the machine and anything calibration misses.
+
+Seconds are CPU seconds of the measuring process (stable under load), turned into wall seconds by the
+calibration's own wall / CPU ratio (:meth:`CostModel.contention`: how much of a core each of the
+``workers`` processes got while the machine did whatever else it was doing).
 
 **Wall time** (:meth:`CostModel.wall_seconds`): trials are handed to ``workers`` processes in the
 bench's own order (round-robin over the studies), each to the first worker free, and the model
@@ -38,6 +41,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
@@ -47,7 +51,12 @@ from pydantic import BaseModel, ConfigDict
 
 from cellc.harness.profiles import Profile
 from cellc.harness.search import SeededRandomSampler, distributions
+from cellc.harness.workers import sigint_blocked
 
+# Random search draws the learning rate log-uniformly over decades, and a trial whose rate is low keeps
+# improving a little every epoch until the cap: in the quick study on this project's machine (2 cores) the
+# trials ran 67 % (IAM, the task with the highest rates), 90 % (JSB) and 83 % (TIMIT) of their cap on average.
+PRIOR_CAP_FRACTION = 0.8
 PRIOR_TRIALS = 4  # weight (in trials) of the prior epoch guess and of the calibration against finished trials
 CALIBRATION_UPDATES = 12  # training updates timed per size (after one untimed warm-up update)
 NARROW_RANGE = 3.0  # a hidden range narrower than this factor is calibrated at one size
@@ -61,17 +70,30 @@ class Calibration(BaseModel):
     task: str
     cell: str
     hidden: list[int]
-    train_s: list[float]  # one epoch's training updates
-    valid_s: list[float]  # one pass over the validation split
-    test_s: list[float]  # one pass over the test split
+    train_s: list[float]  # wall seconds of one epoch's training updates
+    valid_s: list[float]  # ... of one pass over the validation split
+    test_s: list[float]  # ... of one pass over the test split
+    train_cpu_s: list[float]  # the same in CPU seconds of the measuring process
+    valid_cpu_s: list[float]
+    test_cpu_s: list[float]
     load_s: float = 0.0  # loading the task's data in a fresh process
     build_s: float = 0.0  # building the cell's layer class in a fresh process
     import_s: float = 0.0  # starting a worker process (spawn and imports)
+    warm_s: float = 0.0  # a fresh process's first update and evaluation of the cell (beyond their steady cost)
 
     def at(self, hidden: float) -> tuple[float, float, float]:
+        """CPU seconds of (an epoch's training, a validation pass, a test pass) at ``hidden``."""
         x = np.asarray(self.hidden, dtype=float)
         return tuple(float(np.interp(hidden, x, np.asarray(ys, dtype=float)))  # type: ignore[return-value]
-                     for ys in (self.train_s, self.valid_s, self.test_s))
+                     for ys in (self.train_cpu_s, self.valid_cpu_s, self.test_cpu_s))
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What :func:`calibrate` measured: per (task, cell), and the seconds its processes took to exit."""
+
+    pairs: dict[tuple[str, str], Calibration]
+    shutdown_s: float = 0.0
 
 
 class PlannedTrial(BaseModel):
@@ -101,16 +123,17 @@ def planned_hidden(profile: Profile, seed: int, numbers: Iterable[int]) -> list[
 
 
 def prior_epochs(profile: Profile) -> float:
-    """Epochs a trial runs before anything is known: the midpoint of the earliest stop and the cap."""
-    return min(profile.max_epochs, (profile.patience + 1 + profile.max_epochs) / 2)
+    """Epochs a trial runs before any has finished: ``PRIOR_CAP_FRACTION`` of the cap, at least the earliest
+    early stop (``patience + 1``)."""
+    return min(profile.max_epochs, max(profile.patience + 1, PRIOR_CAP_FRACTION * profile.max_epochs))
 
 
 class CostModel:
     """Seconds per trial and wall time of the rest of a bench; updated with :meth:`observe`."""
 
-    def __init__(self, calibrations: dict[tuple[str, str], Calibration], profiles: dict[str, Profile],
-                 workers: int) -> None:
-        self.calibrations = calibrations
+    def __init__(self, calibrated: Calibrated, profiles: dict[str, Profile], workers: int) -> None:
+        self.calibrations = calibrated.pairs
+        self.shutdown_s = calibrated.shutdown_s
         self.profiles = profiles
         self.workers = max(1, workers)
         # per task: finished trials' epochs, and their measured / modelled seconds
@@ -122,22 +145,31 @@ class CostModel:
         return (task, cell) in self.calibrations
 
     def startup_seconds(self) -> float:
-        """A worker's one-time cost before its first trials: process start, each task's data, each cell's class."""
+        """A worker's one-time cost: process start, each task's data, each cell's class and first steps; and
+        the workers' exit at the end."""
         cals = self.calibrations.values()
         loads: dict[str, float] = {}
         builds: dict[str, float] = {}
         for cal in cals:
             loads[cal.task] = max(loads.get(cal.task, 0.0), cal.load_s)
-            builds[cal.cell] = max(builds.get(cal.cell, 0.0), cal.build_s)
-        return max((cal.import_s for cal in cals), default=0.0) + sum(loads.values()) + sum(builds.values())
+            builds[cal.cell] = max(builds.get(cal.cell, 0.0), cal.build_s + cal.warm_s)
+        return (max((cal.import_s for cal in cals), default=0.0) + sum(loads.values()) + sum(builds.values())
+                + self.shutdown_s)
+
+    def contention(self) -> float:
+        """Wall over CPU seconds of the calibration as a whole (at least 1): how much of a core each worker
+        had while it ran (other work on the machine, more workers than cores)."""
+        wall = sum(sum(c.train_s) + sum(c.valid_s) + sum(c.test_s) for c in self.calibrations.values())
+        cpu = sum(sum(c.train_cpu_s) + sum(c.valid_cpu_s) + sum(c.test_cpu_s) for c in self.calibrations.values())
+        return max(1.0, wall / cpu) if cpu > 0 else 1.0
 
     def raw_seconds(self, task: str, cell: str, hidden: float, epochs: float) -> float | None:
-        """Calibration only (no correction from finished trials); None without a calibration."""
+        """Wall seconds from the calibration alone (no correction from finished trials); None without one."""
         cal = self.calibrations.get((task, cell))
         if cal is None:
             return None
         train, valid, test = cal.at(hidden)
-        return epochs * (train + valid) + test
+        return (epochs * (train + valid) + test) * self.contention()
 
     def observe(self, task: str, cell: str, hidden: float, epochs: int, wall_s: float) -> None:
         """A finished trial: its epochs, and its measured seconds against the calibration's."""
@@ -187,8 +219,14 @@ class CostModel:
         return max(free)
 
     def cpu_seconds(self, pending: Sequence[PlannedTrial]) -> float | None:
-        costs = [self.trial_seconds(t.task, t.cell, t.hidden) for t in pending]
-        return None if any(c is None for c in costs) else float(sum(costs))  # type: ignore[arg-type]
+        """CPU seconds of ``pending`` (calibrated CPU time, epochs as estimated; no wall-time corrections)."""
+        total = 0.0
+        for t in pending:
+            raw = self.raw_seconds(t.task, t.cell, t.hidden, self.epochs(t.task))
+            if raw is None:
+                return None
+            total += raw / self.contention()
+        return total
 
 
 # --- calibration -------------------------------------------------------------------------------------
@@ -204,6 +242,7 @@ class _Point(BaseModel):
     batch_size: int
     train_subset: int | None
     seed: int
+    submitted: float = 0.0  # time.time() when handed to the pool (a process's first point times its start)
 
 
 @lru_cache(maxsize=None)
@@ -223,8 +262,7 @@ def _layer(factory: str, cell: str, backend: str) -> tuple[Any, float]:
     return _resolve(factory)(cell, backend), time.perf_counter() - start
 
 
-_started = time.perf_counter()  # in a spawned calibration process: when this module was imported
-_import_s: list[float] = []  # that process's start-up seconds, reported with its first point
+_fresh: list[bool] = [True]  # in a calibration process: no point measured yet
 
 
 def _worker_init() -> None:
@@ -234,16 +272,19 @@ def _worker_init() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator handles Ctrl-C and shuts the pool down
     torch.set_num_threads(1)
-    _import_s.append(time.perf_counter() - _started)
 
 
-def measure_point(point: _Point) -> tuple[float, ...]:
-    """Seconds of (one epoch's training updates, one validation pass, one test pass) at one size, and of
-    this process's first data load, layer build and start-up (0 when already done)."""
+def measure_point(point: _Point) -> dict[str, float]:
+    """Wall and CPU seconds of one epoch's training updates, one validation pass and one test pass at one
+    size, and the wall seconds of this process's first data load, layer build and start-up (0 when done)."""
     import torch
 
     from cellc.harness.train import batches, evaluate, initialise
 
+    # A process's first point: from its submission (process start, imports) to now
+    import_s = max(0.0, time.time() - point.submitted) if _fresh.pop() and point.submitted else 0.0
+    _fresh.append(False)
+    begun = time.perf_counter()
     loaded_before = _task_data.cache_info().currsize
     task, data, load_s = _task_data(point.task, point.data_dir)
     if _task_data.cache_info().currsize == loaded_before:
@@ -252,7 +293,6 @@ def measure_point(point: _Point) -> tuple[float, ...]:
     layer_class, build_s = _layer(point.layer_factory, point.cell, point.backend)
     if _layer.cache_info().currsize == built_before:
         build_s = 0.0
-    import_s = _import_s.pop() if _import_s else 0.0
     generator = torch.Generator().manual_seed(point.seed)
     network = task.build_network(layer_class, point.hidden)
     initialise(network, 0.1, generator)
@@ -273,26 +313,33 @@ def measure_point(point: _Point) -> tuple[float, ...]:
         optimizer.step()
         task.score(outputs.detach(), batch)
 
-    update(groups[0])  # warm-up: first-call costs are not per-epoch costs
+    # warm-up: first-call costs are not per-epoch costs (they are start-up costs, see warm_s)
+    update(groups[0])
+    evaluate(network, task, data.valid[:2])
+    steady = _timed(lambda: (update(groups[0]), evaluate(network, task, data.valid[:2])))[0]
     timed = groups[1:] or groups
-    start = time.perf_counter()
-    for group in timed:
-        update(group)
-    seconds = time.perf_counter() - start
     timed_steps = sum(len(s) for g in timed for s in g)
-    train_s = seconds / max(1, timed_steps) * per_epoch * mean_steps
-    start = time.perf_counter()
-    evaluate(network, task, data.valid)
-    valid_s = time.perf_counter() - start
-    start = time.perf_counter()
-    evaluate(network, task, data.test)
-    test_s = time.perf_counter() - start
-    return train_s, valid_s, test_s, load_s, build_s, import_s
+    per_step = per_epoch * mean_steps / max(1, timed_steps)
+    train = _timed(lambda: [update(group) for group in timed])
+    valid = _timed(lambda: evaluate(network, task, data.valid))
+    test = _timed(lambda: evaluate(network, task, data.test))
+    # what this point cost beyond its steady parts: first calls in this process (torch's lazy set-up, the
+    # cell's first run), paid by each bench worker once
+    warm = time.perf_counter() - begun - load_s - build_s - train[0] - valid[0] - test[0] - steady
+    return {"train": train[0] * per_step, "train_cpu": train[1] * per_step, "valid": valid[0], "valid_cpu": valid[1],
+            "test": test[0], "test_cpu": test[1], "load": load_s, "build": build_s, "import": import_s, "warm": max(0.0, warm)}
+
+
+def _timed(work: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``work`` in this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *, workers: int,
               data_dir: str | None, backend: str, layer_factory: str, seed: int = 0,
-              on_error: Callable[[str], None] | None = None) -> dict[tuple[str, str], Calibration]:
+              on_error: Callable[[str], None] | None = None) -> Calibrated:
     """Measure every (task, cell) of ``pairs`` at :func:`calibration_sizes`; a pair whose measurement
     fails is left out (``on_error`` gets one line) and the model says it has no estimate for it."""
     points = [
@@ -300,8 +347,9 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
                batch_size=profiles[task].batch_size, train_subset=profiles[task].train_subset, seed=seed)
         for task, cell in pairs for hidden in calibration_sizes(profiles[task])
     ]
-    results: dict[int, tuple[float, ...]] = {}
+    results: dict[int, dict[str, float]] = {}
     failed: dict[tuple[str, str], str] = {}
+    shutdown_s = 0.0
     if workers == 0:
         for index, point in enumerate(points):
             try:
@@ -313,7 +361,9 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(points)) or 1,
                                                       mp_context=context, initializer=_worker_init)
         try:
-            futures = {pool.submit(measure_point, point): index for index, point in enumerate(points)}
+            with sigint_blocked():  # the pool's processes start on the first submissions
+                futures = {pool.submit(measure_point, point.model_copy(update={"submitted": time.time()})): index
+                           for index, point in enumerate(points)}
             for future in concurrent.futures.as_completed(futures):
                 index = futures[future]
                 try:
@@ -321,8 +371,14 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
                 except Exception as err:
                     point = points[index]
                     failed.setdefault((point.task, point.cell), f"{type(err).__name__}: {err}")
+        except KeyboardInterrupt:  # stop now: the measurements are only worth their result
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
         finally:
+            closing = time.perf_counter()
             pool.shutdown(wait=True, cancel_futures=True)
+            shutdown_s = time.perf_counter() - closing
     out: dict[tuple[str, str], Calibration] = {}
     for task, cell in pairs:
         if (task, cell) in failed:
@@ -332,9 +388,9 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
         measured = [(points[i].hidden, results[i]) for i in sorted(results)
                     if (points[i].task, points[i].cell) == (task, cell)]
         out[task, cell] = Calibration(
-            task=task, cell=cell, hidden=[h for h, _ in measured], train_s=[r[0] for _, r in measured],
-            valid_s=[r[1] for _, r in measured], test_s=[r[2] for _, r in measured],
-            load_s=max(r[3] for _, r in measured), build_s=max(r[4] for _, r in measured),
-            import_s=max(r[5] for _, r in measured),
+            task=task, cell=cell, hidden=[h for h, _ in measured],
+            **{f"{key}_s": [r[key] for _, r in measured] for key in ("train", "valid", "test")},
+            **{f"{key}_cpu_s": [r[f"{key}_cpu"] for _, r in measured] for key in ("train", "valid", "test")},
+            **{f"{key}_s": max(r[key] for _, r in measured) for key in ("load", "build", "import", "warm")},
         )
-    return out
+    return Calibrated(pairs=out, shutdown_s=shutdown_s)
