@@ -21,11 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compile)
 
     p = subparsers.add_parser("check", help="validate specs and report the first error")
-    p.add_argument("specs", nargs="+")
+    p.add_argument("specs", nargs="+", help="spec files (specs/nog.yaml) or names of specs in specs/ (nog)")
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("show", help="equations after edits and the parameter count")
-    p.add_argument("spec")
+    p.add_argument("spec", help="a spec file (specs/nog.yaml) or the name of a spec in specs/ (nog)")
     p.add_argument("--latex", action="store_true", help="equations as LaTeX")
     p.add_argument("--input-size", "-M", type=int, default=39, help="M for the parameter count (default 39)")
     p.add_argument("--hidden-size", "-N", type=int, default=100, help="N for the parameter count (default 100)")

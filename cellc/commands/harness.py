@@ -20,20 +20,23 @@ SPACE_KEYS = ("hidden", "lr", "one_minus_momentum", "noise")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train one network on one task and print its curve")
-    train.add_argument("--task", default="jsb", help="task name (default: jsb)")
+    train.add_argument("--task", default="jsb", help=f"task: {', '.join(_task_names())} (default: jsb)")
     train.add_argument("--cell", default="vanilla", help="spec name or path (default: vanilla)")
     train.add_argument("--hidden", type=int, default=100, help="hidden units (default: 100)")
     train.add_argument("--lr", type=float, default=1e-2, help="learning rate before x(1-momentum) (default: 1e-2)")
     train.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum (default: 0.9)")
     train.add_argument("--noise", type=float, default=0.0, help="input noise std (default: 0)")
     train.add_argument("--batch-size", type=int, default=1, help="sequences per update (default: 1, online)")
-    train.add_argument("--max-epochs", type=int, default=150)
-    train.add_argument("--patience", type=int, default=15)
+    train.add_argument("--max-epochs", type=int, default=150, help="epoch cap (default: 150, the paper's)")
+    train.add_argument("--patience", type=int, default=15,
+                       help="stop after this many epochs without a better validation score (default: 15)")
     train.add_argument("--warmup", type=int, default=15,
                        help="leading epochs at the initial validation value not counted toward patience (default: 15)")
     train.add_argument("--train-subset", type=int, default=None, help="training sequences per epoch (0 or default: all)")
-    train.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--init-std", type=float, default=0.1,
+                       help="normal init std; 0 keeps the module's init (default: 0.1)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of initialisation, epoch order, subsets and noise (default: 0)")
     train.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     _common(train)
     train.set_defaults(func=run_train)
@@ -41,9 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="random search over tasks x cells (resumable), then a report")
     which = bench.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every available task and the paper's nine cells")
-    which.add_argument("--tasks", help="comma-separated task names (default: jsb)")
-    bench.add_argument("--cells", help=f"comma-separated cells (default: {','.join(PAPER_CELLS)})")
-    bench.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    which.add_argument("--tasks", help=f"comma-separated tasks, of {', '.join(_task_names())} (default: jsb)")
+    bench.add_argument("--cells", help="comma-separated cells: spec names (as `cellc list` shows them) or spec "
+                       f"files (my/janet.yaml; labelled by the spec's name:) (default: {','.join(PAPER_CELLS)})")
+    bench.add_argument("--profile", default="quick",
+                       help=f"{', '.join(_profile_names())}: study size (default: quick)")
     bench.add_argument("--trials", type=int, help="trials per (task, cell) (default: from the profile)")
     bench.add_argument("--max-epochs", type=int, help="override the profile's epoch cap")
     bench.add_argument("--patience", type=int, help="override the profile's early-stopping patience")
@@ -54,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=int, help="override sequences per update")
     bench.add_argument("--space", action="append", default=[], metavar="KEY=LOW:HIGH",
                        help=f"override a search range; KEY in {', '.join(SPACE_KEYS)}")
-    bench.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
+    bench.add_argument("--init-std", type=float, default=0.1,
+                       help="normal init std; 0 keeps the module's init (default: 0.1)")
     bench.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="parallel worker processes, one torch thread each; 0 = inline, all threads "
                        "(default: number of CPUs)")
@@ -80,7 +86,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data root holding e.g. jsb-chorales/ (default: $CELLC_DATA_DIR, "
                         "../shared/data of a source checkout, ~/.local/share/cellc)")
-    parser.add_argument("--backend", default="auto", help="compiled-cell backend (default: auto)")
+    parser.add_argument("--backend", default="auto",
+                        help=f"compiled-cell backend, of {', '.join(_backend_names())} (default: auto: the fastest "
+                        "here)")
+
+
+def _task_names() -> list[str]:
+    from cellc.tasks import task_classes
+
+    return list(task_classes())
+
+
+def _profile_names() -> list[str]:
+    from cellc.harness.profiles import PROFILES
+
+    return list(PROFILES)
+
+
+def _backend_names() -> list[str]:
+    from cellc.codegen.render import BACKENDS
+
+    return ["auto", *BACKENDS]
 
 
 def _split(text: str | None) -> list[str]:
