@@ -105,7 +105,7 @@ def test_missing_data_dir_clear_message_study_intact(tmp_path, capsys):
     assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "4",
                  data_dir=tmp_path / "no-such-dir") == 2
     err = capsys.readouterr().err
-    assert "JSB Chorales data not found" in err and "no-such-dir" in err and "Traceback" not in err
+    assert f"jsb: --data-dir {tmp_path / 'no-such-dir'}: folder not found" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before
 
 
