@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden-size", "-N", type=int, default=100, help="N for the parameter count (default 100)")
     p.set_defaults(func=cmd_show)
 
-    p = subparsers.add_parser("list", help="the specs in specs/")
+    p = subparsers.add_parser("list", help="the specs in specs/ (and in --specs-dir folders)")
+    p.add_argument("--specs-dir", action="append", default=[], metavar="DIR",
+                   help="also list the specs of this folder (repeatable; also $CELLC_SPECS_PATH) (default: none)")
     p.set_defaults(func=cmd_list)
 
 
@@ -158,9 +160,18 @@ def cmd_show(args) -> int:
 def cmd_list(args) -> int:
     from cellc.ir.pipeline import compile_spec
 
+    from cellc.harness.cells import user_spec_dirs
+
     rows = []
     broken = 0
-    for path in all_spec_paths():
+    extra = user_spec_dirs(args.specs_dir)
+    paths = [p for d in extra for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")])]
+    if extra:
+        from cellc.harness.cells import spec_files
+
+        spec_files(extra)  # two files with one name: an error naming both
+    listed = list(dict.fromkeys(p.resolve() for p in [*all_spec_paths(), *paths]))
+    for path in listed:
         try:
             compiled = compile_spec(path)
         except SpecError as err:  # listed with where it breaks; `cellc check` shows the line

@@ -21,7 +21,8 @@ SPACE_KEYS = ("hidden", "lr", "one_minus_momentum", "noise")
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train one network on one task and print its curve")
     train.add_argument("--task", default="jsb", help=f"task: {', '.join(_task_names())} (default: jsb)")
-    train.add_argument("--cell", default="vanilla", help="spec name or path (default: vanilla)")
+    train.add_argument("--cell", default="vanilla",
+                       help="spec name (built-in, in --specs-dir, or ./NAME.yaml) or spec file (default: vanilla)")
     train.add_argument("--hidden", type=int, default=100, help="hidden units (default: 100)")
     train.add_argument("--lr", type=float, default=1e-2, help="learning rate before x(1-momentum) (default: 1e-2)")
     train.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum (default: 0.9)")
@@ -84,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--specs-dir", action="append", default=[], metavar="DIR",
+                        help="a folder of your own specs, found by their name: (repeatable; also "
+                        "$CELLC_SPECS_PATH, folders separated by ':') (default: none)")
     parser.add_argument("--data-dir", help="data root holding e.g. jsb-chorales/ (default: $CELLC_DATA_DIR, "
                         "../shared/data of a source checkout, ~/.local/share/cellc)")
     parser.add_argument("--backend", default="auto",
@@ -132,10 +136,13 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValidationError as err:
         raise UsageError(f"bad training setting: {flag_errors(err)}") from None
+    from cellc.harness.cells import resolve_cell, user_spec_dirs
+
+    label, target = resolve_cell(args.cell, user_spec_dirs(args.specs_dir))
     task = get_task(args.task, args.data_dir)
     data = task.load()
-    layer = layer_class(args.cell, args.backend)
-    print(f"{task.title} ({data.source} data, {data.location}); cell {args.cell}; {config.model_dump()}")
+    layer = layer_class(target, args.backend)
+    print(f"{task.title} ({data.source} data, {data.location}); cell {label}; {config.model_dump()}")
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"metric: {task.metric_name}")
@@ -173,7 +180,11 @@ def bench_options_from_args(args: argparse.Namespace):
     for task in tasks:
         if task not in known:
             raise UsageError(f"--tasks: unknown task {task!r}; known tasks: {', '.join(known)}")
-    cells = _split(args.cells) or list(PAPER_CELLS)
+    from cellc.harness.cells import resolve_cells, user_spec_dirs
+
+    typed_cells = _split(args.cells) or list(PAPER_CELLS)
+    refs = resolve_cells(typed_cells, user_spec_dirs(args.specs_dir))
+    cells = list(refs)  # labelled by each spec's name:
     overrides: dict = {}
     for key, flag in (("trials", "trials"), ("max_epochs", "max_epochs"), ("patience", "patience"),
                       ("batch_size", "batch_size")):
@@ -215,7 +226,8 @@ def bench_options_from_args(args: argparse.Namespace):
     return BenchOptions(
         name=name, tasks=tasks, cells=cells, profile=profile, overrides=overrides, workers=args.workers, storage=storage,
         data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
-        verbose=args.verbose, command=_reproducing_command(args, tasks, cells, name),
+        verbose=args.verbose, command=_reproducing_command(args, tasks, typed_cells, name),
+        cell_refs={label: ref for label, ref in refs.items() if ref != label},
         report=None if args.no_report else str(Path(args.report_dir) / f"{name}.md"),
         estimate=not args.no_estimate,
     )

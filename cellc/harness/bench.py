@@ -45,7 +45,8 @@ class BenchOptions(BaseModel):
 
     name: str
     tasks: list[str]
-    cells: list[str]
+    cells: list[str]  # labels: spec names
+    cell_refs: dict[str, str] = {}  # label -> the spec file to build, for cells that are not built-in names
     profile: Profile  # the named profile, before task sizing and command-line overrides
     overrides: dict[str, Any] = {}  # command-line overrides of Profile fields (win over the task's)
     workers: int = 2  # 0 = inline in this process with all torch threads
@@ -159,8 +160,8 @@ def _check_inputs(options: BenchOptions) -> _Inputs:
     factory = _resolve(options.layer_factory)
     cells = {}
     for cell in options.cells:
-        factory(cell, options.backend)
-        cells[cell] = cell_identity(cell)
+        factory(options.cell_refs.get(cell, cell), options.backend)
+        cells[cell] = cell_identity(options.cell_refs.get(cell, cell))
     return _Inputs(tasks=tasks, cells=cells)
 
 
@@ -289,7 +290,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                         **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
                         warmup=run.warmup, train_subset=run.train_subset, init_std=run.init_std, seed=seed,
                     )
-                    job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir, cell=unit.cell,
+                    job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir,
+                              cell=options.cell_refs.get(unit.cell, unit.cell),
                               backend=options.backend, config=config.model_dump(),
                               report_epochs=options.verbose, layer_factory=options.layer_factory)
                     bar.started(next_job, unit.task, unit.cell, trial.number, hp["hidden"])
@@ -379,7 +381,8 @@ def estimate_bench(options: BenchOptions, target_hours: float, log: Callable[[st
     log(f"timing {sizes} calibration epoch(s) ({len(states)} task/cell pair(s)) on {workers} worker(s) ...")
     model = CostModel(
         calibrate([(s.task, s.cell) for s in states], profiles, workers=options.workers, data_dir=options.data_dir,
-                  backend=options.backend, layer_factory=options.layer_factory, seed=options.seed, on_error=log),
+                  backend=options.backend, layer_factory=options.layer_factory, seed=options.seed, on_error=log,
+                  refs=options.cell_refs),
         profiles, workers,
     )
     pending = progress_text.dispatch_order(states)
@@ -421,7 +424,8 @@ def _start_progress(options: BenchOptions, units: list[_Unit], task_info: dict[s
     log(f"  timing {sizes} calibration epoch(s) ({len(pairs)} task/cell pair(s)) for the estimate ...")
     model = CostModel(
         calibrate(pairs, profiles, workers=options.workers, data_dir=options.data_dir, backend=options.backend,
-                  layer_factory=options.layer_factory, seed=options.seed, on_error=lambda text: log(f"  {text}")),
+                  layer_factory=options.layer_factory, seed=options.seed, on_error=lambda text: log(f"  {text}"),
+                  refs=options.cell_refs),
         profiles, options.workers,
     )
     for unit in units:  # what finished trials already say (a resumed bench)

@@ -234,7 +234,8 @@ class CostModel:
 
 class _Point(BaseModel):
     task: str
-    cell: str
+    label: str  # the cell as the bench names it
+    cell: str  # what to build (a name or a spec file)
     hidden: int
     data_dir: str | None
     backend: str
@@ -339,11 +340,12 @@ def _timed(work: Callable[[], Any]) -> tuple[float, float]:
 
 def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *, workers: int,
               data_dir: str | None, backend: str, layer_factory: str, seed: int = 0,
-              on_error: Callable[[str], None] | None = None) -> Calibrated:
+              on_error: Callable[[str], None] | None = None, refs: dict[str, str] | None = None) -> Calibrated:
     """Measure every (task, cell) of ``pairs`` at :func:`calibration_sizes`; a pair whose measurement
-    fails is left out (``on_error`` gets one line) and the model says it has no estimate for it."""
+    fails is left out (``on_error`` gets one line) and the model says it has no estimate for it. ``refs``:
+    what to build for a cell label that is not a built-in name (a user's spec file)."""
     points = [
-        _Point(task=task, cell=cell, hidden=hidden, data_dir=data_dir, backend=backend, layer_factory=layer_factory,
+        _Point(task=task, label=cell, cell=(refs or {}).get(cell, cell), hidden=hidden, data_dir=data_dir, backend=backend, layer_factory=layer_factory,
                batch_size=profiles[task].batch_size, train_subset=profiles[task].train_subset, seed=seed)
         for task, cell in pairs for hidden in calibration_sizes(profiles[task])
     ]
@@ -355,7 +357,7 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
             try:
                 results[index] = measure_point(point)
             except Exception as err:  # a cell that does not build or train: no estimate for it
-                failed.setdefault((point.task, point.cell), f"{type(err).__name__}: {err}")
+                failed.setdefault((point.task, point.label), f"{type(err).__name__}: {err}")
     else:
         context = multiprocessing.get_context("spawn")
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(points)) or 1,
@@ -370,7 +372,7 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
                     results[index] = future.result()
                 except Exception as err:
                     point = points[index]
-                    failed.setdefault((point.task, point.cell), f"{type(err).__name__}: {err}")
+                    failed.setdefault((point.task, point.label), f"{type(err).__name__}: {err}")
         except KeyboardInterrupt:  # stop now: the measurements are only worth their result
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
@@ -386,7 +388,7 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
                 on_error(f"no estimate for {task}/{cell}: its calibration failed ({failed[task, cell]})")
             continue
         measured = [(points[i].hidden, results[i]) for i in sorted(results)
-                    if (points[i].task, points[i].cell) == (task, cell)]
+                    if (points[i].task, points[i].label) == (task, cell)]
         out[task, cell] = Calibration(
             task=task, cell=cell, hidden=[h for h, _ in measured],
             **{f"{key}_s": [r[key] for _, r in measured] for key in ("train", "valid", "test")},
