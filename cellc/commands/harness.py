@@ -217,6 +217,8 @@ def bench_options_from_args(args: argparse.Namespace):
     out = Path(args.out)
     if args.storage:
         storage = args.storage
+    elif args.estimate:  # runs and stores nothing
+        storage = default_storage_url(out)
     else:
         try:
             out.mkdir(parents=True, exist_ok=True)
