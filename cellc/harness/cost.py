@@ -353,11 +353,15 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
     failed: dict[tuple[str, str], str] = {}
     shutdown_s = 0.0
     if workers == 0:
-        for index, point in enumerate(points):
-            try:
-                results[index] = measure_point(point)
-            except Exception as err:  # a cell that does not build or train: no estimate for it
-                failed.setdefault((point.task, point.label), f"{type(err).__name__}: {err}")
+        try:
+            for index, point in enumerate(points):
+                try:
+                    results[index] = measure_point(point)
+                except Exception as err:  # a cell that does not build or train: no estimate for it
+                    failed.setdefault((point.task, point.label), f"{type(err).__name__}: {err}")
+        finally:  # the inline run loads its own copy of the data: keep one only
+            _task_data.cache_clear()
+            _layer.cache_clear()
     else:
         context = multiprocessing.get_context("spawn")
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(points)) or 1,
