@@ -63,6 +63,12 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume_and_the_rerun_resumes(tmp_p
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     text = lines(stderr)
+    # the start-up plan came first: what runs, on which data, where it is stored, with how many workers
+    assert text[0] == f"bench smoke: profile smoke; 1 task(s) x 2 cell(s) ({', '.join(CELLS)}); {TOTAL} trials"
+    assert any(line.split()[:5] == ["jsb", "2", "x", str(TRIALS), "0"] and "real: " in line for line in text)
+    assert f"  storage: sqlite:///{out / 'studies.db'}" in text[:8]
+    assert "  workers: 2 process(es), one torch thread each" in text
+    assert any(line.startswith("  estimate: ") and f"for the {TOTAL} trial(s) to run" in line for line in text)
     kept = finished_count(out / "studies.db")
     assert 1 <= kept < TOTAL
     stop = text.index(next(line for line in text if line.startswith("interrupted: ")))
@@ -80,4 +86,5 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume_and_the_rerun_resumes(tmp_p
     text = lines(rerun.stderr)
     assert f"  resuming: {kept} of {TOTAL} trials kept, {TOTAL - kept} to run" in text
     assert finished_count(out / "studies.db") == TOTAL
+    assert any(line.startswith("bench smoke: first ETA ") and " took " in line for line in text)
     assert not [line for line in text if "Traceback" in line or "leaked" in line]

@@ -129,3 +129,39 @@ def test_calibration_measures_each_cell_and_leaves_out_one_that_fails():
     m = CostModel(got, {"jsb": smoke}, 1)
     assert m.contention() >= 1.0 and m.startup_seconds() > 0
     assert m.trial_seconds("jsb", "vanilla", 32) > 0
+
+
+def test_plan_names_tasks_cells_data_storage_workers_report_and_what_is_kept():
+    from cellc.harness.progress import plan_text
+
+    text = plan_text(name="quick", finished={("jsb", "a"): 3, ("jsb", "b"): 1}, targets={"jsb": 4}, cells=["a", "b"],
+                     profiles={"jsb": PROFILE}, profile_name="quick", data={"jsb": ("real", "/data/jsb.json")},
+                     storage="postgresql://me:***@db/cellc", workers=2, report="reports/quick.md")
+    lines = text.splitlines()
+    assert lines[0] == "bench quick: profile quick; 1 task(s) x 2 cell(s) (a, b); 8 trials"
+    row = next(line for line in lines if line.strip().startswith("jsb"))
+    assert row.split()[:6] == ["jsb", "2", "x", "4", "4", "4"] and "real: /data/jsb.json" in row
+    assert "  storage: postgresql://me:***@db/cellc" in lines and "  report: reports/quick.md once every trial has finished" in lines
+    assert "  resuming: 4 of 8 trials kept, 4 to run" in lines
+
+
+def test_progress_bar_names_running_cells_counts_outcomes_and_updates_the_eta(capsys):
+    from cellc.harness.progress import BenchProgress
+
+    m = model(flat(cell="a", epoch=1.0), flat(cell="b", epoch=1.0), workers=2)
+    units = [UnitState("t", c, PROFILE, 0, next_number=0, wanted=2) for c in ("a", "b")]
+    bar = BenchProgress("quick", units, finished=0, total=4, model=m, workers=2, log=print)
+    first = bar.eta()
+    assert first == pytest.approx(2 * m.epochs("t"))
+    bar.started(0, "t", "a", 0, units[0].pending[0].hidden)
+    bar.started(1, "t", "b", 0, units[1].pending[0].hidden)
+    assert "bench quick [t/a, t/b]" in bar.bar.desc
+    bar.finished(0, "ok", epochs=2, wall_s=2.0)
+    bar.finished(1, "diverged", epochs=1, wall_s=1.0)
+    assert bar.counts == {"ok": 1, "diverged": 1, "failed": 0}
+    assert bar.eta() < first  # two of four done, and they ran fewer epochs than assumed
+    bar.started(2, "t", "a", 1, units[0].pending[0].hidden)
+    bar.failed(2)
+    assert [t.number for t in units[0].pending] == [2]  # the failed slot is planned again under a new number
+    bar.close()
+    assert "ok 1, diverged 1, failed 1, ETA " in capsys.readouterr().err
