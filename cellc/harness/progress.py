@@ -20,7 +20,8 @@ from tqdm import tqdm
 from cellc.harness.cost import CostModel, PlannedTrial, planned_hidden, prior_epochs
 from cellc.harness.profiles import Profile
 
-ETA_REFRESH_S = 1.0
+ETA_REFRESH_S = 1.0  # the bar's redraw
+ETA_RECOMPUTE_S = 15.0  # the model's ETA between events (each start and end of a trial recomputes it)
 
 
 def duration(seconds: float | None) -> str:
@@ -92,6 +93,8 @@ class BenchProgress:
         self.started_at = time.monotonic()
         self.first_eta = None if model is None else model.wall_seconds(dispatch_order(self.units), startup=True)
         self._last_refresh = 0.0
+        self._eta: float | None = None
+        self._eta_at = 0.0
         self.bar = tqdm(total=total, initial=min(total, finished), unit="trial", desc=f"bench {name}",
                         file=sys.stderr, dynamic_ncols=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
@@ -131,9 +134,16 @@ class BenchProgress:
 
     def tick(self) -> None:
         if time.monotonic() - self._last_refresh >= ETA_REFRESH_S:
-            self._show()
+            self._show(recompute=time.monotonic() - self._eta_at >= ETA_RECOMPUTE_S)
 
-    def _show(self) -> None:
+    def _current_eta(self, recompute: bool) -> float | None:
+        """The model's ETA, recomputed on events (and every ETA_RECOMPUTE_S), counted down in between."""
+        now = time.monotonic()
+        if recompute or self._eta_at == 0.0:
+            self._eta, self._eta_at = self.eta(), now
+        return None if self._eta is None else max(0.0, self._eta - (now - self._eta_at))
+
+    def _show(self, recompute: bool = True) -> None:
         self._last_refresh = time.monotonic()
         if not hasattr(self, "bar"):
             return
@@ -141,7 +151,7 @@ class BenchProgress:
         shown = ", ".join(pairs[:3]) + (f" +{len(pairs) - 3}" if len(pairs) > 3 else "")
         self.bar.set_description_str(f"bench {self.name}" + (f" [{shown}]" if shown else ""), refresh=False)
         counts = f"ok {self.counts['ok']}, diverged {self.counts['diverged']}, failed {self.counts['failed']}"
-        self.bar.set_postfix_str(f"{counts}, ETA {duration(self.eta())}", refresh=False)
+        self.bar.set_postfix_str(f"{counts}, ETA {duration(self._current_eta(recompute))}", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
