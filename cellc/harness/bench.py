@@ -26,10 +26,9 @@ from tqdm import tqdm
 
 from cellc.data.proxy_corpus import read_marker
 from cellc.errors import CellcError, UsageError
+from cellc.harness import progress as progress_text
 from cellc.harness import storage as store
 from cellc.harness.cells import cell_identity
-from cellc.harness import progress as progress_text
-from cellc.harness.cost import PRIOR_CAP_FRACTION, CostModel, calibrate, calibration_sizes
 from cellc.harness.profiles import Profile, apply_overrides
 from cellc.harness.record import StudySettings, checked_bench_name, data_identity, environment, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
@@ -232,7 +231,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
             units.append(_Unit(task, cell, study, settings[task].trials))
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
-    progress = _start_progress(options, units, task_info, storage_shown=store.shown_url(options.storage), log=log)
+    progress = progress_text.start(options, units, task_info, storage_shown=store.shown_url(options.storage), log=log)
 
     spaces = {task: distributions(settings[task].space) for task in options.tasks}
     flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
@@ -373,71 +372,8 @@ def estimate_bench(options: BenchOptions, target_hours: float, log: Callable[[st
     """``cellc bench --estimate``: the whole study's cost on this machine, nothing run or stored."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     task_info = _check_inputs(options).tasks
-    profiles = {task: task_info[task].profile for task in options.tasks}
-    states = [progress_text.UnitState(task, cell, profiles[task], options.seed, 0, profiles[task].trials)
-              for task in options.tasks for cell in options.cells]
-    sizes = sum(len(calibration_sizes(profiles[s.task])) for s in states)
-    workers = max(1, options.workers)
-    log(f"timing {sizes} calibration epoch(s) ({len(states)} task/cell pair(s)) on {workers} worker(s) ...")
-    model = CostModel(
-        calibrate([(s.task, s.cell) for s in states], profiles, workers=options.workers, data_dir=options.data_dir,
-                  backend=options.backend, layer_factory=options.layer_factory, seed=options.seed, on_error=log,
-                  refs=options.cell_refs),
-        profiles, workers,
-    )
-    pending = progress_text.dispatch_order(states)
-    sources = ", ".join(f"{task}: {info.source}" for task, info in task_info.items())
-    head = (f"estimate for bench {options.name} (profile {options.profile.name}; data {sources}), "
-            f"{workers} worker(s) per machine; epochs per trial assumed from the profile "
-            f"({PRIOR_CAP_FRACTION:.0%} of the cap); wall time at the load measured now ({model.contention():.1f} "
-            "wall s per CPU s)")
-    return head + "\n" + progress_text.estimate_table(model, pending, workers, target_hours)
-
-
-class _Started(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    units: list[progress_text.UnitState]
-    model: CostModel | None
-
-
-def _start_progress(options: BenchOptions, units: list[_Unit], task_info: dict[str, _TaskInfo], storage_shown: str,
-                    log: Callable[[str], None]) -> _Started:
-    """Print the start-up plan, time the calibration epochs and print the estimate (cellc.harness.cost)."""
-    profiles = {task: task_info[task].profile for task in options.tasks}
-    targets = {task: profiles[task].trials for task in options.tasks}
-    finished = {(u.task, u.cell): u.finished for u in units}
-    log(progress_text.plan_text(
-        name=options.name, finished=finished, targets=targets, cells=options.cells, profiles=profiles,
-        profile_name=options.profile.name, data={t: (i.source, i.data_identity.get("location") or "")
-                                                 for t, i in task_info.items()},
-        storage=storage_shown, workers=options.workers, report=options.report,
-    ))
-    states = [progress_text.UnitState(u.task, u.cell, profiles[u.task], options.seed,
-                                      len(u.study.get_trials(deepcopy=False)), u.target - u.finished) for u in units]
-    if not options.estimate:
-        return _Started(units=states, model=None)
-    pairs = [(s.task, s.cell) for s in states if s.pending]
-    if not pairs:
-        return _Started(units=states, model=None)
-    sizes = sum(len(calibration_sizes(profiles[task])) for task, _ in pairs)
-    log(f"  timing {sizes} calibration epoch(s) ({len(pairs)} task/cell pair(s)) for the estimate ...")
-    model = CostModel(
-        calibrate(pairs, profiles, workers=options.workers, data_dir=options.data_dir, backend=options.backend,
-                  layer_factory=options.layer_factory, seed=options.seed, on_error=lambda text: log(f"  {text}"),
-                  refs=options.cell_refs),
-        profiles, options.workers,
-    )
-    for unit in units:  # what finished trials already say (a resumed bench)
-        for trial in unit.study.get_trials(deepcopy=False, states=FINISHED):
-            attrs = trial.user_attrs
-            if "epochs" in attrs and "wall_time_s" in attrs:
-                model.observe(unit.task, unit.cell, int(trial.params.get("hidden", 0)), int(attrs["epochs"]),
-                              float(attrs["wall_time_s"]))
-    pending = progress_text.dispatch_order(states)
-    log(progress_text.estimate_line(model.wall_seconds(pending, startup=True), model.cpu_seconds(pending),
-                                    len(pending)))
-    return _Started(units=states, model=model)
+    return progress_text.estimate(options, {task: task_info[task].profile for task in options.tasks},
+                                  {task: info.source for task, info in task_info.items()}, target_hours, log)
 
 
 def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:

@@ -12,12 +12,22 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from optuna.trial import TrialState
 from tabulate import tabulate
 from tqdm import tqdm
 
-from cellc.harness.cost import CostModel, PlannedTrial, planned_hidden, prior_epochs
+from cellc.harness.cost import (
+    PRIOR_CAP_FRACTION,
+    CostModel,
+    PlannedTrial,
+    calibrate,
+    calibration_sizes,
+    planned_hidden,
+    prior_epochs,
+)
 from cellc.harness.profiles import Profile
 
 ETA_REFRESH_S = 1.0  # the bar's redraw
@@ -257,5 +267,77 @@ def machines_needed(model: CostModel, pending: Sequence[PlannedTrial], workers: 
         model.workers = original
 
 
+# --- hooks for cellc.harness.bench -----------------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    """What the start-up hook hands the bench loop: the pending trials per study, and the model (None
+    without an estimate)."""
+
+    units: list[UnitState]
+    model: CostModel | None
+
+
+def start(options: Any, units: Sequence[Any], task_info: dict[str, Any], storage_shown: str,
+          log: Callable[[str], None]) -> Started:
+    """Print the start-up plan, time the calibration epochs and print the estimate.
+
+    ``options``: the bench's BenchOptions; ``units``: its studies (``task``, ``cell``, ``study``, ``target``,
+    ``finished``); ``task_info``: per task, the profile as it runs, the data source and identity."""
+    profiles = {task: task_info[task].profile for task in options.tasks}
+    targets = {task: profiles[task].trials for task in options.tasks}
+    finished = {(u.task, u.cell): u.finished for u in units}
+    log(plan_text(
+        name=options.name, finished=finished, targets=targets, cells=options.cells, profiles=profiles,
+        profile_name=options.profile.name,
+        data={t: (i.source, i.data_identity.get("location") or "") for t, i in task_info.items()},
+        storage=storage_shown, workers=options.workers, report=options.report,
+    ))
+    states = [UnitState(u.task, u.cell, profiles[u.task], options.seed, len(u.study.get_trials(deepcopy=False)),
+                        u.target - u.finished) for u in units]
+    pairs = [(s.task, s.cell) for s in states if s.pending]
+    if not options.estimate or not pairs:
+        return Started(units=states, model=None)
+    sizes = sum(len(calibration_sizes(profiles[task])) for task, _ in pairs)
+    log(f"  timing {sizes} calibration epoch(s) ({len(pairs)} task/cell pair(s)) for the estimate ...")
+    model = CostModel(
+        calibrate(pairs, profiles, workers=options.workers, data_dir=options.data_dir, backend=options.backend,
+                  layer_factory=options.layer_factory, seed=options.seed, on_error=lambda text: log(f"  {text}"),
+                  refs=options.cell_refs),
+        profiles, options.workers,
+    )
+    for unit in units:  # what finished trials already say (a resumed bench)
+        for trial in unit.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            attrs = trial.user_attrs
+            if "epochs" in attrs and "wall_time_s" in attrs:
+                model.observe(unit.task, unit.cell, int(trial.params.get("hidden", 0)), int(attrs["epochs"]),
+                              float(attrs["wall_time_s"]))
+    pending = dispatch_order(states)
+    log(estimate_line(model.wall_seconds(pending, startup=True), model.cpu_seconds(pending), len(pending)))
+    return Started(units=states, model=model)
+
+
+def estimate(options: Any, profiles: dict[str, Profile], sources: dict[str, str], target_hours: float,
+             log: Callable[[str], None]) -> str:
+    """``cellc bench --estimate``: calibrate every (task, cell) of ``options`` and tabulate the whole study."""
+    states = [UnitState(task, cell, profiles[task], options.seed, 0, profiles[task].trials)
+              for task in options.tasks for cell in options.cells]
+    sizes = sum(len(calibration_sizes(profiles[s.task])) for s in states)
+    workers = max(1, options.workers)
+    log(f"timing {sizes} calibration epoch(s) ({len(states)} task/cell pair(s)) on {workers} worker(s) ...")
+    model = CostModel(
+        calibrate([(s.task, s.cell) for s in states], profiles, workers=options.workers, data_dir=options.data_dir,
+                  backend=options.backend, layer_factory=options.layer_factory, seed=options.seed, on_error=log,
+                  refs=options.cell_refs),
+        profiles, workers,
+    )
+    head = (f"estimate for bench {options.name} (profile {options.profile.name}; data "
+            f"{', '.join(f'{task}: {source}' for task, source in sources.items())}), {workers} worker(s) per machine; "
+            f"epochs per trial assumed from the profile ({PRIOR_CAP_FRACTION:.0%} of the cap); wall time at the "
+            f"load measured now ({model.contention():.1f} wall s per CPU s)")
+    return head + "\n" + estimate_table(model, dispatch_order(states), workers, target_hours)
+
+
 __all__ = ["BenchInterrupted", "BenchProgress", "UnitState", "dispatch_order", "duration", "estimate_line", "estimate_table",
-           "machines_needed", "plan_text", "prior_epochs"]
+           "estimate", "machines_needed", "plan_text", "prior_epochs", "start", "Started"]
