@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch: seconds, during which a Ctrl-C is likely
+    except KeyboardInterrupt:
+        print("interrupted before anything ran", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for reports that name their command
     if getattr(args, "func", None) is None:

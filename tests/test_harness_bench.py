@@ -105,7 +105,7 @@ def test_missing_data_dir_clear_message_study_intact(tmp_path, capsys):
     assert bench(tmp_path, "--cells", "vanilla", "--workers", "0", "--trials", "4",
                  data_dir=tmp_path / "no-such-dir") == 2
     err = capsys.readouterr().err
-    assert "JSB Chorales data not found" in err and "no-such-dir" in err and "Traceback" not in err
+    assert f"jsb: --data-dir {tmp_path / 'no-such-dir'}: folder not found" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before
 
 
@@ -157,7 +157,7 @@ def test_crashing_worker_loses_only_its_trial(tmp_path, monkeypatch):
     (tmp_path / "runs").mkdir()
     options = BenchOptions(name="smoke", tasks=["jsb"], cells=["vanilla"], profile=profile, workers=2,
                            storage=default_storage_url(tmp_path / "runs"), data_dir=str(DATA_ROOT),
-                           layer_factory="test_harness_bench:crash_once_factory")
+                           layer_factory="test_harness_bench:crash_once_factory", estimate=False)
     summary = run_bench(options, log=lambda text: None)
     assert summary.complete and summary.failed == 1 and summary.ran == 3
     trials = stored(tmp_path)["smoke/jsb/vanilla"]
@@ -205,7 +205,7 @@ def test_failing_trials_stop_the_bench_after_max_failures_keeping_what_finished(
     profile = get_profile("smoke").model_copy(update={"trials": 20})
     options = BenchOptions(name="smoke", tasks=["jsb"], cells=["vanilla"], profile=profile, workers=0,
                            storage=default_storage_url(tmp_path / "runs"), data_dir=str(DATA_ROOT),
-                           layer_factory="test_harness_bench:failing_factory")
+                           layer_factory="test_harness_bench:failing_factory", estimate=False)
     with pytest.raises(CellcError, match="5 trials failed in a row .*CELLC_TEST_BROKEN layer.*Finished trials are stored"):
         run_bench(options, log=lambda text: None)
     trials = stored(tmp_path)["smoke/jsb/vanilla"]

@@ -83,7 +83,7 @@ def test_missing_explicit_data_dir_names_it(tmp_path):
     with pytest.raises(DataError) as err:
         get_task("jsb", tmp_path / "nowhere").load()
     message = str(err.value)
-    assert "nowhere" in message and "--data-dir" in message and "CELLC_DATA_DIR" in message
+    assert "nowhere" in message and "--data-dir" in message and "folder not found" in message
 
 
 def test_env_var_is_used(tmp_path, monkeypatch):

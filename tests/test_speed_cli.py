@@ -42,7 +42,7 @@ def test_bad_counts_are_usage_errors(tmp_path, nothing_runs, capsys, argv, fragm
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--data-dir", "/nonexistent-cellc-data"], "JSB Chorales data not found"),
+    (["--data-dir", "/nonexistent-cellc-data"], "jsb: --data-dir /nonexistent-cellc-data: folder not found"),
     (["--jsb-sequences", "0", "--out", "{tmp}/file/speed.md"], "cannot create"),
     (["--jsb-sequences", "0", "--out", "{tmp}"], "is a folder"),
 ])

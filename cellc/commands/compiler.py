@@ -21,17 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compile)
 
     p = subparsers.add_parser("check", help="validate specs and report the first error")
-    p.add_argument("specs", nargs="+")
+    p.add_argument("specs", nargs="+", help="spec files (specs/nog.yaml) or names of specs in specs/ (nog)")
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("show", help="equations after edits and the parameter count")
-    p.add_argument("spec")
+    p.add_argument("spec", help="a spec file (specs/nog.yaml) or the name of a spec in specs/ (nog)")
     p.add_argument("--latex", action="store_true", help="equations as LaTeX")
     p.add_argument("--input-size", "-M", type=int, default=39, help="M for the parameter count (default 39)")
     p.add_argument("--hidden-size", "-N", type=int, default=100, help="N for the parameter count (default 100)")
     p.set_defaults(func=cmd_show)
 
-    p = subparsers.add_parser("list", help="the specs in specs/")
+    p = subparsers.add_parser("list", help="the specs in specs/ (and in --specs-dir folders)")
+    p.add_argument("--specs-dir", action="append", default=[], metavar="DIR",
+                   help="also list the specs of this folder (repeatable; also $CELLC_SPECS_PATH) (default: none)")
     p.set_defaults(func=cmd_list)
 
 
@@ -158,9 +160,18 @@ def cmd_show(args) -> int:
 def cmd_list(args) -> int:
     from cellc.ir.pipeline import compile_spec
 
+    from cellc.harness.cells import user_spec_dirs
+
     rows = []
     broken = 0
-    for path in all_spec_paths():
+    extra = user_spec_dirs(args.specs_dir)
+    paths = [p for d in extra for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")])]
+    if extra:
+        from cellc.harness.cells import spec_files
+
+        spec_files(extra)  # two files with one name: an error naming both
+    listed = list(dict.fromkeys(p.resolve() for p in [*all_spec_paths(), *paths]))
+    for path in listed:
         try:
             compiled = compile_spec(path)
         except SpecError as err:  # listed with where it breaks; `cellc check` shows the line

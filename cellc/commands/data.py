@@ -23,14 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = data.add_subparsers(dest="data_command", metavar="ACTION")
 
     info = commands.add_parser("info", help="source and per-split counts of a task's data")
-    info.add_argument("--task", required=True, choices=TASKS)
+    info.add_argument("--task", required=True, choices=TASKS, help=f"the task: {', '.join(TASKS)}")
     info.add_argument("--root", help="the corpus folder itself (default: where the task looks)")
     info.add_argument("--data-dir", help="data root, as for `cellc bench` (default: $CELLC_DATA_DIR, "
                       "../shared/data of a checkout, then ~/.local/share/cellc)")
     info.set_defaults(func=run_info)
 
     prepare = commands.add_parser("prepare", help="generate a proxy corpus in the real corpus's layout")
-    prepare.add_argument("--task", required=True, choices=TASKS)
+    prepare.add_argument("--task", required=True, choices=TASKS,
+                         help=f"the task: {' or '.join(PROXY_TASKS)} (jsb: refused, JSB Chorales has no proxy to "
+                         "prepare)")
     prepare.add_argument("--proxy", action="store_true", help="generate the proxy corpus (the only kind "
                          "that can be prepared: TIMIT and IAM-OnDB are licensed)")
     prepare.add_argument("--root", help="output folder (default: <data root>/<task>-proxy)")

@@ -20,20 +20,24 @@ SPACE_KEYS = ("hidden", "lr", "one_minus_momentum", "noise")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train one network on one task and print its curve")
-    train.add_argument("--task", default="jsb", help="task name (default: jsb)")
-    train.add_argument("--cell", default="vanilla", help="spec name or path (default: vanilla)")
+    train.add_argument("--task", default="jsb", help=f"task: {', '.join(_task_names())} (default: jsb)")
+    train.add_argument("--cell", default="vanilla",
+                       help="spec name (built-in, in --specs-dir, or ./NAME.yaml) or spec file (default: vanilla)")
     train.add_argument("--hidden", type=int, default=100, help="hidden units (default: 100)")
     train.add_argument("--lr", type=float, default=1e-2, help="learning rate before x(1-momentum) (default: 1e-2)")
     train.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum (default: 0.9)")
     train.add_argument("--noise", type=float, default=0.0, help="input noise std (default: 0)")
     train.add_argument("--batch-size", type=int, default=1, help="sequences per update (default: 1, online)")
-    train.add_argument("--max-epochs", type=int, default=150)
-    train.add_argument("--patience", type=int, default=15)
+    train.add_argument("--max-epochs", type=int, default=150, help="epoch cap (default: 150, the paper's)")
+    train.add_argument("--patience", type=int, default=15,
+                       help="stop after this many epochs without a better validation score (default: 15)")
     train.add_argument("--warmup", type=int, default=15,
                        help="leading epochs at the initial validation value not counted toward patience (default: 15)")
     train.add_argument("--train-subset", type=int, default=None, help="training sequences per epoch (0 or default: all)")
-    train.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--init-std", type=float, default=0.1,
+                       help="normal init std; 0 keeps the module's init (default: 0.1)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of initialisation, epoch order, subsets and noise (default: 0)")
     train.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     _common(train)
     train.set_defaults(func=run_train)
@@ -41,9 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="random search over tasks x cells (resumable), then a report")
     which = bench.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every available task and the paper's nine cells")
-    which.add_argument("--tasks", help="comma-separated task names (default: jsb)")
-    bench.add_argument("--cells", help=f"comma-separated cells (default: {','.join(PAPER_CELLS)})")
-    bench.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    which.add_argument("--tasks", help=f"comma-separated tasks, of {', '.join(_task_names())} (default: jsb)")
+    bench.add_argument("--cells", help="comma-separated cells: spec names (as `cellc list` shows them) or spec "
+                       f"files (my/janet.yaml; labelled by the spec's name:) (default: {','.join(PAPER_CELLS)})")
+    bench.add_argument("--profile", default="quick",
+                       help=f"{', '.join(_profile_names())}: study size (default: quick)")
     bench.add_argument("--trials", type=int, help="trials per (task, cell) (default: from the profile)")
     bench.add_argument("--max-epochs", type=int, help="override the profile's epoch cap")
     bench.add_argument("--patience", type=int, help="override the profile's early-stopping patience")
@@ -54,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=int, help="override sequences per update")
     bench.add_argument("--space", action="append", default=[], metavar="KEY=LOW:HIGH",
                        help=f"override a search range; KEY in {', '.join(SPACE_KEYS)}")
-    bench.add_argument("--init-std", type=float, default=0.1, help="normal init std; 0 keeps the module's init")
+    bench.add_argument("--init-std", type=float, default=0.1,
+                       help="normal init std; 0 keeps the module's init (default: 0.1)")
     bench.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="parallel worker processes, one torch thread each; 0 = inline, all threads "
                        "(default: number of CPUs)")
@@ -65,14 +72,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--report-dir", default="reports", help="where the report goes (default: reports)")
     bench.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     bench.add_argument("-v", "--verbose", action="store_true", help="print per-epoch progress")
+    bench.add_argument("--estimate", action="store_true",
+                       help="run nothing: time a calibration epoch per (task, cell) at a few hidden sizes on this "
+                       "machine and print trials, CPU-hours, wall time for --workers and machines needed for "
+                       "--target-hours")
+    bench.add_argument("--target-hours", type=float, default=24.0,
+                       help="with --estimate: the wall time to size the number of machines for (default: 24)")
+    bench.add_argument("--no-estimate", action="store_true",
+                       help="skip the calibration epochs at start: no estimate in the plan, no ETA")
     _common(bench)
     bench.set_defaults(func=run_bench_command)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--specs-dir", action="append", default=[], metavar="DIR",
+                        help="a folder of your own specs, found by their name: (repeatable; also "
+                        "$CELLC_SPECS_PATH, folders separated by ':') (default: none)")
     parser.add_argument("--data-dir", help="data root holding e.g. jsb-chorales/ (default: $CELLC_DATA_DIR, "
                         "../shared/data of a source checkout, ~/.local/share/cellc)")
-    parser.add_argument("--backend", default="auto", help="compiled-cell backend (default: auto)")
+    parser.add_argument("--backend", default="auto",
+                        help=f"compiled-cell backend, of {', '.join(_backend_names())} (default: auto: the fastest "
+                        "here)")
+
+
+def _task_names() -> list[str]:
+    from cellc.tasks import task_classes
+
+    return list(task_classes())
+
+
+def _profile_names() -> list[str]:
+    from cellc.harness.profiles import PROFILES
+
+    return list(PROFILES)
+
+
+def _backend_names() -> list[str]:
+    from cellc.codegen.render import BACKENDS
+
+    return ["auto", *BACKENDS]
 
 
 def _split(text: str | None) -> list[str]:
@@ -98,10 +136,13 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValidationError as err:
         raise UsageError(f"bad training setting: {flag_errors(err)}") from None
+    from cellc.harness.cells import resolve_cell, user_spec_dirs
+
+    label, target = resolve_cell(args.cell, user_spec_dirs(args.specs_dir))
     task = get_task(args.task, args.data_dir)
     data = task.load()
-    layer = layer_class(args.cell, args.backend)
-    print(f"{task.title} ({data.source} data, {data.location}); cell {args.cell}; {config.model_dump()}")
+    layer = layer_class(target, args.backend)
+    print(f"{task.title} ({data.source} data, {data.location}); cell {label}; {config.model_dump()}")
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"metric: {task.metric_name}")
@@ -139,7 +180,11 @@ def bench_options_from_args(args: argparse.Namespace):
     for task in tasks:
         if task not in known:
             raise UsageError(f"--tasks: unknown task {task!r}; known tasks: {', '.join(known)}")
-    cells = _split(args.cells) or list(PAPER_CELLS)
+    from cellc.harness.cells import resolve_cells, user_spec_dirs
+
+    typed_cells = _split(args.cells) or list(PAPER_CELLS)
+    refs = resolve_cells(typed_cells, user_spec_dirs(args.specs_dir))
+    cells = list(refs)  # labelled by each spec's name:
     overrides: dict = {}
     for key, flag in (("trials", "trials"), ("max_epochs", "max_epochs"), ("patience", "patience"),
                       ("batch_size", "batch_size")):
@@ -172,6 +217,8 @@ def bench_options_from_args(args: argparse.Namespace):
     out = Path(args.out)
     if args.storage:
         storage = args.storage
+    elif args.estimate:  # runs and stores nothing
+        storage = default_storage_url(out)
     else:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -181,8 +228,32 @@ def bench_options_from_args(args: argparse.Namespace):
     return BenchOptions(
         name=name, tasks=tasks, cells=cells, profile=profile, overrides=overrides, workers=args.workers, storage=storage,
         data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
-        verbose=args.verbose, command=_reproducing_command(args, tasks, cells, name),
+        verbose=args.verbose, command=_reproducing_command(args, tasks, typed_cells, name),
+        cell_refs={label: ref for label, ref in refs.items() if ref != label},
+        report=None if args.no_report else str(Path(args.report_dir) / f"{name}.md"),
+        estimate=not args.no_estimate,
     )
+
+
+def _interrupt_message(stop: KeyboardInterrupt, storage: str, args: argparse.Namespace) -> str:
+    from cellc.harness.progress import BenchInterrupted
+
+    from cellc.harness.storage import shown_url
+
+    argv = list(args.argv)
+    for index, item in enumerate(argv):  # a URL may hold a password: shown masked
+        if item == "--storage" and index + 1 < len(argv):
+            argv[index + 1] = shown_url(argv[index + 1])
+        elif item.startswith("--storage="):
+            argv[index] = "--storage=" + shown_url(item.partition("=")[2])
+    resume = join_command(["cellc", *argv])
+    if isinstance(stop, BenchInterrupted):
+        done = f"{stop.finished} of {stop.total} trials finished and stored"
+        if stop.marked:
+            done += f"; {stop.marked} in flight marked interrupted (they run again on resume)"
+    else:
+        done = "stopped before any trial ran; finished trials are kept"
+    return f"interrupted: {done}\n  storage: {storage}\n  to resume, run the same command again: {resume}"
 
 
 def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list[str], name: str) -> str:
@@ -212,8 +283,19 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from cellc.harness.storage import shown_url
 
     options = bench_options_from_args(args)
+    if args.estimate:
+        from cellc.harness.bench import estimate_bench
+
+        if args.target_hours <= 0:
+            raise UsageError("--target-hours must be positive")
+        print(estimate_bench(options, args.target_hours))
+        return 0
     started = time.perf_counter()
-    summary = run_bench(options)
+    try:
+        summary = run_bench(options)
+    except KeyboardInterrupt as stop:
+        print(_interrupt_message(stop, shown_url(options.storage), args), file=sys.stderr, flush=True)
+        return 130
     print(f"bench {options.name}: {summary.ran} trial(s) run, {summary.failed} failed, "
           f"{time.perf_counter() - started:.0f}s; storage {shown_url(options.storage)}", file=sys.stderr)
     if not args.no_report:

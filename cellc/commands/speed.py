@@ -27,14 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median; default 5)")
     p.add_argument("--out", default=None, help="the report (default: reports/speed.md, or reports/speed-gpu.md)")
     cpu = p.add_argument_group("CPU timings only")
-    cpu.add_argument("--backends", nargs="+", default=None, choices=list(BACKENDS))
+    cpu.add_argument("--backends", nargs="+", default=None, choices=list(BACKENDS),
+                     help=f"backends to time, of {', '.join(BACKENDS)} (default: all)")
     cpu.add_argument("--threads", nargs="+", type=int, default=None,
                      help="thread counts (default: 1 and all cores)")
     cpu.add_argument("--sizes", nargs="+", default=None, help="B,T,M,H sizes (default: " + " ".join(",".join(map(str, s)) for s in SIZES) + ")")
     cpu.add_argument("--jsb-sequences", type=int, default=None,
                      help=f"JSB sequences timed for the end-to-end line (0 skips it; default {JSB_SEQUENCES})")
     cpu.add_argument("--jsb-hidden", type=int, default=None, help=f"hidden size of the JSB line (default {JSB_HIDDEN})")
-    cpu.add_argument("--data-dir", default=None)
+    cpu.add_argument("--data-dir", default=None,
+                     help="data root holding jsb-chorales/ for the JSB line, as for `cellc bench` (default: "
+                     "$CELLC_DATA_DIR, ../shared/data of a checkout, ~/.local/share/cellc)")
     gpu = p.add_argument_group("GPU benchmark only (--device cuda)")
     gpu.add_argument("--max-seconds", type=float, default=None,
                      help=f"stop timing after this long, listing the rest as skipped (default {MAX_SECONDS:g})")

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cellc.data.proxy_corpus import read_marker
 from cellc.errors import CellcError, UsageError
+from cellc.harness import progress as progress_text
 from cellc.harness import storage as store
 from cellc.harness.cells import cell_identity
 from cellc.harness.profiles import Profile, apply_overrides
@@ -43,7 +44,8 @@ class BenchOptions(BaseModel):
 
     name: str
     tasks: list[str]
-    cells: list[str]
+    cells: list[str]  # labels: spec names
+    cell_refs: dict[str, str] = {}  # label -> the spec file to build, for cells that are not built-in names
     profile: Profile  # the named profile, before task sizing and command-line overrides
     overrides: dict[str, Any] = {}  # command-line overrides of Profile fields (win over the task's)
     workers: int = 2  # 0 = inline in this process with all torch threads
@@ -56,6 +58,8 @@ class BenchOptions(BaseModel):
     command: str = ""
     max_failures: int = 5  # consecutive failed trials before the bench gives up
     layer_factory: str = DEFAULT_LAYER_FACTORY
+    report: str | None = None  # where the report will go (for the start-up plan)
+    estimate: bool = True  # time calibration epochs for the plan's estimate and the ETA (cellc.harness.cost)
 
 
 class BenchSummary(BaseModel):
@@ -156,8 +160,8 @@ def _check_inputs(options: BenchOptions) -> _Inputs:
     factory = _resolve(options.layer_factory)
     cells = {}
     for cell in options.cells:
-        factory(cell, options.backend)
-        cells[cell] = cell_identity(cell)
+        factory(options.cell_refs.get(cell, cell), options.backend)
+        cells[cell] = cell_identity(options.cell_refs.get(cell, cell))
     return _Inputs(tasks=tasks, cells=cells)
 
 
@@ -228,6 +232,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
             units.append(_Unit(task, cell, study, settings[task].trials))
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
+    progress = progress_text.start(options, units, task_info, storage_shown=store.shown_url(options.storage), log=log)
 
     spaces = {task: distributions(settings[task].space) for task in options.tasks}
     flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
@@ -243,8 +248,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     ran = failed = consecutive_failures = 0
     next_job = 0
     total = sum(u.target for u in units)
-    bar = tqdm(total=total, initial=min(total, sum(u.finished for u in units)), unit="trial",
-               desc=f"bench {options.name}", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_text.BenchProgress(options.name, progress.units, sum(min(u.finished, u.target) for u in units),
+                                      total, progress.model, options.workers, log)
     last_heartbeat = time.monotonic()
     cursor = 0
     try:
@@ -285,9 +290,11 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                         **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
                         warmup=run.warmup, train_subset=run.train_subset, init_std=run.init_std, seed=seed,
                     )
-                    job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir, cell=unit.cell,
+                    job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir,
+                              cell=options.cell_refs.get(unit.cell, unit.cell),
                               backend=options.backend, config=config.model_dump(),
                               report_epochs=options.verbose, layer_factory=options.layer_factory)
+                    bar.started(next_job, unit.task, unit.cell, trial.number, hp["hidden"])
                     next_job += 1
                     pool.submit(slot, job)
                 if not flights and all(u.finished >= u.target or u.running_elsewhere == 0 for u in units):
@@ -311,11 +318,12 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                             log(f"warning: {unit.task}/{unit.cell} trial {trial.number} was already marked "
                                 "failed by another process (stale heartbeat?); its result is not stored and "
                                 "the slot is run again")
+                            bar.failed(event.job_id)
                             continue
                         unit.finished += 1
                         ran += 1
                         consecutive_failures = 0
-                        bar.update(1)
+                        bar.finished(event.job_id, outcome.status, outcome.epochs, outcome.wall_time_s)
                         if options.verbose:
                             log(f"{unit.task}/{unit.cell} trial {trial.number}: {outcome.status}, "
                                 f"best valid {outcome.best_valid}, test {outcome.test_at_best}, "
@@ -324,6 +332,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                         _store_failure(unit.study, trial, str(event.payload))
                         failed += 1
                         consecutive_failures += 1
+                        bar.failed(event.job_id)
                         log(f"{unit.task}/{unit.cell} trial {trial.number} failed: {event.payload}")
                         if consecutive_failures >= options.max_failures:
                             raise CellcError(
@@ -341,18 +350,31 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     for unit in units:
                         unit.refresh()
                     last_heartbeat = time.monotonic()
+                bar.tick()
             interrupted = stop.raised
     finally:
         pool.close()
+        marked = len(flights)
         for unit, trial in flights.values():
             _store_failure(unit.study, trial, "interrupted", status="interrupted")
         bar.close()
     if interrupted:
-        raise KeyboardInterrupt
+        raise progress_text.BenchInterrupted(sum(min(u.finished, u.target) for u in units), total, marked)
     for unit in units:
         unit.refresh()
     complete = all(u.finished >= u.target for u in units)
+    note = bar.closing_note() if complete and ran else None
+    if note:
+        log(f"bench {options.name}: {note}")
     return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
+
+
+def estimate_bench(options: BenchOptions, target_hours: float, log: Callable[[str], None] | None = None) -> str:
+    """``cellc bench --estimate``: the whole study's cost on this machine, nothing run or stored."""
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    task_info = _check_inputs(options).tasks
+    return progress_text.estimate(options, {task: task_info[task].profile for task in options.tasks},
+                                  {task: info.source for task, info in task_info.items()}, target_hours, log)
 
 
 def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:

@@ -14,11 +14,13 @@ import importlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +47,22 @@ class Event:
     kind: Literal["epoch", "done", "error", "crashed"]
     job_id: int
     payload: Any  # epoch: EpochReport dump; done: TrialOutcome dump; error / crashed: message
+
+
+@contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT while child processes start: they inherit the blocked mask, so a Ctrl-C (sent to the whole
+    process group) during their start-up (importing torch takes seconds) neither kills them with a
+    traceback nor leaves their half-made resources behind; the coordinator alone decides. A SIGINT that
+    arrives meanwhile is delivered to this process when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _resolve(dotted: str) -> Any:
@@ -123,7 +141,8 @@ class ProcessPool:
     def _start(self, slot: int) -> None:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=worker_main, args=(child, os.getpid(), self.threads), daemon=True)
-        proc.start()
+        with sigint_blocked():
+            proc.start()
         child.close()
         self._procs[slot], self._conns[slot], self._jobs[slot] = proc, parent, None
 

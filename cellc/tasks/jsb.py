@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from cellc.errors import DataError, short_path
-from cellc.tasks.base import Batch, Sequence, Task, TaskData, resolve_data_root
+from cellc.tasks.base import Batch, Sequence, Task, TaskData, explicit_data_root, resolve_data_root
 from cellc.tasks.safe_pickle import safe_load_pickle
 
 LOWEST_PITCH = 21  # A0
@@ -137,19 +137,24 @@ class JSBChorales(Task):
         )
 
     def _rebuild_or_fail(self, looked: list[str]) -> TaskData:
-        explicit = self.data_dir is not None or any("CELLC_DATA_DIR" in place for place in looked)
-        hint = (
-            "set --data-dir or CELLC_DATA_DIR to a directory containing jsb-chorales/"
-            f"{JSON_FILE} (or {PICKLE_FILE})"
-        )
-        if not explicit:
-            from cellc.tasks import jsb_music21
+        named = explicit_data_root(self.data_dir)
+        if named is not None:  # the user named the folder: say what is wrong with it, as the other tasks do
+            root, setting = named
+            if not root.is_dir():
+                raise DataError(f"jsb: {setting} {root}: folder not found. Check the path")
+            raise DataError(f"jsb: {setting} {root}: no {self.data_subdir}/{JSON_FILE} (or {PICKLE_FILE}) in that "
+                            f"folder. Put the JSB Chorales there, or point {setting} at the folder holding "
+                            f"{self.data_subdir}/")
+        from cellc.tasks import jsb_music21
 
-            if jsb_music21.available():
-                splits, location = jsb_music21.load_or_rebuild()
-                return TaskData(**splits, source=jsb_music21.SOURCE_LABEL, location=location)
-            hint += ", or `pip install music21` to rebuild it from the Bach chorales shipped with music21"
-        raise DataError(f"JSB Chorales data not found; looked in: {'; '.join(looked)}. To fix: {hint}")
+        if jsb_music21.available():
+            splits, location = jsb_music21.load_or_rebuild()
+            return TaskData(**splits, source=jsb_music21.SOURCE_LABEL, location=location)
+        raise DataError(
+            f"jsb: JSB Chorales data not found; looked in: {'; '.join(looked)}. To fix: set --data-dir or "
+            f"CELLC_DATA_DIR to a folder holding jsb-chorales/{JSON_FILE} (or {PICKLE_FILE}), or "
+            "`pip install music21` to rebuild it from the Bach chorales shipped with music21"
+        )
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         per_frame = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="none").sum(-1)
