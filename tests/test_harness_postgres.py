@@ -1,0 +1,156 @@
+"""`cellc bench` against a real PostgreSQL server (tests/pgserver.py starts one): storage errors in one
+message, results kept across a server restart, and a bench whose server goes away for good."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from pgserver import PASSWORD, free_port, pg_server, pg_url  # noqa: F401 - fixtures
+
+from cellc.cli import main
+from cellc.errors import CellcError, UsageError
+from cellc.harness import storage as store
+from cellc.harness.bench import _store_outcome
+from cellc.harness.profiles import SearchSpace
+from cellc.harness.record import StudySettings, owner_id
+from cellc.harness.search import SeededRandomSampler, distributions
+from cellc.harness.train import TrialOutcome
+
+DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA_ROOT / "jsb-chorales").is_dir(), reason="../shared/data missing")
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+
+
+def settings() -> StudySettings:
+    return StudySettings(profile="smoke", trials=2, max_epochs=2, patience=2, train_subset=8, batch_size=1,
+                         init_std=0.1, backend="auto", space=SearchSpace(), seed=0)
+
+
+def outcome() -> TrialOutcome:
+    return TrialOutcome(status="ok", param_count=10, train_curve=[2.0, 1.5], valid_curve=[1.8, 1.2],
+                        best_valid=1.2, best_epoch=2, test_at_best=1.3, epochs=2, wall_time_s=1.0, cpu_time_s=1.0)
+
+
+def test_storage_errors_are_one_line_and_never_show_the_password(pg_server, pg_url, capsys):
+    # wrong password, refused connection (nothing listens on that port), unknown database, unknown driver
+    wrong = pg_server.url(pg_url.rsplit("/", 1)[1], password="not-the-password")
+    refused = pg_server.url(port=free_port())
+    for url, problem in ((wrong, "password authentication failed"), (refused, "Connection refused"),
+                         (pg_server.url("no_such_db"), 'database "no_such_db" does not exist'),
+                         (pg_url.replace("postgresql://", "postgresql+nosuchdriver://"), "cannot open")):
+        started = time.monotonic()
+        with pytest.raises(UsageError) as info:
+            store.open_storage(url)
+        message = str(info.value)
+        assert problem in message and "\n" not in message, message
+        assert PASSWORD not in message and "not-the-password" not in message and ":***@" in message
+        assert time.monotonic() - started < 60  # fails at once, not after TCP's timeouts (not a benchmark)
+    # the same through the command line: exit 2, one line, no traceback, nothing printed but the message
+    for url in (wrong, refused):
+        assert main(["report", "--name", "x", "--storage", url]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+        assert PASSWORD not in captured.err + captured.out and "not-the-password" not in captured.err
+
+
+def test_a_result_finished_while_the_server_is_down_is_stored_when_it_returns(pg_server, pg_url):
+    # The coordinator holds a worker's result while the database is away and writes it once it is back
+    # (rather than failing the trial and running it again).
+    storage = store.open_storage(pg_url)
+    study = store.open_study(storage, "b", "jsb", "vanilla", settings(), {"task": "jsb", "cell": "vanilla"},
+                             SeededRandomSampler(0), "minimize")
+    trial = study.ask(distributions(SearchSpace()))
+    trial.set_user_attr("owner", owner_id())
+    lines: list[str] = []
+    retry = store.StorageRetry(pg_url, lines.append, limit_s=120)
+    pg_server.stop()
+    restart = threading.Timer(3.0, pg_server.start)
+    restart.start()
+    try:
+        assert retry(_store_outcome, study, trial, outcome(), what="storing jsb/vanilla trial 0") is True
+    finally:
+        restart.join()
+    assert retry.outages == 1 and len(lines) == 2
+    assert "unreachable (storing jsb/vanilla trial 0)" in lines[0] and "retrying with backoff" in lines[0]
+    assert lines[1].startswith("storage reachable again after") and PASSWORD not in "".join(lines)
+    stored = optuna.load_study(study_name="b/jsb/vanilla", storage=store.open_storage(pg_url)).get_trials()
+    assert [(t.number, t.state, t.value, t.user_attrs["status"]) for t in stored] == [
+        (0, TrialState.COMPLETE, 1.2, "ok")]
+    # storing it again (a retry whose first answer was lost) counts as stored, and writes nothing twice
+    assert _store_outcome(study, trial, outcome()) is True
+    assert len(optuna.load_study(study_name="b/jsb/vanilla", storage=storage).get_trials()) == 1
+
+
+def test_a_storage_that_stays_away_ends_in_one_message(pg_server, pg_url):
+    storage = store.open_storage(pg_url)
+    retry = store.StorageRetry(pg_url, lambda line: None, limit_s=1.5)
+    pg_server.stop()
+    try:
+        with pytest.raises(CellcError) as info:
+            retry(optuna.get_all_study_summaries, storage, include_best_trial=False)
+    finally:
+        pg_server.start()
+    message = str(info.value)
+    assert "unreachable for" in message and "rerun the same command to resume" in message and "\n" not in message
+    assert PASSWORD not in message
+    with pytest.raises(ValueError):  # other errors are not retried
+        retry(int, "x")
+
+
+def bench_command(url: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cellc.cli", "bench", "--tasks", "jsb", "--cells", "vanilla", "--profile", "smoke",
+            "--trials", "6", "--max-epochs", "2", "--train-subset", "16", "--workers", "1", "--storage", url,
+            "--no-report", "--data-dir", str(DATA_ROOT), *extra]
+
+
+def finished(url: str, study: str = "smoke/jsb/vanilla") -> list[optuna.trial.FrozenTrial]:
+    try:
+        trials = optuna.load_study(study_name=study, storage=store.open_storage(url)).get_trials()
+    except (KeyError, CellcError):
+        return []
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_server_that_disappears_stops_the_bench_with_one_message_and_loses_nothing(pg_server, pg_url, tmp_path):
+    env = dict(os.environ, CELLC_STORAGE_RETRY_S="4")
+    err = tmp_path / "err.txt"
+    with open(err, "w") as handle:
+        proc = subprocess.Popen(bench_command(pg_url), stdout=subprocess.DEVNULL, stderr=handle, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while len(finished(pg_url)) < 1:
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "the bench made no progress"
+            time.sleep(0.2)
+        before = {t.number: (t.params, t.user_attrs) for t in finished(pg_url)}
+        pg_server.stop()
+        code = proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        pg_server.start()
+    text = err.read_text()
+    assert code == 1, text
+    lines = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "unreachable for" in lines[0] and "rerun the same command" in lines[0], text
+    assert "Traceback" not in text and PASSWORD not in text
+    after = {t.number: (t.params, t.user_attrs) for t in finished(pg_url)}
+    assert all(after[number] == record for number, record in before.items())  # nothing lost or changed
+    # and the rerun completes the bench, each finished trial kept once
+    rerun = subprocess.run(bench_command(pg_url), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    done = finished(pg_url)
+    assert len(done) == 6 and len({t.number for t in done}) == 6
+    assert {t.number: (t.params, t.user_attrs) for t in done if t.number in before} == before
