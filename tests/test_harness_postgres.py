@@ -154,3 +154,101 @@ def test_a_server_that_disappears_stops_the_bench_with_one_message_and_loses_not
     done = finished(pg_url)
     assert len(done) == 6 and len({t.number for t in done}) == 6
     assert {t.number: (t.params, t.user_attrs) for t in done if t.number in before} == before
+
+
+HOSTS = {"h1": 1, "h2": 2, "h3": 1}  # --host -> --workers
+TARGET = 8
+CELLS = ("vanilla", "nfg")
+
+
+def trials_of(url: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    storage = store.open_storage(url)
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).get_trials()
+            for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+
+
+def running_on(url: str, host: str) -> list[optuna.trial.FrozenTrial]:
+    return [t for trials in trials_of(url).values() for t in trials
+            if t.state == TrialState.RUNNING and str(t.user_attrs.get("owner", "")).startswith(f"{host}:")]
+
+
+@pytest.mark.slow
+@needs_data
+def test_three_hosts_share_one_study_through_a_kill_and_a_server_restart(pg_server, pg_url, tmp_path):
+    """Three benches as three hosts on one PostgreSQL study: (a) one is SIGKILLed mid-trial, (b) the server
+    stops for 10 s mid-study; every (task, cell) still ends with exactly TARGET finished trials, each
+    trial number and setting once, and the report is written."""
+    from datetime import datetime
+
+    env = dict(os.environ, CELLC_GRACE_S="30")  # others fail the killed host's trial 30 s after its last heartbeat
+    procs, logs = {}, {}
+    for host, workers in HOSTS.items():
+        logs[host] = tmp_path / f"{host}.err"
+        with open(logs[host], "w") as handle:
+            procs[host] = subprocess.Popen(
+                [sys.executable, "-m", "cellc.cli", "bench", "--tasks", "jsb", "--cells", ",".join(CELLS),
+                 "--profile", "smoke", "--trials", str(TARGET), "--max-epochs", "4", "--train-subset", "40",
+                 "--name", "multi", "--host", host, "--workers", str(workers), "--storage", pg_url,
+                 "--report-dir", str(tmp_path / "reports"), "--data-dir", str(DATA_ROOT)],
+                stdout=subprocess.DEVNULL, stderr=handle, env=env)
+
+    def wait_for(condition, what: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            for host, proc in procs.items():
+                assert host == "h3" or proc.poll() is None, f"{host} ended early: {logs[host].read_text()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    try:
+        # (a) SIGKILL h3 while it runs a trial, and (b) at once stop the server while h1 or h2 runs one
+        wait_for(lambda: sum(len(finished(pg_url, f"multi/jsb/{c}")) for c in CELLS) >= 1 and
+                 running_on(pg_url, "h3") and (running_on(pg_url, "h1") or running_on(pg_url, "h2")),
+                 "a finished trial, and trials running on h3 and on h1 or h2")
+        procs["h3"].send_signal(signal.SIGKILL)
+        procs["h3"].wait(timeout=60)
+        killed = {t._trial_id for t in running_on(pg_url, "h3")}
+        assert killed, "h3's trial finished between the check and the kill"
+        stopped = datetime.now()
+        pg_server.stop()
+        time.sleep(10)
+        pg_server.start()
+        restarted = datetime.now()
+        for host in ("h1", "h2"):
+            assert procs[host].wait(timeout=600) == 0, logs[host].read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        if not pg_server.running():
+            pg_server.start()
+
+    studies = trials_of(pg_url)
+    assert sorted(studies) == [f"multi/jsb/{cell}" for cell in sorted(CELLS)]
+    owners = set()
+    for name, trials in studies.items():
+        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(done) == TARGET, (name, [(t.number, t.state.name) for t in trials])  # exact, not one more
+        assert len({t.number for t in trials}) == len(trials)  # each trial number once
+        settings_run = [tuple(sorted(t.params.items())) for t in done]
+        assert len(set(settings_run)) == TARGET  # no setting run twice
+        assert not [t for t in trials if t.state == TrialState.RUNNING]
+        for t in trials:
+            if t.state == TrialState.FAIL:
+                assert t.user_attrs["status"] == "interrupted"
+        owners |= {str(t.user_attrs["owner"]).split(":")[0] for t in done}
+    assert owners <= set(HOSTS) and {"h1", "h2"} <= owners
+    # h3's trial was failed as interrupted (by h1 or h2, after the grace period) and its slot rerun
+    failed = {t._trial_id: t for trials in studies.values() for t in trials if t.state == TrialState.FAIL}
+    assert killed <= set(failed)
+    # a result that finished while the server was down was held and stored when it came back
+    held = [t for trials in studies.values() for t in trials if t.state == TrialState.COMPLETE
+            and t.datetime_start < stopped and t.datetime_complete > restarted
+            and t.datetime_start.timestamp() + t.user_attrs["wall_time_s"] < restarted.timestamp()]
+    assert held, "no trial finished during the outage"
+    texts = {host: logs[host].read_text() for host in ("h1", "h2")}
+    assert any("unreachable" in text and "storage reachable again" in text for text in texts.values()), texts
+    assert not any("Traceback" in text or PASSWORD in text for text in texts.values()), texts
+    report = (tmp_path / "reports" / "multi.md").read_text()  # written by the last bench to finish
+    assert all(f"| {cell} " in report for cell in CELLS)
