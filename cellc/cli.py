@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cellc.commands.harness",
     "cellc.commands.data",
     "cellc.commands.report",
+    "cellc.commands.copy",
     "cellc.commands.speed",
 )
 
