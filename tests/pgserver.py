@@ -60,7 +60,9 @@ def free_port() -> int:
 class PostgresServer:
     """``start()`` / ``stop()`` / ``restart`` at will; ``close()`` stops it and removes its directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """durable: keep PostgreSQL's fsync (for measurements); the tests turn it off."""
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="cellc-pg-"))
         self.as_root = os.geteuid() == 0
         self._env = dict(os.environ, LC_ALL="C", LANG="C")
@@ -116,8 +118,9 @@ class PostgresServer:
             raise ServerUnavailable(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = ''\n"
-                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n"
-                       "shared_buffers = 32MB\n")
+                       "max_connections = 100\nshared_buffers = 32MB\n")
+            if not self.durable:
+                conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
 
     # -- control ----------------------------------------------------------------------------------------
     def start(self) -> None:
