@@ -252,3 +252,17 @@ def test_three_hosts_share_one_study_through_a_kill_and_a_server_restart(pg_serv
     assert not any("Traceback" in text or PASSWORD in text for text in texts.values()), texts
     report = (tmp_path / "reports" / "multi.md").read_text()  # written by the last bench to finish
     assert all(f"| {cell} " in report for cell in CELLS)
+
+
+def test_a_storage_lost_under_any_command_is_one_message(monkeypatch, capsys, tmp_path):
+    import sqlalchemy
+
+    import cellc.commands.report as report
+
+    def lost(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(report, "write_report", lost)
+    assert main(["report", "--name", "x", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "storage became unreachable (server closed the connection unexpectedly)" in err

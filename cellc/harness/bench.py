@@ -224,14 +224,15 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     }
     # Every study is checked before any is created or updated: a refused resume writes nothing.
     for (task, cell), study_attrs in attrs.items():
-        store.check_resumable(storage, options.name, task, cell, settings[task], study_attrs)
+        retry(store.check_resumable, storage, options.name, task, cell, settings[task], study_attrs,
+              what="reading the stored studies")
     for task in options.tasks:
         direction = "minimize" if task_info[task].info["lower_is_better"] else "maximize"
         for cell in options.cells:
-            study = store.open_study(storage, options.name, task, cell, settings[task], attrs[task, cell], sampler,
-                                     direction)
-            recovered += store.fail_abandoned_trials(study)
-            units.append(_Unit(task, cell, study, settings[task].trials))
+            study = retry(store.open_study, storage, options.name, task, cell, settings[task], attrs[task, cell],
+                          sampler, direction, what="opening the studies")
+            recovered += retry(store.fail_abandoned_trials, study, what="checking for stopped trials")
+            units.append(retry(_Unit, task, cell, study, settings[task].trials, what="counting trials"))
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
 

@@ -97,7 +97,7 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
     except CellcError:
         raise
     except Exception as err:  # bad URL, unreachable server, unreadable file, missing driver
-        raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({_storage_problem(err)})") from None
+        raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({storage_problem(err)})") from None
 
 
 @contextlib.contextmanager
@@ -176,11 +176,11 @@ class StorageRetry:
                 if down_since is None:
                     down_since = now
                     self.log(f"storage {shown_url(self.url)} unreachable{f' ({what})' if what else ''}: "
-                             f"{_storage_problem(err)}; retrying with backoff for up to {self.limit_s:.0f}s")
+                             f"{storage_problem(err)}; retrying with backoff for up to {self.limit_s:.0f}s")
                 elif now - down_since > self.limit_s:
                     raise CellcError(
                         f"storage {shown_url(self.url)} unreachable for {now - down_since:.0f}s "
-                        f"({_storage_problem(err)}); finished trials are stored there: rerun the same command to "
+                        f"({storage_problem(err)}); finished trials are stored there: rerun the same command to "
                         "resume once it is back"
                     ) from None
                 self.sleep(delay)
@@ -228,7 +228,7 @@ def shown_url(url: str) -> str:
         return re.sub(r"(://[^@]*:)[^@]*@", r"\1***@", url)
 
 
-def _storage_problem(err: Exception) -> str:
+def storage_problem(err: BaseException) -> str:
     """The cause in one line: SQLAlchemy appends the SQL and a link, Optuna hides a missing driver's name."""
     cause = err.__cause__ or err.__context__
     if isinstance(cause, ModuleNotFoundError):
