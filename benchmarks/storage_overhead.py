@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main() -> int:
             report_rows.append([label, total, f"{report_seconds(url, BENCH, work / label.split()[0]):.1f}"])
     finally:
         server.close()
+        shutil.rmtree(work, ignore_errors=True)
 
     text = "\n".join([
         "# Study storage overhead: SQLite vs PostgreSQL",

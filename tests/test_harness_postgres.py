@@ -279,3 +279,25 @@ def test_a_storage_lost_under_any_command_is_one_message(monkeypatch, capsys, tm
     assert main(["report", "--name", "x", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "storage became unreachable (server closed the connection unexpectedly)" in err
+
+
+def test_retry_backs_off_and_a_stop_signal_ends_the_waiting():
+    import sqlalchemy
+
+    calls, slept, lines = [], [], []
+
+    def down():
+        calls.append(1)
+        if len(calls) < 6:
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+        return "ok"
+
+    retry = store.StorageRetry("postgresql://u:pw@h/db", lines.append, limit_s=1000, sleep=slept.append)
+    assert retry(down, what="counting trials") == "ok"
+    assert len(calls) == 6 and sum(slept) == 0.5 + 1 + 2 + 4 + 8 and max(slept) <= 0.5  # slices of <= 0.5 s
+    assert "unreachable (counting trials): connection refused" in lines[0] and "pw" not in lines[0]
+    retry.cancelled = lambda: True
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        retry(down)
+    assert len(calls) == 1

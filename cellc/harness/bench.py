@@ -256,6 +256,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     cursor = 0
     try:
         with _stop_on_signals() as stop:
+            retry.cancelled = lambda: stop.raised  # Ctrl-C / SIGTERM during an outage stops the waiting
             while not stop.raised:
                 # Fill idle workers round-robin over studies that still want trials.
                 for slot in pool.idle_slots():
@@ -271,14 +272,12 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                         if trial is not None:
                             unit, cursor = candidate, (cursor + step + 1) % len(units)
                             break
-                    if unit is None or trial is None or stop.raised:
-                        if trial is not None:  # a stop came while asking: give the trial back at once
-                            flights[next_job] = (unit, trial)
-                            unit.in_flight += 1
-                            next_job += 1
+                    if unit is None or trial is None:
                         break
                     flights[next_job] = (unit, trial)
                     unit.in_flight += 1
+                    if stop.raised:  # came while asking: the trial is stored as interrupted below
+                        break
                     hp = hyperparameters(trial.params)
                     seed = options.seed + trial.number
                     retry(_describe, trial, {"seed": seed, "hyperparams": hp,

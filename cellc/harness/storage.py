@@ -154,7 +154,8 @@ class StorageRetry:
     the storage has been unreachable for ``limit_s`` in a row (default ``$CELLC_STORAGE_RETRY_S`` or
     RETRY_S): then one CellcError says so (finished trials are stored; a rerun resumes). Other errors
     pass through. ``fn`` must be safe to call again after a failure (Optuna's writes are one transaction
-    each; callers make their multi-write steps so).
+    each; callers make their multi-write steps so). ``cancelled()`` true (a stop signal) ends the waiting
+    with KeyboardInterrupt.
     """
 
     def __init__(self, url: str, log: Callable[[str], None], limit_s: float | None = None,
@@ -162,6 +163,7 @@ class StorageRetry:
         self.url, self.log, self.sleep = url, log, sleep
         self.limit_s = _seconds_from_env("CELLC_STORAGE_RETRY_S", RETRY_S) if limit_s is None else limit_s
         self.outages = 0  # how many times the storage went away and came back
+        self.cancelled: Callable[[], bool] = lambda: False
 
     def __call__(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
         down_since = None
@@ -183,7 +185,12 @@ class StorageRetry:
                         f"({storage_problem(err)}); finished trials are stored there: rerun the same command to "
                         "resume once it is back"
                     ) from None
-                self.sleep(delay)
+                waited = 0.0
+                while waited < delay:  # in slices, so that a stop signal is seen within half a second
+                    if self.cancelled():
+                        raise KeyboardInterrupt
+                    self.sleep(min(0.5, delay - waited))
+                    waited += 0.5
                 delay = min(2 * delay, 15.0)
                 continue
             if down_since is not None:
