@@ -51,6 +51,11 @@ def _system_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
+def _others_can_enter(path: Path) -> bool:
+    """Every folder from / down to ``path`` is searchable by other users."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,15 +68,27 @@ class PostgresServer:
     def __init__(self, durable: bool = False) -> None:
         """durable: keep PostgreSQL's fsync (for measurements); the tests turn it off."""
         self.durable = durable
-        self.root = Path(tempfile.mkdtemp(prefix="cellc-pg-"))
         self.as_root = os.geteuid() == 0
+        # as root, in a folder that nobody can reach ($TMPDIR may sit in root's private home)
+        parent = tempfile.gettempdir()
+        if self.as_root and not _others_can_enter(Path(parent)):
+            parent = "/tmp"
+        self.root = Path(tempfile.mkdtemp(prefix="cellc-pg-", dir=parent))
         self._env = dict(os.environ, LC_ALL="C", LANG="C")
         try:
             self.bin = self._binaries()
             self.data = self.root / "data"
-            self.port = free_port()
             self._initdb()
-            self.start()
+            for attempt in range(3):  # the free port may be taken between choosing it and binding it
+                self.port = free_port()
+                with open(self.data / "postgresql.conf", "a") as conf:
+                    conf.write(f"port = {self.port}\n")  # the last setting of a name wins
+                try:
+                    self.start()
+                    break
+                except ServerUnavailable:
+                    if attempt == 2:
+                        raise
         except BaseException:
             self.close()
             raise
@@ -117,7 +134,7 @@ class PostgresServer:
         if done.returncode != 0:
             raise ServerUnavailable(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = ''\n"
+            conf.write("\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
                        "max_connections = 100\nshared_buffers = 32MB\n")
             if not self.durable:
                 conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
