@@ -84,9 +84,11 @@ def test_sqlite_to_postgresql_and_back_gives_byte_identical_reports(planted, pg_
     assert snapshot(pg_url) == snapshot(planted)
 
 
-def test_merging_keeps_each_trial_number_once_and_completes_failed_trials(planted, tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_merging_keeps_each_trial_number_once_and_completes_failed_trials(planted, tmp_path, kind, request):
     # a: the first six trials, trial 3 interrupted; b: all trials, trial 2 interrupted
-    a = derived(planted, f"sqlite:///{tmp_path / 'a.db'}", lambda n, t: None if n >= 6 else failed(t) if n == 3 else t)
+    a_url = request.getfixturevalue("pg_url") if kind == "postgresql" else f"sqlite:///{tmp_path / 'a.db'}"
+    a = derived(planted, a_url, lambda n, t: None if n >= 6 else failed(t) if n == 3 else t)
     b = derived(planted, f"sqlite:///{tmp_path / 'b.db'}", lambda n, t: failed(t) if n == 2 else t)
     summary = copy_benches(b, a)
     assert summary.benches == [BENCH]
