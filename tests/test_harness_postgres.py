@@ -301,3 +301,19 @@ def test_retry_backs_off_and_a_stop_signal_ends_the_waiting():
     with pytest.raises(KeyboardInterrupt):
         retry(down)
     assert len(calls) == 1
+
+
+def test_only_connection_errors_are_retried(tmp_path):
+    import sqlite3
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(sqlalchemy.exc.OperationalError) as missing, engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT * FROM no_table"))
+    assert not store.is_connection_error(missing.value)
+    locked = sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+    wrapped = optuna.exceptions.StorageInternalError("during the commit")
+    wrapped.__cause__ = locked
+    assert store.is_connection_error(locked) and store.is_connection_error(wrapped)
+    assert not store.is_connection_error(ValueError("x"))

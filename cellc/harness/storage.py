@@ -138,7 +138,8 @@ def is_connection_error(err: BaseException) -> bool:
     seen = 0
     while err is not None and seen < 5:
         if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-            return True
+            # SQLite reports a missing table or column as an OperationalError too: no wait mends those
+            return not any(text in str(err.orig) for text in ("no such table", "no such column", "syntax error"))
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
             return True
         err = err.__cause__ or err.__context__
