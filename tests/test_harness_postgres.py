@@ -69,7 +69,8 @@ def test_a_bench_with_a_wrong_password_or_a_refused_connection_stops_at_once(pg_
         captured = capsys.readouterr()
         assert code == 2 and captured.out == ""
         lines = [line for line in captured.err.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: --storage postgresql://cellc:***@") and problem in lines[0]
+        assert len(lines) == 1 and problem in lines[0]
+        assert lines[0].startswith("error: --storage postgresql://cellc:***@")
         assert "not-the-password" not in captured.err and PASSWORD not in captured.err
     assert optuna.get_all_study_summaries(store.open_storage(pg_url)) == []  # nothing created
     assert not (tmp_path / "reports").exists()

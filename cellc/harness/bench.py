@@ -267,7 +267,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                             # Counted again from storage, under the study's claim lock, just before asking:
                             # another process sharing the storage may have started or finished trials since
                             # the last refresh (without this, two processes ran 7 trials for a target of 4).
-                            trial = retry(_claim, storage, options.storage, candidate, spaces[candidate.task],
+                            trial = retry(_claim, storage, options.storage, candidate, spaces[candidate.task], [],
                                           what=f"asking {candidate.task}/{candidate.cell} for a trial")
                         if trial is not None:
                             unit, cursor = candidate, (cursor + step + 1) % len(units)
@@ -365,22 +365,25 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
 
 
 def _claim(storage: optuna.storages.BaseStorage, url: str, unit: _Unit,
-           space: dict[str, optuna.distributions.BaseDistribution]) -> optuna.Trial | None:
+           space: dict[str, optuna.distributions.BaseDistribution], asked: list[optuna.Trial]) -> optuna.Trial | None:
     """A new trial of ``unit``'s study owned by this process, or None if the study has all it wants.
 
     Counting and asking happen under the study's claim lock, so that processes sharing the storage never
-    overshoot the target. A trial asked for but not yet owned (this step failed half-way, the storage went
-    away) is counted as running elsewhere, gets a heartbeat from whoever sees it, and is failed as
-    interrupted a grace period later: a retry never loses or doubles a slot.
+    overshoot the target. Called again after a lost connection with the same ``asked`` list, it goes on
+    with the trial it already asked for. (A trial whose creation reached the database but whose answer did
+    not is counted as running elsewhere, gets a heartbeat from whoever sees it, and is failed as
+    interrupted a grace period later: a retry never doubles a slot.)
     """
     with store.claim_lock(storage, url, unit.study.study_name):
-        unit.refresh()
-        if unit.wanted() <= 0:
-            return None
-        with warnings.catch_warnings():
-            # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
-            warnings.simplefilter("ignore", UserWarning)
-            trial = unit.study.ask(space)
+        if not asked:
+            unit.refresh()
+            if unit.wanted() <= 0:
+                return None
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
+                warnings.simplefilter("ignore", UserWarning)
+                asked.append(unit.study.ask(space))
+        trial = asked[0]
         # A first heartbeat at once: a trial without any is never detected as stale.
         storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
         trial.set_user_attr("owner", owner_id())

@@ -25,6 +25,7 @@ HEARTBEAT_S = 20  # in-flight trials are marked alive this often (at most; see h
 GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed ($CELLC_GRACE_S)
 RETRY_S = 900  # how long a bench retries an unreachable storage before it stops ($CELLC_STORAGE_RETRY_S)
 CONNECT_TIMEOUT_S = 10  # a database server that does not answer a connection in this time is unreachable
+MAX_BACKOFF_S = 8.0  # the longest wait between two tries (a restarted server is seen at most this late)
 
 optuna.logging.set_verbosity(logging.WARNING)
 # SQLAlchemy's pool logs a traceback when it cannot reset a connection the server has cut (a server restart);
@@ -151,8 +152,8 @@ class StorageRetry:
     """Calls storage operations, retrying with exponential backoff while the database is unreachable.
 
     ``retry(fn, *args, what="...")``: a connection error (server restarting, network gone) is logged once
-    in one line, then ``fn`` is called again after 0.5, 1, 2, ... (at most 15) seconds until it works or
-    the storage has been unreachable for ``limit_s`` in a row (default ``$CELLC_STORAGE_RETRY_S`` or
+    in one line, then ``fn`` is called again after 0.5, 1, 2, ... (at most MAX_BACKOFF_S) seconds until it
+    works or the storage has been unreachable for ``limit_s`` in a row (default ``$CELLC_STORAGE_RETRY_S`` or
     RETRY_S): then one CellcError says so (finished trials are stored; a rerun resumes). Other errors
     pass through. ``fn`` must be safe to call again after a failure (Optuna's writes are one transaction
     each; callers make their multi-write steps so). ``cancelled()`` true (a stop signal) ends the waiting
@@ -192,7 +193,7 @@ class StorageRetry:
                         raise KeyboardInterrupt
                     self.sleep(min(0.5, delay - waited))
                     waited += 0.5
-                delay = min(2 * delay, 15.0)
+                delay = min(2 * delay, MAX_BACKOFF_S)
                 continue
             if down_since is not None:
                 self.outages += 1
