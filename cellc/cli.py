@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cellc.commands.harness",
     "cellc.commands.data",
     "cellc.commands.report",
+    "cellc.commands.copy",
     "cellc.commands.speed",
 )
 
@@ -58,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; stored results are kept", file=sys.stderr)
         return 130
+    except Exception as err:
+        # A database that goes away under a command (benches retry; a report or a copy does not): one line.
+        from cellc.harness.storage import is_connection_error, storage_problem
+
+        if not is_connection_error(err):
+            raise
+        print(f"error: the study storage became unreachable ({storage_problem(err)}); stored results are kept: "
+              "rerun the command once it is back", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--name", help="bench name (default: the profile name)")
     bench.add_argument("--out", default="runs", help="output directory (default: runs)")
     bench.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///<out>/studies.db)")
+    bench.add_argument("--host", help="this machine's name in the shared study (default: $CELLC_HOST, else the "
+                       "hostname); benches that share a storage need different names")
     bench.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     bench.add_argument("--report-dir", default="reports", help="where the report goes (default: reports)")
     bench.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -209,6 +212,10 @@ def bench_options_from_args(args: argparse.Namespace):
         overrides["space"] = ranges
     if args.workers < 0:
         raise UsageError("--workers must be 0 (inline) or more")
+    if args.host is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", args.host):
+            raise UsageError(f"--host {args.host!r}: 1-64 letters, digits, '.', '-' or '_'")
+        os.environ["CELLC_HOST"] = args.host  # read where trials are claimed (record.host_name), workers too
     try:
         apply_overrides(profile, overrides)  # validate now; tasks may size the profile further
     except ValidationError as err:

@@ -6,6 +6,12 @@ dispatched round-robin over the (task, cell) studies so that an interrupted benc
 its work evenly. Resuming: finished trials (``ok`` and ``diverged``) count toward each study's
 target; trials left RUNNING by a dead process are marked FAIL ("interrupted") and their slots
 are run again with fresh trial numbers, so no finished trial is run or stored twice.
+
+Several processes (machines) may share one storage: each counts and asks for trials under the study's
+claim lock (:func:`cellc.harness.storage.claim_lock`), so together they run exactly the target. While
+the database is unreachable (a server restart), every storage step is retried with backoff
+(:class:`cellc.harness.storage.StorageRetry`): the workers go on training, and a result that finishes
+meanwhile waits in this process and is stored when the database is back.
 """
 
 from __future__ import annotations
@@ -210,6 +216,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
             log(f"note: {note}")
     settings = {task: _settings(options, task_info[task].profile) for task in options.tasks}
     storage = store.open_storage(options.storage)
+    retry = store.StorageRetry(options.storage, log)
     sampler = SeededRandomSampler(options.seed)
     units: list[_Unit] = []
     recovered = 0
@@ -222,14 +229,15 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     }
     # Every study is checked before any is created or updated: a refused resume writes nothing.
     for (task, cell), study_attrs in attrs.items():
-        store.check_resumable(storage, options.name, task, cell, settings[task], study_attrs)
+        retry(store.check_resumable, storage, options.name, task, cell, settings[task], study_attrs,
+              what="reading the stored studies")
     for task in options.tasks:
         direction = "minimize" if task_info[task].info["lower_is_better"] else "maximize"
         for cell in options.cells:
-            study = store.open_study(storage, options.name, task, cell, settings[task], attrs[task, cell], sampler,
-                                     direction)
-            recovered += store.fail_abandoned_trials(study)
-            units.append(_Unit(task, cell, study, settings[task].trials))
+            study = retry(store.open_study, storage, options.name, task, cell, settings[task], attrs[task, cell],
+                          sampler, direction, what="opening the studies")
+            recovered += retry(store.fail_abandoned_trials, study, what="checking for stopped trials")
+            units.append(retry(_Unit, task, cell, study, settings[task].trials, what="counting trials"))
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
     progress = progress_text.start(options, units, task_info, storage_shown=store.shown_url(options.storage), log=log)
@@ -242,7 +250,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
             storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
 
     if options.workers == 0:
-        pool: InlinePool | ProcessPool = InlinePool(heartbeat, interval=store.HEARTBEAT_S / 2)
+        pool: InlinePool | ProcessPool = InlinePool(heartbeat, interval=store.heartbeat_s() / 2)
     else:
         pool = ProcessPool(options.workers, threads=1)
     ran = failed = consecutive_failures = 0
@@ -254,37 +262,33 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     cursor = 0
     try:
         with _stop_on_signals() as stop:
+            retry.cancelled = lambda: stop.raised  # Ctrl-C / SIGTERM during an outage stops the waiting
             while not stop.raised:
                 # Fill idle workers round-robin over studies that still want trials.
                 for slot in pool.idle_slots():
-                    unit = None
+                    unit = trial = None
                     for step in range(len(units)):
                         candidate = units[(cursor + step) % len(units)]
                         if candidate.wanted() > 0:
-                            # Counted again from storage just before asking: another process sharing the
-                            # storage may have started or finished trials since the last refresh (without
-                            # this, two processes ran 7 trials for a target of 4). Two that ask at the same
-                            # instant can still each run one trial more than the target.
-                            candidate.refresh()
-                        if candidate.wanted() > 0:
+                            # Counted again from storage, under the study's claim lock, just before asking:
+                            # another process sharing the storage may have started or finished trials since
+                            # the last refresh (without this, two processes ran 7 trials for a target of 4).
+                            trial = retry(_claim, storage, options.storage, candidate, spaces[candidate.task], [],
+                                          what=f"asking {candidate.task}/{candidate.cell} for a trial")
+                        if trial is not None:
                             unit, cursor = candidate, (cursor + step + 1) % len(units)
                             break
-                    if unit is None or stop.raised:
+                    if unit is None or trial is None:
                         break
-                    with warnings.catch_warnings():
-                        # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
-                        warnings.simplefilter("ignore", UserWarning)
-                        trial = unit.study.ask(spaces[unit.task])
                     flights[next_job] = (unit, trial)
                     unit.in_flight += 1
-                    # A first heartbeat at once: a trial without any is never detected as stale.
-                    storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+                    if stop.raised:  # came while asking: the trial is stored as interrupted below
+                        break
                     hp = hyperparameters(trial.params)
                     seed = options.seed + trial.number
-                    trial.set_user_attr("owner", owner_id())
-                    trial.set_user_attr("seed", seed)
-                    trial.set_user_attr("hyperparams", hp)
-                    trial.set_user_attr("data_source", task_info[unit.task].source)
+                    retry(_describe, trial, {"seed": seed, "hyperparams": hp,
+                                             "data_source": task_info[unit.task].source},
+                          what=f"recording {unit.task}/{unit.cell} trial {trial.number}")
                     run = settings[unit.task]
                     config = TrainConfig(
                         **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
@@ -314,7 +318,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     unit.in_flight -= 1
                     if event.kind == "done":
                         outcome = TrialOutcome(**event.payload)
-                        if not _store_outcome(unit.study, trial, outcome):
+                        if not retry(_store_outcome, unit.study, trial, outcome,
+                                     what=f"storing {unit.task}/{unit.cell} trial {trial.number}"):
                             log(f"warning: {unit.task}/{unit.cell} trial {trial.number} was already marked "
                                 "failed by another process (stale heartbeat?); its result is not stored and "
                                 "the slot is run again")
@@ -329,7 +334,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                                 f"best valid {outcome.best_valid}, test {outcome.test_at_best}, "
                                 f"{outcome.epochs} epochs, {outcome.wall_time_s:.0f}s")
                     else:
-                        _store_failure(unit.study, trial, str(event.payload))
+                        retry(_store_failure, unit.study, trial, str(event.payload),
+                              what=f"storing {unit.task}/{unit.cell} trial {trial.number}'s failure")
                         failed += 1
                         consecutive_failures += 1
                         bar.failed(event.job_id)
@@ -339,16 +345,17 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                                 f"{consecutive_failures} trials failed in a row (last: {event.payload}); "
                                 "stopping. Finished trials are stored; fix the cause and rerun to resume"
                             )
-                if time.monotonic() - last_heartbeat > store.HEARTBEAT_S / 2:
-                    heartbeat()
-                    # Trials of a dead process or machine (no heartbeat for GRACE_S) are failed so
+                if time.monotonic() - last_heartbeat > store.heartbeat_s() / 2:
+                    retry(heartbeat, what="recording heartbeats")
+                    # Trials of a dead process or machine (no heartbeat for the grace period) are failed so
                     # that this run takes their slots over instead of ending short of the target.
-                    taken = sum(store.fail_abandoned_trials(unit.study) for unit in units)
+                    taken = sum(retry(store.fail_abandoned_trials, unit.study, what="checking for stopped trials")
+                                for unit in units)
                     if taken:
                         recovered += taken
                         log(f"marked {taken} trial(s) of a stopped process as failed; they will be rerun")
                     for unit in units:
-                        unit.refresh()
+                        retry(unit.refresh, what="counting trials")
                     last_heartbeat = time.monotonic()
                 bar.tick()
             interrupted = stop.raised
@@ -356,12 +363,15 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
         pool.close()
         marked = len(flights)
         for unit, trial in flights.values():
-            _store_failure(unit.study, trial, "interrupted", status="interrupted")
+            try:
+                _store_failure(unit.study, trial, "interrupted", status="interrupted")
+            except Exception:  # storage unreachable: the trial goes stale and is failed as interrupted later
+                pass
         bar.close()
     if interrupted:
         raise progress_text.BenchInterrupted(sum(min(u.finished, u.target) for u in units), total, marked)
     for unit in units:
-        unit.refresh()
+        retry(unit.refresh, what="counting trials")
     complete = all(u.finished >= u.target for u in units)
     note = bar.closing_note() if complete and ran else None
     if note:
@@ -377,8 +387,43 @@ def estimate_bench(options: BenchOptions, target_hours: float, log: Callable[[st
                                   {task: info.source for task, info in task_info.items()}, target_hours, log)
 
 
+def _claim(storage: optuna.storages.BaseStorage, url: str, unit: _Unit,
+           space: dict[str, optuna.distributions.BaseDistribution], asked: list[optuna.Trial]) -> optuna.Trial | None:
+    """A new trial of ``unit``'s study owned by this process, or None if the study has all it wants.
+
+    Counting and asking happen under the study's claim lock, so that processes sharing the storage never
+    overshoot the target. Called again after a lost connection with the same ``asked`` list, it goes on
+    with the trial it already asked for. (A trial whose creation reached the database but whose answer did
+    not is counted as running elsewhere, gets a heartbeat from whoever sees it, and is failed as
+    interrupted a grace period later: a retry never doubles a slot.)
+    """
+    with store.claim_lock(storage, url, unit.study.study_name):
+        if not asked:
+            unit.refresh()
+            if unit.wanted() <= 0:
+                return None
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats are meant for Study.optimize; we record them ourselves.
+                warnings.simplefilter("ignore", UserWarning)
+                asked.append(unit.study.ask(space))
+        trial = asked[0]
+        # A first heartbeat at once: a trial without any is never detected as stale.
+        storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+        trial.set_user_attr("owner", owner_id())
+    return trial
+
+
+def _describe(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
 def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
-    """Store a finished trial; False when it was already finished elsewhere (e.g. failed as stale)."""
+    """Store a finished trial; False when it was already finished elsewhere (e.g. failed as stale).
+
+    Safe to call again after a lost connection: where the first call's final write reached the database
+    but its answer did not, the trial is found finished with this outcome, which counts as stored.
+    """
     try:
         for key, value in outcome.model_dump().items():
             trial.set_user_attr(key, value)
@@ -387,9 +432,11 @@ def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutco
         else:  # diverged: kept and counted, but it has no objective value
             study.tell(trial, state=TrialState.PRUNED)
     except (RuntimeError, ValueError):  # optuna: UpdateFinishedTrialError / "already finished"
-        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:  # noqa: SLF001
+        stored = study._storage.get_trial(trial._trial_id)  # noqa: SLF001
+        if stored.state == TrialState.RUNNING:
             raise  # not the already-finished case: a real error
-        return False
+        return stored.state in FINISHED and stored.user_attrs.get("owner") == owner_id() and \
+            stored.user_attrs.get("status") == outcome.status
     return True
 
 
@@ -398,5 +445,7 @@ def _store_failure(study: optuna.Study, trial: optuna.Trial, message: str, statu
         trial.set_user_attr("status", status)
         trial.set_user_attr("error", message)
         study.tell(trial, state=TrialState.FAIL)
-    except Exception:  # already finished elsewhere (e.g. marked stale); nothing to undo
-        pass
+    except Exception as err:  # already finished elsewhere (e.g. marked stale); nothing to undo
+        if store.is_connection_error(err):
+            raise  # the caller retries
+

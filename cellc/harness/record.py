@@ -43,7 +43,8 @@ Trial params (Optuna): ``hidden`` (int), ``lr``, ``one_minus_momentum``, ``noise
 Trial user attributes (:class:`TrialRecord` is their typed view):
 
 ==================  ==========================================================================
-``owner``           ``"host:pid:start"`` of the process running it (for stale-trial detection)
+``owner``           ``"host:pid:start"`` of the process running it (for stale-trial detection; host is
+                    ``$CELLC_HOST`` / ``cellc bench --host`` where given)
 ``seed``            training seed (search seed + trial number)
 ``hyperparams``     ``{"hidden", "lr", "momentum", "noise"}`` as used for training
 ``status``          ``"ok"`` | ``"diverged"`` | ``"failed"`` | ``"interrupted"``
@@ -184,9 +185,19 @@ def study_name(bench: str, task: str, cell: str) -> str:
     return f"{bench}/{task}/{cell}"
 
 
+def host_name() -> str:
+    """This machine's name in trial owners: ``$CELLC_HOST`` (``cellc bench --host``) if set, else the hostname.
+
+    Processes with different names never judge each other's trials by process id, only by heartbeat: give
+    each its own name where the hostname is not unique (containers, several benches acting as hosts).
+    """
+    name = os.environ.get("CELLC_HOST") or socket.gethostname()
+    return name.replace(":", "_")  # the owner's fields are separated by colons
+
+
 def owner_id() -> str:
     """Identifies this process across machines sharing a storage: host, pid and process start time."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+    return f"{host_name()}:{os.getpid()}:{_process_start(os.getpid())}"
 
 
 def _process_start(pid: int) -> str:
@@ -204,7 +215,7 @@ def owner_is_alive(owner: str) -> bool | None:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != host_name():
         return None
     try:
         os.kill(pid, 0)

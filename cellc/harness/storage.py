@@ -5,23 +5,57 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import re
 import time
 import warnings
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from cellc.errors import UsageError
+from cellc.errors import CellcError, UsageError
 from cellc.harness.record import DATA_IDENTITY_KEYS, STUDY_FORMAT, StudySettings, owner_is_alive, study_name
 
-HEARTBEAT_S = 20  # in-flight trials are marked alive this often
-GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed
+HEARTBEAT_S = 20  # in-flight trials are marked alive this often (at most; see heartbeat_s)
+GRACE_S = 120  # a trial of another machine without a heartbeat for this long is failed ($CELLC_GRACE_S)
+RETRY_S = 900  # how long a bench retries an unreachable storage before it stops ($CELLC_STORAGE_RETRY_S)
+CONNECT_TIMEOUT_S = 10  # a database server that does not answer a connection in this time is unreachable
+MAX_BACKOFF_S = 8.0  # the longest wait between two tries (a restarted server is seen at most this late)
 
 optuna.logging.set_verbosity(logging.WARNING)
+# SQLAlchemy's pool logs a traceback when it cannot reset a connection the server has cut (a server restart);
+# StorageRetry below says what happened in one line instead.
+logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+
+T = TypeVar("T")
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"${name}: expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise UsageError(f"${name}: must be positive, got {text!r}")
+    return value
+
+
+def grace_s() -> float:
+    """How long a RUNNING trial may go without a heartbeat before another process fails and reruns it."""
+    return _seconds_from_env("CELLC_GRACE_S", GRACE_S)
+
+
+def heartbeat_s() -> float:
+    """How often a bench records heartbeats: HEARTBEAT_S, or a third of a shorter grace period."""
+    return min(HEARTBEAT_S, grace_s() / 3)
 
 
 def default_storage_url(out_dir: Path) -> str:
@@ -38,6 +72,12 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
         path = _sqlite_file(url)
         if must_exist and path is not None and not path.is_file():
             raise UsageError(f"--storage {shown_url(url)}: no such database file")
+    else:
+        # A server restarted under a running bench leaves dead connections in the pool: test each before use.
+        engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):  # an unreachable host fails in seconds, not after TCP's minutes
+            engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    grace = int(round(grace_s()))
     try:
         with _creation_lock(url):
             for attempt in range(3):
@@ -45,7 +85,8 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         return optuna.storages.RDBStorage(
-                            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                            url, engine_kwargs=engine_kwargs, heartbeat_interval=max(1, int(heartbeat_s())),
+                            grace_period=max(1, grace),
                         )
                 except Exception as err:
                     # Processes that open a new database at the same moment race to create its tables
@@ -54,8 +95,10 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
                     if not any(text in str(err) for text in ("already exists", "UNIQUE constraint")) or attempt == 2:
                         raise
                     time.sleep(0.2 * (attempt + 1))
+    except CellcError:
+        raise
     except Exception as err:  # bad URL, unreachable server, unreadable file, missing driver
-        raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({_storage_problem(err)})") from None
+        raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({storage_problem(err)})") from None
 
 
 @contextlib.contextmanager
@@ -87,6 +130,105 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def is_connection_error(err: BaseException) -> bool:
+    """A lost or refused connection to the database (worth retrying), as opposed to a bug or bad data.
+
+    Optuna wraps SQLAlchemy's errors inside a session in StorageInternalError; SQLAlchemy wraps the
+    driver's. SQLite's "database is locked" is an OperationalError too, and waiting is right for it as well.
+    """
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            # SQLite reports a missing table or column as an OperationalError too: no wait mends those
+            return not any(text in str(err.orig) for text in ("no such table", "no such column", "syntax error"))
+        if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+class StorageRetry:
+    """Calls storage operations, retrying with exponential backoff while the database is unreachable.
+
+    ``retry(fn, *args, what="...")``: a connection error (server restarting, network gone) is logged once
+    in one line, then ``fn`` is called again after 0.5, 1, 2, ... (at most MAX_BACKOFF_S) seconds until it
+    works or the storage has been unreachable for ``limit_s`` in a row (default ``$CELLC_STORAGE_RETRY_S`` or
+    RETRY_S): then one CellcError says so (finished trials are stored; a rerun resumes). Other errors
+    pass through. ``fn`` must be safe to call again after a failure (Optuna's writes are one transaction
+    each; callers make their multi-write steps so). ``cancelled()`` true (a stop signal) ends the waiting
+    with KeyboardInterrupt.
+    """
+
+    def __init__(self, url: str, log: Callable[[str], None], limit_s: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url, self.log, self.sleep = url, log, sleep
+        self.limit_s = _seconds_from_env("CELLC_STORAGE_RETRY_S", RETRY_S) if limit_s is None else limit_s
+        self.outages = 0  # how many times the storage went away and came back
+        self.cancelled: Callable[[], bool] = lambda: False
+
+    def __call__(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+        down_since = None
+        delay = 0.5
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:
+                if not is_connection_error(err):
+                    raise
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    self.log(f"storage {shown_url(self.url)} unreachable{f' ({what})' if what else ''}: "
+                             f"{storage_problem(err)}; retrying with backoff for up to {self.limit_s:.0f}s")
+                elif now - down_since > self.limit_s:
+                    raise CellcError(
+                        f"storage {shown_url(self.url)} unreachable for {now - down_since:.0f}s "
+                        f"({storage_problem(err)}); finished trials are stored there: rerun the same command to "
+                        "resume once it is back"
+                    ) from None
+                waited = 0.0
+                while waited < delay:  # in slices, so that a stop signal is seen within half a second
+                    if self.cancelled():
+                        raise KeyboardInterrupt
+                    self.sleep(min(0.5, delay - waited))
+                    waited += 0.5
+                delay = min(2 * delay, MAX_BACKOFF_S)
+                continue
+            if down_since is not None:
+                self.outages += 1
+                self.log(f"storage reachable again after {time.monotonic() - down_since:.0f}s"
+                         f"{f' ({what} done)' if what else ''}")
+            return result
+
+
+@contextlib.contextmanager
+def claim_lock(storage: optuna.storages.BaseStorage, url: str, study: str) -> Iterator[None]:
+    """One process at a time counts a study's trials and asks for a new one, so that processes sharing the
+    storage never run more trials than the target (two that counted at the same instant each asked one).
+
+    PostgreSQL: a session advisory lock keyed by the study's name (released by the server if the holder's
+    connection dies). SQLite: the database file's lock file. Other databases: no lock (a rare extra trial).
+    """
+    if url.startswith("postgresql"):
+        rdb = getattr(storage, "_backend", storage)
+        key = zlib.crc32(f"cellc-claim:{study}".encode()) - 2**31  # a signed 32-bit key
+        with rdb.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                try:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                except sqlalchemy.exc.DBAPIError:
+                    pass  # the connection is gone, and the server released the lock with it
+    elif url.startswith("sqlite"):
+        with _creation_lock(url):
+            yield
+    else:
+        yield
+
+
 def shown_url(url: str) -> str:
     """The URL with any password masked, for messages (a URL may hold one)."""
     try:
@@ -95,12 +237,18 @@ def shown_url(url: str) -> str:
         return re.sub(r"(://[^@]*:)[^@]*@", r"\1***@", url)
 
 
-def _storage_problem(err: Exception) -> str:
+def storage_problem(err: BaseException) -> str:
     """The cause in one line: SQLAlchemy appends the SQL and a link, Optuna hides a missing driver's name."""
     cause = err.__cause__ or err.__context__
     if isinstance(cause, ModuleNotFoundError):
         return f"its database driver is not installed: pip install {cause.name}"
-    original = getattr(err, "orig", None)  # the database's own error, under SQLAlchemy's wrapper
+    # The database's own error (orig) under SQLAlchemy's wrapper, maybe under Optuna's StorageInternalError.
+    inner: BaseException | None = err
+    for _ in range(5):
+        if inner is None or getattr(inner, "orig", None) is not None:
+            break
+        inner = inner.__cause__
+    original = getattr(inner, "orig", None)
     lines = str(original if original is not None else err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
 
