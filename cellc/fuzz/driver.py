@@ -12,8 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from typing import IO
 
 
 def run_in_workers(module: str, seeds: list[int], worker_args: list[str], *, jobs: int, chunk: int,
@@ -22,14 +24,15 @@ def run_in_workers(module: str, seeds: list[int], worker_args: list[str], *, job
     """Every seed's row (in seed order) and the wall time."""
     env = {**os.environ, **(env or {})}
     pending = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
-    running: list[tuple[subprocess.Popen, list[int]]] = []
+    running: list[tuple[subprocess.Popen, list[int], IO[str], IO[str]]] = []
     results: dict[int, dict] = {}
     start = time.perf_counter()
 
     def launch(part: list[int]) -> None:
         cmd = [sys.executable, "-m", module, "--worker", *worker_args, "--seeds", ",".join(map(str, part))]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        running.append((proc, part))
+        # Files, not pipes: nobody reads a pipe while the worker runs, and a full one would block it forever.
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        running.append((subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env), part, out, err))
 
     while pending or running:
         while pending and len(running) < jobs:
@@ -41,8 +44,8 @@ def run_in_workers(module: str, seeds: list[int], worker_args: list[str], *, job
                 break
             time.sleep(0.05)
         running.remove(finished)
-        proc, part = finished
-        out, err = proc.communicate()
+        proc, part, out_file, err_file = finished
+        out, err = _drain(out_file), _drain(err_file)
         started = None
         for line in out.splitlines():
             if line.startswith("START "):
@@ -69,3 +72,9 @@ def run_in_workers(module: str, seeds: list[int], worker_args: list[str], *, job
             eta = spent / max(done, 1) * (len(seeds) - done)
             print(f"  {done}/{len(seeds)} done, {spent:.0f} s, ETA {eta:.0f} s", file=sys.stderr, flush=True)
     return [results[s] for s in seeds], time.perf_counter() - start
+
+
+def _drain(file: IO[str]) -> str:
+    with file:
+        file.seek(0)
+        return file.read()
