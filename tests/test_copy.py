@@ -4,6 +4,7 @@ plan keeps each trial number once, completes failed trials, and refuses conflict
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import optuna
@@ -35,8 +36,12 @@ def results(url: str) -> dict[str, list[tuple]]:
 
 
 def report_bytes(url: str, folder: Path) -> dict[str, bytes]:
+    """The report's files written from ``url`` into ``folder`` (emptied afterwards: the report names where its
+    trials file ships, so reports compared byte for byte are written to the same place)."""
     write_report(url, BENCH, folder, command=f"cellc report --name {BENCH}")
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    shutil.rmtree(folder)
+    return files
 
 
 def derived(full_url: str, url: str, edit) -> str:
@@ -69,15 +74,15 @@ def planted(tmp_path_factory):
 
 
 def test_sqlite_to_postgresql_and_back_gives_byte_identical_reports(planted, pg_url, tmp_path, capsys):
-    first = report_bytes(planted, tmp_path / "from-sqlite")
+    first = report_bytes(planted, tmp_path / "report")
     assert main(["copy", "--from", planted, "--to", pg_url, "--name", BENCH]) == 0
     out = capsys.readouterr().out
     assert f"copied {BENCH} from sqlite:///" in out and PASSWORD not in out and "cellc:***@" in out
     back = f"sqlite:///{tmp_path / 'archive.db'}"
     assert main(["copy", "--from", pg_url, "--to", back]) == 0
     assert snapshot(back) == snapshot(pg_url) == snapshot(planted)  # numbers, states, values, attributes, times
-    assert report_bytes(pg_url, tmp_path / "from-postgresql") == first
-    assert report_bytes(back, tmp_path / "back") == first
+    assert report_bytes(pg_url, tmp_path / "report") == first
+    assert report_bytes(back, tmp_path / "report") == first
     # copying again merges: nothing changes
     assert main(["copy", "--from", planted, "--to", pg_url]) == 0
     assert "0 trial(s) added, 0 finished where they had failed" in capsys.readouterr().out
