@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cellc.codegen.render import render_module
 from cellc.errors import SpecError
+from cellc.fuzz.frontend import TOKENS  # syntax, names, numbers, YAML structure, hostile characters
 from cellc.ir.pipeline import compile_spec
 from cellc.spec.ast import Origin
 from cellc.spec.loader import builtin_specs_dir
@@ -19,15 +20,6 @@ from cellc.spec.parser import parse_edit, parse_equations
 
 SPEC_TEXTS = sorted(p.read_text() for p in builtin_specs_dir().glob("*.yaml"))
 
-# Pieces that tend to matter to a spec: syntax, names, numbers, YAML structure.
-TOKENS = [
-    "(", ")", "[-1]", "[-2]", "*", "+", "-", "=", " ", "\n", "\n  ", ":", "|", "'", '"', "\t", "#",
-    "x", "y", "c", "i", "W_q", "R_q", "p_q", "b_q", "__import__", "os", "self", "1", "0", "1e999",
-    "1e300", ".nan", "tanh", "sigmoid", "relu", "swish", "drop gate ", "couple ", "override ",
-    "remove peepholes", "add full gate recurrence", "drop activation ", " in ", "extends: ",
-    "vanilla", "fuzz", "edits:", "equations: |", "initial:", "init:", "- ", "{", "}", "[", "]", ",",
-    "&a", "*a", "!!python/object:os.system", "\x00", "é", "\r\n",
-]
 
 settings.register_profile("cellc-fuzz", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
