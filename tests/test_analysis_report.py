@@ -66,7 +66,7 @@ def test_planted_verdicts_and_importance_reach_the_report(planted):
     tasks = {t: analyse_task(t, g, FAST, facts=facts[t]) for t, g in group_by_task(studies).items()}
     jsb = tasks["jsb"]
     verdicts = {t.cell: t.verdict for t in jsb.paired}
-    assert verdicts == {"vanilla": "baseline", "nfg": "worse", "np": "equivalent"}  # np repeats vanilla exactly
+    assert verdicts == {"vanilla": "baseline", "nfg": "worse", "np": "equivalent"}  # np repeats vanilla within 0.01
     assert jsb.counts["nfg"].diverged == 1 and jsb.counts["nfg"].failed == 1
     assert jsb.summaries["nfg"].diverged == 1 and jsb.test("nfg").pairs == 20  # the diverged trial is a worst rank
     lr = jsb.importance.main[0]

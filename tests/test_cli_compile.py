@@ -88,11 +88,30 @@ def test_compile_all_check_fails_on_a_stale_copy(repo_copy, capsys, damage):
     assert main(["compile", "--all", "--check"]) == 1
     out = capsys.readouterr().out
     assert "stale generated files" in out
-    assert ("old_cell.py (no spec)" if damage == "extra" else "nog.py") in out
+    assert ("old_cell.py (no spec, and not written by cellc" if damage == "extra" else "nog.py") in out
     if damage != "extra":  # compiling repairs it, bit for bit
         assert main(["compile", "--all"]) == 0
         assert target.read_bytes() == (REPO / "generated" / "nog.py").read_bytes()
         assert main(["compile", "--all", "--check"]) == 0
+
+
+def test_compile_all_removes_its_own_modules_whose_spec_is_gone_and_nothing_else(repo_copy, tmp_path, capsys):
+    """A user's spec compiled into generated/ made `--all --check` fail, and `compile --all` (what the message
+    said to run) left it there: now it removes modules cellc wrote, and only those."""
+    mine = tmp_path / "elsewhere" / "janet.yaml"
+    mine.parent.mkdir()
+    mine.write_text("name: janet\nequations: |\n  y = tanh(W_y x + R_y y[-1] + b_y)\n")
+    assert main(["compile", str(mine)]) == 0
+    (repo_copy / "generated" / "notes.py").write_text("# my own helper\n")
+    capsys.readouterr()
+    assert main(["compile", "--all", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "janet.py (no spec: `cellc compile --all` removes it)" in out and "notes.py (no spec, and not written" in out
+    assert main(["compile", "--all"]) == 0
+    captured = capsys.readouterr()
+    assert "removed generated/janet.py" in captured.out and ", 1 removed" in captured.out
+    assert "notes.py has no spec and was not written by cellc; left as it is" in captured.err
+    assert not (repo_copy / "generated" / "janet.py").exists() and (repo_copy / "generated" / "notes.py").exists()
 
 
 def test_compile_is_reproducible_and_idempotent(repo_copy, capsys):

@@ -110,7 +110,10 @@ def test_dispatch_order_is_round_robin_over_studies_and_a_failure_is_planned_aga
 
 def test_duration_text():
     assert duration(None) == "unknown" and duration(40) == "40 s" and duration(12 * 60) == "12 min"
-    assert duration(3900) == "1 h 05 min" and duration(3 * 86400) == "3.0 days"
+    assert duration(3900) == "1 h 05 min" and duration(3 * 86400) == "3.0 days" and duration(0.2) == "under 1 s"
+    from cellc.harness.progress import _hours
+
+    assert [_hours(s) for s in (0.28, 90, 5868, 486_000)] == ["< 0.01", "0.025", "1.63", "135"]
 
 
 @pytest.mark.slow
@@ -164,4 +167,4 @@ def test_progress_bar_names_running_cells_counts_outcomes_and_updates_the_eta(ca
     bar.failed(2)
     assert [t.number for t in units[0].pending] == [2]  # the failed slot is planned again under a new number
     bar.close()
-    assert "ok 1, diverged 1, failed 1, ETA " in capsys.readouterr().err
+    assert "ok 1, diverged 1, crashed 1, ETA " in capsys.readouterr().err

@@ -165,3 +165,20 @@ def test_no_interval_leaves_the_metric_range():
     d = [task.outcomes["nig"][k] - task.outcomes["vanilla"][k] for k in range(16)]
     ci = task.test("nig").shift_ci
     assert min(d) <= ci.low <= ci.high <= max(d)
+
+
+def test_equivalence_is_never_claimed_from_too_few_pairs_or_from_no_spread():
+    """Two cells that failed every trial alike differ by 0 on every pair: a t-based TOST has no standard
+    error there, and 'equivalent' would say something the trials cannot show. Under MIN_EQUIVALENCE_PAIRS
+    pairs no equivalence test either (the signed-rank test cannot reject anything there: symmetric)."""
+    from cellc.analysis.paired import MIN_EQUIVALENCE_PAIRS
+
+    same = task_of({"vanilla": list(BASE), "nfg": list(BASE)}).test("nfg")
+    assert same.tost is None and same.verdict == "inconclusive"
+    few = BASE[:MIN_EQUIVALENCE_PAIRS - 1]
+    near = task_of({"vanilla": list(few), "np": list(few + 0.001 * RNG.standard_normal(len(few)))}).test("np")
+    assert near.tost is None and near.verdict == "inconclusive"
+    enough = BASE[:MIN_EQUIVALENCE_PAIRS]
+    near = enough + 0.001 * RNG.standard_normal(len(enough))
+    test = task_of({"vanilla": list(enough), "np": list(near)}).test("np")
+    assert test.tost == ttost_paired(near, enough, -0.1, 0.1)[0] and test.verdict == "equivalent"

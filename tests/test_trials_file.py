@@ -54,8 +54,13 @@ def test_export_writes_every_trial_in_the_documented_schema(planted, tmp_path, c
     stored = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
     assert bench == BENCH and [s.records for s in studies] == [s.records for s in stored]
     assert facts == facts_from_studies(stored)
+    capsys.readouterr()
+    # the same trials again (what `cellc report` also writes beside the report): up to date, not an error
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 0
+    assert "up to date" in capsys.readouterr().out
+    out.write_text(out.read_text().replace('"seed": 0', '"seed": 1', 1))  # other trials: not replaced silently
     assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 2
-    assert "exists; give --force" in capsys.readouterr().err
+    assert "exists with other trials; give --force" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from cellc.analysis.fanova import METHOD_TEXT, ForestSettings
 from cellc.analysis.hyperspace import AXES
 from cellc.analysis.load import StudyData
 from cellc.analysis.outcomes import TaskFacts
-from cellc.analysis.paired import ALPHA, POWER, MAX_TRIALS_SHOWN, PairedTest, benjamini_hochberg
+from cellc.analysis.paired import ALPHA, MAX_TRIALS_SHOWN, MIN_EQUIVALENCE_PAIRS, POWER, PairedTest, benjamini_hochberg
 from cellc.analysis.paper import (
     AGREE, DIFFERENT_SETUP, DISAGREE, INCONCLUSIVE, PAPER, UNDETERMINED, FindingRow, best_row, comparable,
     different_setup, importance_rows, mark, ranking, setup_differences, verdict_rows,
@@ -484,7 +484,9 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         "test, so it never leaves the observed differences. *Holm p*: Holm's correction within the task (the "
         f"family: every cell against {BASELINE}); *BH q*: Benjamini–Hochberg q-values across every primary test in "
         "this report (all tasks). *TOST p*: a paired two-one-sided test (statsmodels ttost_paired) that the shift "
-        "lies within the task's equivalence margin, Holm-adjusted within the task.", "",
+        "lies within the task's equivalence margin, Holm-adjusted within the task; not run (blank) under "
+        f"{MIN_EQUIVALENCE_PAIRS} pairs or where every pair differs by the same amount (no spread: e.g. both "
+        "cells failed every trial alike, which shows nothing).", "",
         f"Verdicts: *worse* / *better* when the Holm-adjusted Wilcoxon p < {ALPHA}; *equivalent* when the "
         f"Holm-adjusted TOST p < {ALPHA}; otherwise *inconclusive*, never \"no difference\": the table then gives the "
         f"shift the paired test could have detected with {100 * POWER:.0f} % power at these pairs and the pairs that "

@@ -15,7 +15,8 @@ outcomes (:mod:`cellc.analysis.outcomes`: a failure is the trivial predictor's s
   against the baseline; ``statsmodels.stats.multitest.multipletests(method="holm")``); the report adds
   Benjamini-Hochberg q-values across all its primary tests.
 - **Equivalence**: a paired two-one-sided test of the outcomes within +/- the task's margin
-  (``statsmodels.stats.weightstats.ttost_paired``), Holm-adjusted within the task like the primary test.
+  (``statsmodels.stats.weightstats.ttost_paired``), Holm-adjusted within the task like the primary test;
+  only from MIN_EQUIVALENCE_PAIRS pairs on and where the differences have any spread.
 - **Verdict**: ``worse`` / ``better`` when the Holm-adjusted primary p < ALPHA (direction: the shift's
   sign); ``equivalent`` when the Holm-adjusted TOST p < ALPHA; otherwise ``inconclusive``, with the
   minimum detectable shift at 80 % power for the pairs at hand and the pairs that would decide (paired-t
@@ -38,6 +39,9 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 POWER = 0.8
 MIN_PAIRS = 2  # fewer shared trials: no test at all (the report says so)
+# An equivalence claim rests on at least as many pairs as the two-sided signed-rank test needs to reject
+# anything at ALPHA (6: the smallest exact p with 5 pairs is 0.0625), so neither verdict is easier to reach.
+MIN_EQUIVALENCE_PAIRS = 6
 MAX_TRIALS_SHOWN = 10_000  # "trials to decide" beyond this reads "> 10000"
 
 
@@ -112,15 +116,16 @@ def shift_interval(d: Sequence[float], confidence: float = CONFIDENCE) -> Interv
     return Interval(low=float(grid[first]), high=float(grid[last]))
 
 
-def tost_p(cell: Sequence[float], base: Sequence[float], margin: float) -> float:
-    """Paired two-one-sided test (statsmodels' ttost_paired) of cell - base within (-margin, +margin).
-
-    Identical outcomes on every pair (no spread) are equivalent by inspection: p = 0."""
+def tost_p(cell: Sequence[float], base: Sequence[float], margin: float) -> float | None:
+    """Paired two-one-sided test (statsmodels' ttost_paired) of cell - base within (-margin, +margin);
+    None where it cannot support a claim: fewer than MIN_EQUIVALENCE_PAIRS pairs, or no spread in the
+    differences (a t-test has no standard error then; e.g. two cells that failed every trial alike are
+    not thereby shown equivalent)."""
     from statsmodels.stats.weightstats import ttost_paired
 
     d = np.asarray(cell, dtype=float) - np.asarray(base, dtype=float)
-    if np.ptp(d) == 0:
-        return 0.0 if abs(float(d[0])) < margin else 1.0
+    if len(d) < MIN_EQUIVALENCE_PAIRS or np.ptp(d) == 0:
+        return None
     p, _, _ = ttost_paired(np.asarray(cell, dtype=float), np.asarray(base, dtype=float), -margin, margin)
     return float(p)
 

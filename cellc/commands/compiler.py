@@ -101,17 +101,49 @@ def cmd_compile(args) -> int:
         except OSError as err:
             raise UsageError(f"--out {args.out}: cannot write {short_path(path)} ({err.strerror})") from None
         print(f"{short_path(path)}  ({compiled.formula_text()}, hash {compiled.hash})")
+    orphans = _orphans(out_dir, expected) if args.all else []
     if args.check:
-        if args.all and out_dir.is_dir():
-            stale += [short_path(p) + " (no spec)" for p in sorted(out_dir.glob("*.py"))
-                      if p.name not in expected and p.name != "__init__.py"]
+        stale += [short_path(p) + (" (no spec: `cellc compile --all` removes it)" if ours else
+                                   " (no spec, and not written by cellc: remove it yourself)") for p, ours in orphans]
         if stale:
             print("stale generated files (run `cellc compile --all`):\n  " + "\n  ".join(stale))
             return 1
         print(f"{len(expected)} generated modules match their specs")
         return 0
-    print(f"{written} file(s) written, {len(expected) - written} unchanged")
+    removed = 0
+    for path, ours in orphans:
+        if not ours:
+            print(f"warning: {short_path(path)} has no spec and was not written by cellc; left as it is",
+                  file=sys.stderr)
+            continue
+        try:
+            path.unlink()
+        except OSError as err:
+            raise UsageError(f"--out {args.out}: cannot remove {short_path(path)} ({err.strerror})") from None
+        removed += 1
+        print(f"removed {short_path(path)} (no spec among these any more)")
+    print(f"{written} file(s) written, {len(expected) - written} unchanged" + (f", {removed} removed" if removed else ""))
     return 0
+
+
+def _orphans(out_dir: Path, expected: set[str]) -> list[tuple[Path, bool]]:
+    """Modules in ``out_dir`` that no spec of ``--all`` gives, each with whether cellc wrote it (its first line
+    says so): `cellc compile --all` removes those, and only those."""
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(out_dir.glob("*.py")):
+        if path.name in expected or path.name == "__init__.py":
+            continue
+        try:
+            from cellc.codegen.render import GENERATED_MARK
+
+            with path.open(encoding="utf-8", errors="replace") as file:
+                ours = file.readline().startswith(GENERATED_MARK)
+        except OSError:
+            ours = False
+        found.append((path, ours))
+    return found
 
 
 def cmd_check(args) -> int:

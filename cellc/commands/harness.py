@@ -303,7 +303,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as stop:
         print(_interrupt_message(stop, shown_url(options.storage), args), file=sys.stderr, flush=True)
         return 130
-    print(f"bench {options.name}: {summary.ran} trial(s) run, {summary.failed} failed, "
+    print(f"bench {options.name}: {summary.ran} trial(s) run, {summary.failed} crashed (rerun), "
           f"{time.perf_counter() - started:.0f}s; storage {shown_url(options.storage)}", file=sys.stderr)
     if not args.no_report:
         from cellc.commands.report import write_report

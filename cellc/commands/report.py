@@ -167,18 +167,26 @@ def run_export(args: argparse.Namespace) -> int:
     from cellc.analysis.load import facts_from_studies, load_bench
     from cellc.errors import CellcError, UsageError
     from cellc.harness.record import checked_bench_name
-    from cellc.harness.trials_file import TRIALS_FILE, write_lines
+    from cellc.harness.trials_file import TRIALS_FILE, file_text, write_lines
 
     bench = checked_bench_name(args.name)
     output = Path(args.output) if args.output else Path("reports") / bench / TRIALS_FILE
-    if output.exists() and not args.force:
-        raise UsageError(f"--output {output}: exists; give --force to replace it")
     studies = load_bench(_storage_url(args), bench)
     lines = trials_lines(bench, studies, facts_from_studies(studies))
+    trials = sum(len(s.records) for s in studies)
+    if output.exists() and not args.force:
+        try:
+            same = output.read_text(encoding="utf-8") == file_text(lines)
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            raise UsageError(f"--output {output}: exists with other trials; give --force to replace it")
+        print(f"{output}: up to date ({trials} trials of {len(studies)} studies, bench {bench}; `cellc report` "
+              "writes the same file beside the report)")
+        return 0
     try:
         write_lines(output, lines)
     except OSError as err:
         raise CellcError(f"--output {output}: cannot write ({err})") from None
-    trials = sum(len(s.records) for s in studies)
     print(f"{output}: {trials} trials of {len(studies)} studies (bench {bench})")
     return 0

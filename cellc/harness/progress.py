@@ -39,6 +39,8 @@ def duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "unknown"
     seconds = max(0.0, seconds)
+    if seconds < 0.5:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
@@ -90,7 +92,7 @@ def dispatch_order(units: Sequence[UnitState]) -> list[PlannedTrial]:
 
 
 class BenchProgress:
-    """The progress bar: running task/cell in its description; ok / diverged / failed counts and the
+    """The progress bar: running task/cell in its description; ok / diverged / crashed counts and the
     cost model's ETA after it. Also remembers the first ETA, so that its error can be told at the end."""
 
     def __init__(self, name: str, units: Sequence[UnitState], finished: int, total: int, model: CostModel | None,
@@ -160,7 +162,8 @@ class BenchProgress:
         pairs = sorted({f"{t.task}/{t.cell}" for t, _ in self.running.values()})
         shown = ", ".join(pairs[:3]) + (f" +{len(pairs) - 3}" if len(pairs) > 3 else "")
         self.bar.set_description_str(f"bench {self.name}" + (f" [{shown}]" if shown else ""), refresh=False)
-        counts = f"ok {self.counts['ok']}, diverged {self.counts['diverged']}, failed {self.counts['failed']}"
+        # "crashed", not "failed": the report's *failed* also counts trials no better than the trivial predictor
+        counts = f"ok {self.counts['ok']}, diverged {self.counts['diverged']}, crashed {self.counts['failed']}"
         self.bar.set_postfix_str(f"{counts}, ETA {duration(self._current_eta(recompute))}", refresh=False)
         self.bar.refresh()
 
@@ -209,9 +212,16 @@ def plan_text(*, name: str, finished: dict[tuple[str, str], int], targets: dict[
     return "\n".join(lines)
 
 
-def estimate_line(wall: float | None, cpu: float | None, trials: int) -> str:
-    return (f"  estimate: {duration(wall)} wall time for the {trials} trial(s) to run ({duration(cpu)} of CPU time; "
-            "timed on this machine just now, epochs per trial from the profile until trials finish)")
+def _hours(seconds: float) -> str:
+    """CPU-hours as a reader takes them in: '135', '1.63', '0.02', '< 0.01'."""
+    hours = seconds / 3600
+    return "< 0.01" if hours < 0.005 else f"{hours:.3g}" if hours < 100 else f"{hours:,.0f}"
+
+
+def estimate_line(wall: float | None, cpu: float | None, trials: int, contention: float | None = None) -> str:
+    load = "" if contention is None else f" at the load measured now ({contention:.1f} wall s per CPU s)"
+    return (f"  estimate: {duration(wall)} wall time for the {trials} trial(s) to run{load} ({duration(cpu)} of CPU "
+            "time; timed on this machine just now, epochs per trial from the profile until trials finish)")
 
 
 def estimate_table(model: CostModel, pending: Sequence[PlannedTrial], workers: int, target_hours: float) -> str:
@@ -225,7 +235,7 @@ def estimate_table(model: CostModel, pending: Sequence[PlannedTrial], workers: i
         wall = model.wall_seconds(subset, startup=True)
         machines = machines_needed(model, subset, workers, target_hours * 3600)
         rows.append([task or "total", len(subset), f"{model.epochs(task):.0f}" if task else "",
-                     "unknown" if cpu is None else f"{cpu / 3600:.3g}", duration(wall),
+                     "unknown" if cpu is None else _hours(cpu), duration(wall),
                      "unknown" if machines is None else machines])
     return tabulate(rows, headers=["task", "trials", "epochs/trial", "CPU-hours", f"wall ({workers} workers)",
                                    f"machines for {target_hours:g} h"], tablefmt="simple")
@@ -314,7 +324,8 @@ def start(options: Any, units: Sequence[Any], task_info: dict[str, Any], storage
                 model.observe(unit.task, unit.cell, int(trial.params.get("hidden", 0)), int(attrs["epochs"]),
                               float(attrs["wall_time_s"]))
     pending = dispatch_order(states)
-    log(estimate_line(model.wall_seconds(pending, startup=True), model.cpu_seconds(pending), len(pending)))
+    log(estimate_line(model.wall_seconds(pending, startup=True), model.cpu_seconds(pending), len(pending),
+                      model.contention()))
     return Started(units=states, model=model)
 
 

@@ -107,13 +107,16 @@ def _dump(model: BaseModel) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+def file_text(lines: Iterable[BaseModel]) -> str:
+    """The file's text: one JSON object per line."""
+    return "".join(_dump(line) + "\n" for line in lines)
+
+
 def write_lines(path: Path, lines: Iterable[BaseModel]) -> None:
     """Write the file atomically (a temporary file beside it, then renamed): a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")
-    with partial.open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(_dump(line) + "\n")
+    partial.write_text(file_text(lines), encoding="utf-8")
     partial.replace(path)
 
 

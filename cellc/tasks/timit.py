@@ -11,6 +11,8 @@ deleted glottal stop "q" are left out of that column).
 
 from __future__ import annotations
 
+import multiprocessing
+
 from pathlib import Path
 from typing import ClassVar
 
@@ -121,7 +123,8 @@ class Timit(Task):
 
     def load(self) -> TaskData:
         where = self.locate()
-        data = load_timit_features(where.root)
+        # a bar only from the main process: workers (calibration, trials) share the terminal with the bench's bar
+        data = load_timit_features(where.root, progress=multiprocessing.parent_process() is None)
         to_seq = lambda f, y: Sequence(inputs=torch.from_numpy(f), targets=torch.from_numpy(y))  # noqa: E731
         return TaskData(
             train=[to_seq(f, y) for f, y in data["train"]],
