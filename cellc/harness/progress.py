@@ -237,8 +237,10 @@ def estimate_table(model: CostModel, pending: Sequence[PlannedTrial], workers: i
         rows.append([task or "total", len(subset), f"{model.epochs(task):.0f}" if task else "",
                      "unknown" if cpu is None else _hours(cpu), duration(wall),
                      "unknown" if machines is None else machines])
-    return tabulate(rows, headers=["task", "trials", "epochs/trial", "CPU-hours", f"wall ({workers} workers)",
-                                   f"machines for {target_hours:g} h"], tablefmt="simple")
+    table = tabulate(rows, headers=["task", "trials", "epochs/trial", "CPU-hours", f"wall ({workers} workers)",
+                                    f"machines for {target_hours:g} h"], tablefmt="simple")
+    return table + ("\n(a task's row: that task alone; the total: all tasks sharing the machines, so its machines are "
+                    "fewer than the rows' sum)" if len(tasks) > 1 else "")
 
 
 def machines_needed(model: CostModel, pending: Sequence[PlannedTrial], workers: int, target_s: float) -> int | None:
