@@ -61,7 +61,7 @@ CASES = [
         "bad-yaml-tab",
         GOOD_HEAD + "equations: |\n\ty = tanh(W_a x + R_a y[-1])\n",
         (3, 1),
-        "bad YAML: found character '\\t'",
+        "bad YAML: a tab character: YAML indents with spaces only",
     ),
     (
         "duplicate-key",
@@ -380,3 +380,41 @@ def test_spec_names_that_break_nothing_are_accepted(tmp_path, monkeypatch, capsy
 def test_aliases_are_walked_once(tmp_path, monkeypatch, capsys, text):
     code, _, err = run_check(tmp_path, monkeypatch, capsys, text)  # quickly, with one message
     assert code == 2 and "Traceback" not in err
+
+
+# YAML's indentation mistakes, in plain words and at the line that holds the mistake (issue: a mis-indented
+# list item was blamed on the line before as "unexpected '-'", a mis-indented key showed PyYAML's
+# "expected <block end>, but found '<block mapping start>'").
+YAML_MISTAKES = [
+    ("item-under-item", "name: bad\nextends: vanilla\nedits:\n  - drop gate i\n    - remove peepholes\n", (5, 5),
+     "YAML joined this line to the one above it"),
+    ("item-under-item-far", "name: bad\nextends: vanilla\nedits:\n  - drop gate i\n      - remove peepholes\n",
+     (5, 7), "YAML joined this line to the one above it"),
+    ("item-outdented", "name: bad\nedits:\n  - drop gate i\n - remove peepholes\nextends: vanilla\n", (4, 2),
+     "indented differently from the block above it"),
+    ("key-under-value", "name: bad\n  description: hi\nequations: |\n  y = tanh(W_a x + R_a y[-1])\n", (2, 14),
+     "a ':' where no key can start"),
+    ("key-indented-deeper", "name: bad\nextends: vanilla\ninitial:\n  c: 1\n   y: 2\n", (5, 5),
+     "a ':' where no key can start"),
+    ("line-without-colon", "name: bad\nextends: vanilla\ninit:\n  b_f: 1\n  oops\n", (5, 3),
+     "neither 'key: value' nor a '- ' item"),
+    ("tab", "name: bad\nextends: vanilla\ninitial:\n\tc: 1\n", (4, 1), "a tab character: YAML indents with spaces"),
+]
+
+
+@pytest.mark.parametrize("case", YAML_MISTAKES, ids=[c[0] for c in YAML_MISTAKES])
+def test_yaml_mistakes_in_plain_words_at_their_line(tmp_path, monkeypatch, capsys, case):
+    _, text, (line, column), fragment = case
+    code, _, err = run_check(tmp_path, monkeypatch, capsys, text)
+    assert code == 2, err
+    first = err.splitlines()[0]
+    assert first.startswith(f"bad.yaml:{line}:{column}: error: ") and fragment in first, first
+    assert "<block" not in err and "Traceback" not in err
+
+
+def test_a_folded_edit_maps_positions_back_to_each_of_its_lines(tmp_path, monkeypatch, capsys):
+    """A plain scalar YAML folded over lines: an error in its second line is shown on that line."""
+    text = "name: bad\nextends: vanilla\nedits:\n  - drop gate\n    i + ?\n"
+    code, _, err = run_check(tmp_path, monkeypatch, capsys, text)
+    assert code == 2 and err.splitlines()[0].startswith("bad.yaml:5:"), err
+    assert "joined this line" not in err  # the error is not at the start of the folded line

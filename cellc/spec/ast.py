@@ -17,19 +17,39 @@ class Pos:
 class Origin:
     """Where a snippet (an equations block, one edit) sits in its YAML file."""
 
-    def __init__(self, file: str, file_lines: list[str], first_line: int, column_offset: int, exact: bool = True):
+    def __init__(self, file: str, file_lines: list[str], first_line: int, column_offset: int, exact: bool = True,
+                 folds: list[tuple[int, int, int]] | None = None):
         self.file = file
         self.file_lines = file_lines
         self.first_line = first_line  # 1-based file line of the snippet's line 1
         self.column_offset = column_offset  # added to the snippet's column
-        # False where the snippet's text is not the file's (a quoted scalar with escapes such as \n, a
-        # plain scalar folded over lines): positions in it then point at where the snippet starts.
+        # False where the snippet's text is not the file's (a quoted scalar with escapes such as \n): positions
+        # in it then point at where the snippet starts.
         self.exact = exact
+        # A plain scalar YAML folded from several lines into one: (offset in the text, 1-based file line, 1-based
+        # file column) where each line's part starts.
+        self.folds = folds
         self.text = ""  # the snippet itself, set by the parser (for end-of-text errors)
+
+    def _fold(self, column: int) -> tuple[int, tuple[int, int, int]] | None:
+        if not self.folds:
+            return None
+        index = max(k for k, (offset, _, _) in enumerate(self.folds) if k == 0 or offset <= column - 1)
+        return index, self.folds[index]
+
+    def joined_here(self, line: int, column: int) -> bool:
+        """Does (line, column) of the text start a file line that YAML folded onto the one above?"""
+        found = self._fold(column) if line == 1 else None
+        return found is not None and found[0] > 0 and found[1][0] == column - 1
 
     def locate(self, line: int, column: int):
         from cellc.errors import Location
 
+        found = self._fold(column) if line == 1 else None
+        if found is not None:
+            offset, file_line, file_column = found[1]
+            source = self.file_lines[file_line - 1] if 0 < file_line <= len(self.file_lines) else None
+            return Location(self.file, file_line, file_column + column - 1 - offset, source)
         if not self.exact:
             line, column = 1, 1
         file_line = self.first_line + line - 1

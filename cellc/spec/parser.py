@@ -47,6 +47,9 @@ def _syntax_error(err: UnexpectedInput, origin: ast.Origin, what: str) -> SpecEr
         line, column = _end_position(origin)
     else:  # pragma: no cover - lark has no other kinds today
         message = f"syntax error in {what}"
+    if origin.joined_here(line, column):
+        message += (" (YAML joined this line to the one above it because it is indented under it: to make it an "
+                    "item of its own, line its '-' up with the one above)")
     return SpecError(message, origin.locate(line, column))
 
 

@@ -38,8 +38,7 @@ class YamlSource:
             node = yaml.compose(self.text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(self.text)
         except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark or err.context_mark
-            problem = err.problem or err.context or "invalid YAML"
+            problem, mark = _plain_words(err)
             raise SpecError(f"bad YAML: {problem}", self._location(mark.line, mark.column) if mark else None) from None
         except yaml.reader.ReaderError as err:  # a character YAML refuses (NUL, other controls)
             line0 = self.text.count("\n", 0, err.position)
@@ -148,13 +147,55 @@ class YamlSource:
         quote = 1 if node.style in ("'", '"') else 0
         # exact only where the file holds the value as it is (no escapes, no folding)
         written = self.text[node.start_mark.index + quote:node.end_mark.index - quote]
-        return Origin(self.file, self.lines, line0 + 1, node.start_mark.column + quote, exact=written == node.value)
+        folds = self._folds(node) if node.style is None and node.end_mark.line > line0 else None
+        return Origin(self.file, self.lines, line0 + 1, node.start_mark.column + quote, exact=written == node.value,
+                      folds=folds)
+
+    def _folds(self, node: yaml.ScalarNode) -> list[tuple[int, int, int]] | None:
+        """Where each file line of a plain scalar folded over several lines starts in its value (YAML joins
+        the lines with one space, their indentation dropped); None where the value is not that join (blank
+        lines or comments inside)."""
+        pieces, folds, offset = [], [], 0
+        for line0 in range(node.start_mark.line, node.end_mark.line + 1):
+            raw = self.lines[line0] if line0 < len(self.lines) else ""
+            start = node.start_mark.column if line0 == node.start_mark.line else len(raw) - len(raw.lstrip(" \t"))
+            end = node.end_mark.column if line0 == node.end_mark.line else len(raw)
+            piece = raw[start:end].rstrip(" \t")
+            if not piece:
+                continue
+            folds.append((offset, line0 + 1, start + 1))
+            pieces.append(piece)
+            offset += len(piece) + 1
+        return folds if " ".join(pieces) == node.value else None
 
     def origin_of(self, key: str, index: int | None = None) -> Origin:
         node = self.values[key]
         if index is not None:
             node = node.value[index]
         return self.scalar_origin(node)
+
+
+def _plain_words(err: yaml.MarkedYAMLError) -> tuple[str, yaml.Mark | None]:
+    """PyYAML's problem in plain words, and where to show it: the indentation mistakes people make in a spec
+    ("expected <block end>, but found '<block mapping start>'" says nothing to most readers)."""
+    problem, mark, context = err.problem or err.context or "invalid YAML", err.problem_mark or err.context_mark, \
+        err.context_mark
+    if problem.startswith("expected <block end>"):
+        where = f" (it began on line {context.line + 1}, column {context.column + 1})" if context else ""
+        return (f"this line is indented differently from the block above it{where}: line keys and '- ' items up "
+                "with their siblings (spaces only)"), mark
+    if problem == "mapping values are not allowed here":
+        return ("a ':' where no key can start: if this line is a key, it is indented under the line above; line it "
+                "up with its siblings. If the ':' belongs to a value, put the value in quotes"), mark
+    if problem == "could not find expected ':'" and context is not None:  # shown where the would-be key starts
+        return ("this line is neither 'key: value' nor a '- ' item: add the ':' (and a value), or indent it as "
+                "part of the value above"), context
+    if "'\\t'" in problem or "\\t" in problem:
+        return "a tab character: YAML indents with spaces only", mark
+    if problem.startswith("did not find expected key") or problem.startswith("did not find expected '-'"):
+        return (f"{problem}: this line is indented differently from the lines above it; line keys and '- ' "
+                "items up with their siblings"), mark
+    return problem, mark
 
 
 def _is_scalar(node: yaml.Node) -> bool:
