@@ -91,7 +91,7 @@ def test_a_planted_wrong_backend_is_caught(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cellc, "build", planted)
     result = backends.check_spec(path, ("fused",))
-    assert result["status"] == "mismatch" and result["backends"]["fused"]["error"] > 5e-7, result
+    assert result["status"] == "mismatch" and result["backends"]["fused"]["error"] > 100, result  # 1e-6 against 1e-9
 
 
 def test_a_crashing_worker_costs_only_its_case_and_a_full_pipe_blocks_nothing(tmp_path, monkeypatch):

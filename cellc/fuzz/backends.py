@@ -37,6 +37,9 @@ M, N, T, B = 3, 5, 4, 3
 # Largest error allowed, relative to the largest entry of the reference tensor (plus one):
 # float64 backends round differently (sums in another order), float32 kernels far more.
 TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+# Roundings allowed at the case's largest magnitude: seed 9067 (magnitudes 1e31, a gradient of 1e13 summed from
+# terms of 1e24) differed by 2e-11 of one rounding there, so 16 leave a wide margin and loosen few cells.
+ROUNDING_STEPS = 16
 # A reference beyond this (or not finite) is not compared: near the end of the range, two correct backends
 # overflow at different steps. Such cases are counted ("overflow"), never passed.
 OVERFLOW = {"float64": 1e100, "float32": 1e15}
@@ -59,27 +62,35 @@ def _run(layer, x, state, lengths, dtype):
     return dict(zip(names, [out.detach(), *[f.detach() for f in final], *grads]))
 
 
-def _worst(fast: dict, ref: dict) -> tuple[float, str]:
-    """The largest error over every tensor, relative to that tensor's scale; NaN/inf where the reference
-    is finite counts as infinite."""
+def _worst(fast: dict, ref: dict, dtype_name: str = "float64") -> tuple[float, str, bool]:
+    """The largest error over every tensor as a multiple of what that tensor allows (> 1: a mismatch), and
+    where. A tensor allows TOLERANCE relative to its own scale (its largest entry, plus one), plus the rounding
+    of the case's largest magnitude: a gradient of scale 1e13 summed from terms of 1e24 (a runaway cell's)
+    legitimately differs by eps * 1e24 between two correct summation orders. In a well-scaled case that
+    second part is negligible. NaN/inf where the reference is finite counts as infinite. The third value: whether
+    the rounding part exceeded the tolerance itself (a case whose magnitudes loosen the check: counted apart)."""
     import torch
 
     worst, where = 0.0, ""
     if fast.keys() != ref.keys():
-        return float("inf"), f"tensors differ: {sorted(fast.keys() ^ ref.keys())}"
+        return float("inf"), f"tensors differ: {sorted(fast.keys() ^ ref.keys())}", False
+    biggest = max((float(t[torch.isfinite(t)].abs().max()) for t in ref.values() if torch.isfinite(t).any()),
+                  default=0.0)
+    rounding = ROUNDING_STEPS * float(torch.finfo(getattr(torch, dtype_name)).eps) * biggest
     for name, b in ref.items():
         a = fast[name].to(b.dtype)
         if a.shape != b.shape:
-            return float("inf"), f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+            return float("inf"), f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}", False
         finite = torch.isfinite(b)
         if not torch.equal(torch.isfinite(a), finite):
-            return float("inf"), f"{name}: non-finite entries differ"
+            return float("inf"), f"{name}: non-finite entries differ", False
         if finite.any():
             scale = 1.0 + b[finite].abs().max().item()
-            err = (a[finite] - b[finite]).abs().max().item() / scale
-            if err > worst:
-                worst, where = err, name
-    return worst, where
+            allowed = TOLERANCE[dtype_name] * scale + rounding
+            ratio = (a[finite] - b[finite]).abs().max().item() / allowed
+            if ratio > worst:
+                worst, where = ratio, name
+    return worst, where, rounding > TOLERANCE[dtype_name]
 
 
 def check_cell(seed: int, backends: tuple[str, ...], workdir: Path) -> dict:
@@ -132,7 +143,7 @@ def _compare(compiled, backend: str, seed: int) -> dict:
             module = sys.modules[fast_cls.__module__]
             if module.native() is None:
                 raise RuntimeError(f"the C++ loops did not build: {module.NATIVE['info'].get('error')}")
-    worst, where, modes, overflowed = 0.0, "", [], []
+    worst, where, modes, overflowed, loosened = 0.0, "", [], [], []
     for k, (case, opts) in enumerate(CASES.items()):
         torch.manual_seed(seed * 7 + k)
         layer_opts = dict(num_layers=opts["num_layers"], bidirectional=opts["bidirectional"], dtype=dtype)
@@ -155,15 +166,19 @@ def _compare(compiled, backend: str, seed: int) -> dict:
         if not all(bool(torch.isfinite(t).all()) and t.abs().max().item() < OVERFLOW[str(dtype).split(".")[1]] for t in ref.values()):
             overflowed.append(case)  # products of identities and relus can square their way past float's range
             continue
-        err, name = _worst(_run(fast, x, state, lengths, dtype), ref)
+        err, name, loose = _worst(_run(fast, x, state, lengths, dtype), ref, str(dtype).split(".")[1])
+        if loose:
+            loosened.append(case)
         if err > worst or err == float("inf"):
             worst, where = err, f"{case}/{name}"
-    limit = TOLERANCE["float32" if dtype == torch.float32 else "float64"]
     if len(overflowed) == len(CASES):
         return {"status": "overflow", "error": 0.0, "where": ""}
-    result = {"status": "mismatch" if not worst <= limit else "ok", "error": worst, "where": where}
+    # error: the worst tensor's error as a fraction of what it allows (see _worst); above 1 is a mismatch
+    result = {"status": "mismatch" if not worst <= 1.0 else "ok", "error": worst, "where": where}
     if overflowed:
         result["overflowed"] = overflowed
+    if loosened:
+        result["loosened"] = loosened  # magnitudes so large that rounding, not TOLERANCE, set the allowance
     if modes:
         result["modes"] = modes
     return result
@@ -296,8 +311,11 @@ def summarize(rows: list[dict], backends: tuple[str, ...], seconds: float) -> di
         per_backend[b] = dict(Counter(r["backends"][b]["status"] for r in rows if "backends" in r))
     worst = {b: max((r["backends"][b].get("error", 0.0) for r in rows if "backends" in r
                      and r["backends"][b]["status"] == "ok"), default=0.0) for b in backends}
-    return {"cells": len(rows), "statuses": dict(statuses), "per_backend": per_backend, "worst_ok_error": worst,
-            "seconds": round(seconds, 1)}
+    loosened = {b: sum(1 for r in rows if "backends" in r and r["backends"][b].get("loosened")) for b in backends}
+    # worst_ok_ratio: the worst error of a passing cell as a fraction of its allowance (_worst);
+    # loosened: cells with a case whose magnitudes made rounding, not TOLERANCE, the allowance
+    return {"cells": len(rows), "statuses": dict(statuses), "per_backend": per_backend, "worst_ok_ratio": worst,
+            "loosened": loosened, "seconds": round(seconds, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
