@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bench_db import finished_count
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CELLS = ("vanilla", "nfg")
@@ -30,9 +31,6 @@ def bench_args(out: Path) -> list[str]:
             "--data-dir", str(DATA_ROOT)]
 
 
-def finished_count(db: Path) -> int:
-    if not db.exists():
-        return 0
     try:
         with sqlite3.connect(db, timeout=5) as conn:
             return conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]

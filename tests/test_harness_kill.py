@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from bench_db import finished_count
 
 from cellc.harness.storage import default_storage_url, open_storage
 
@@ -25,9 +26,6 @@ def command(out: Path) -> list[str]:
             "--workers", "2", "--out", str(out), "--no-report", "--data-dir", str(DATA_ROOT)]
 
 
-def finished_count(db: Path) -> int:
-    if not db.exists():
-        return 0
     try:
         with sqlite3.connect(db, timeout=5) as conn:
             return conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
