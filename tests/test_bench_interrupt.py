@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,13 +28,6 @@ def bench_args(out: Path) -> list[str]:
     return ["bench", "--tasks", "jsb", "--cells", ",".join(CELLS), "--profile", "smoke", "--trials", str(TRIALS),
             "--max-epochs", "3", "--train-subset", "30", "--workers", "2", "--out", str(out), "--no-report",
             "--data-dir", str(DATA_ROOT)]
-
-
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
-    except sqlite3.Error:  # tables not created yet
-        return 0
 
 
 def lines(stderr: str) -> list[str]:

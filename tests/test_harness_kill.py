@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,13 +23,6 @@ def command(out: Path) -> list[str]:
     return [sys.executable, "-m", "cellc.cli", "bench", "--tasks", "jsb", "--cells", ",".join(CELLS),
             "--profile", "smoke", "--trials", str(TARGET), "--max-epochs", "3", "--train-subset", "30",
             "--workers", "2", "--out", str(out), "--no-report", "--data-dir", str(DATA_ROOT)]
-
-
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
-    except sqlite3.Error:  # tables not created yet
-        return 0
 
 
 def trials_by_study(out: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
