@@ -24,7 +24,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from cellc.fuzz.driver import run_in_workers
+from cellc.fuzz.driver import add_run_arguments, print_summary, run_in_workers, worker_seeds
 
 BACKENDS = ("fused", "compiled", "triton", "lowered")
 CASES = {
@@ -321,21 +321,16 @@ def summarize(rows: list[dict], backends: tuple[str, ...], seconds: float) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="differential fuzzing: random cells on every backend vs eager")
     parser.add_argument("--cells", type=int, default=100, help="how many random cells (default: 100)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed; cells use seed, seed+1, ... (default: 0)")
     parser.add_argument("--backends", default="fused,compiled",
                         help=f"comma-separated, from {', '.join(BACKENDS)} (default: fused,compiled)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
-    parser.add_argument("--chunk", type=int, default=25, help="cells per worker process (default: 25)")
-    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--seeds", help=argparse.SUPPRESS)
+    add_run_arguments(parser, "cells", chunk=25)
     args = parser.parse_args(argv)
     backends = tuple(b for b in args.backends.split(",") if b)
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
         parser.error(f"--backends: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
     if args.worker:
-        _worker([int(s) for s in args.seeds.split(",")], backends)
+        _worker(worker_seeds(args), backends)
         return 0
     if args.cells < 1 or args.jobs < 1 or args.chunk < 1:
         parser.error("--cells, --jobs and --chunk take positive numbers")
@@ -344,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.jobs} processes", flush=True)
     summary = run(seeds, backends, jobs=args.jobs, chunk=args.chunk)
     summary.update(seed=args.seed, backends=list(backends))
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    print_summary(summary, args.json)
     bad = sum(n for s, n in summary["statuses"].items() if s not in ("ok", "rejected"))
     return 1 if bad else 0
 

@@ -8,6 +8,7 @@ remaining seeds run again in a new process; nothing else is lost.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 
@@ -78,3 +80,25 @@ def _drain(file: IO[str]) -> str:
     with file:
         file.seek(0)
         return file.read()
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, what: str, chunk: int) -> None:
+    """The options every fuzzer's command line shares: where its seeds start, its worker processes and their
+    chunks, the summary's JSON file, and the worker protocol's own (hidden) --worker / --seeds."""
+    parser.add_argument("--seed", type=int, default=0, help=f"first seed; {what} use seed, seed+1, ... (default: 0)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    parser.add_argument("--chunk", type=int, default=chunk, help=f"{what} per worker process (default: {chunk})")
+    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)
+
+
+def worker_seeds(args: argparse.Namespace) -> list[int]:
+    return [int(s) for s in args.seeds.split(",")]
+
+
+def print_summary(summary: dict, json_path: Path | None) -> None:
+    text = json.dumps(summary, indent=1)
+    print(text)
+    if json_path:
+        json_path.write_text(text + "\n")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import signal
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from cellc.fuzz.driver import run_in_workers
+from cellc.fuzz.driver import add_run_arguments, print_summary, run_in_workers, worker_seeds
 
 MAX_MESSAGE_CHARS = 2000
 TIME_LIMIT_S = 10.0
@@ -216,15 +215,10 @@ def run(seeds: list[int], jobs: int = 1, chunk: int = 2000, report=print, progre
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hostile input to the spec front end")
     parser.add_argument("--inputs", type=int, default=1000, help="how many inputs (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
-    parser.add_argument("--chunk", type=int, default=2000, help="inputs per worker process (default: 2000)")
-    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--seeds", help=argparse.SUPPRESS)
+    add_run_arguments(parser, "inputs", chunk=2000)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker([int(s) for s in args.seeds.split(",")])
+        _worker(worker_seeds(args))
         return 0
     if args.inputs < 1 or args.jobs < 1 or args.chunk < 1:
         parser.error("--inputs, --jobs and --chunk take positive numbers")
@@ -233,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     summary = run(seeds, jobs=args.jobs, chunk=args.chunk)
     summary["seed"] = args.seed
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    print_summary(summary, args.json)
     return 1 if set(summary["statuses"]) - {"ok", "refused"} else 0
 
 
