@@ -41,14 +41,20 @@ def test_cpu_autocast_takes_a_16_bit_input_from_an_earlier_layer():
 
 
 def test_compiled_loops_refuse_a_buffer_of_another_dtype():
+    """The C++ loops read every buffer with one element size: a weight or an output gradient of another
+    dtype, or a buffer that is not contiguous, is refused before any pointer reaches them."""
     layer = build_fast("vanilla", "compiled", 2, 3)
     module = sys.modules[type(layer).__module__]
-    good = torch.zeros(4, dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="got a torch.bfloat16"):
-        module._pointers([good, torch.zeros(4, dtype=torch.bfloat16)], torch.float32)
+    x = torch.randn(4, 1, 2)
+    out, tapes = module.train_forward(layer, x)
+    with pytest.raises(RuntimeError, match="got a torch.float32 .* among torch.float64 ones"):
+        module.train_backward(layer, tapes, out.double())
     with pytest.raises(RuntimeError, match="not contiguous"):
-        module._pointers([torch.zeros(4, 4).t()], torch.float32)
-    assert len(module._pointers([good, None, torch.zeros(2, dtype=torch.uint8)], torch.float32)) == 3  # mask: bytes
+        module._check([torch.zeros(4, 4).t()], torch.float32)
+    layer.weight_s_l0.data = layer.weight_s_l0.data.double()
+    with pytest.raises(RuntimeError, match="got a torch.float64"):
+        layer(x)
+    assert len(module._pointers([x, None, torch.zeros(2, dtype=torch.uint8)])) == 3  # mask: bytes
 
 
 @pytest.mark.parametrize("backend", ["fused", "compiled", "triton"])

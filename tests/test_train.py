@@ -126,21 +126,32 @@ def test_divergence_keeps_the_result_before_it(vanilla):
     assert outcome.test_at_best == evaluate(task.network, task, data.test)
 
 
-def test_subset_is_drawn_anew_each_epoch_and_noise_is_for_training_only(vanilla):
-    task, data = Recorded(), toy_data()
+@pytest.mark.parametrize("online", [True, False])
+def test_subset_is_drawn_anew_each_epoch_and_noise_is_for_training_only(vanilla, online):
+    data = toy_data()
     seen: dict[int, list] = {}
-    collate = task.collate
 
-    def recording_collate(group):  # the training batches of each epoch (evaluation batches are counted too)
-        seen.setdefault(task.epoch, []).extend(id(s) for s in group)
-        return collate(group)
+    def key(targets):
+        return tuple(targets.flatten().tolist())
 
-    task.collate = recording_collate
+    class Seen(Recorded):
+        """Records which training sequence each update trained on (by its targets), per epoch."""
+
+        def loss(self, outputs, batch):  # the reference loop's
+            seen.setdefault(self.epoch, []).append(key(batch.targets))
+            return super().loss(outputs, batch)
+
+        def loss_and_gradient(self, outputs, batch):  # the online trainer's
+            seen.setdefault(self.epoch, []).append(key(batch.targets))
+            return super().loss_and_gradient(outputs, batch)
+
+    task = Seen()
     kept, on_epoch = _snapshots(task)
-    outcome = train_trial(task, data, vanilla, config(train_subset=3, noise=5.0, max_epochs=3, patience=3), on_epoch)
-    train_ids = {id(s) for s in data.train}
-    per_epoch = [[i for i in seen[e] if i in train_ids] for e in (1, 2, 3)]
-    assert all(len(ids) == 3 == len(set(ids)) for ids in per_epoch)
+    outcome = train_trial(task, data, vanilla, config(train_subset=3, noise=5.0, max_epochs=3, patience=3), on_epoch,
+                          online=online)
+    train_ids = {key(s.targets.unsqueeze(1)) for s in data.train}
+    per_epoch = [seen[e] for e in (1, 2, 3)]
+    assert all(len(ids) == 3 == len(set(ids)) and set(ids) <= train_ids for ids in per_epoch)
     assert len({frozenset(ids) for ids in per_epoch}) > 1  # not the same three sequences every epoch
     for weights, valid in zip(kept, outcome.valid_curve):  # validation saw no noise: it repeats exactly
         task.network.load_state_dict(weights)
@@ -161,7 +172,8 @@ def test_learning_rate_is_scaled_by_one_minus_momentum(vanilla, monkeypatch):
         return real_sgd(params, **kwargs)
 
     monkeypatch.setattr(torch.optim, "SGD", spy)
-    train_trial(JSBChorales(), toy_data(), vanilla, config(lr=0.5, momentum=0.9, max_epochs=1))
+    # the reference loop's optimizer (the online trainer computes the same updates: tests/test_online.py)
+    train_trial(JSBChorales(), toy_data(), vanilla, config(lr=0.5, momentum=0.9, max_epochs=1), online=False)
     assert seen["lr"] == pytest.approx(0.05) and seen["momentum"] == 0.9 and seen["nesterov"] is True
 
 

@@ -295,7 +295,7 @@ def measure_point(point: _Point) -> dict[str, float]:
     size, and the wall seconds of this process's first data load, layer build and start-up (0 when done)."""
     import torch
 
-    from cellc.harness.train import batches, evaluate, initialise
+    from cellc.harness.train import TrainConfig, epoch_runner, evaluate, initialise
 
     # A process's first point: from its submission (process start, imports) to now
     import_s = max(0.0, time.time() - point.submitted) if _fresh.pop() and point.submitted else 0.0
@@ -312,29 +312,24 @@ def measure_point(point: _Point) -> dict[str, float]:
     generator = torch.Generator().manual_seed(point.seed)
     network = task.build_network(layer_class, point.hidden)
     initialise(network, 0.1, generator)
-    optimizer = torch.optim.SGD(network.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
-    train = list(data.train)
+    config = TrainConfig(hidden=point.hidden, lr=1e-4, momentum=0.9, noise=0.0, batch_size=point.batch_size)
+    runner = epoch_runner(network, task, data, config, generator)  # what a trial of this profile trains with
+    train = data.train
     per_epoch = len(train) if point.train_subset is None else min(point.train_subset, len(train))
     mean_steps = sum(len(s) for s in train) / max(1, len(train))
     rng = random.Random(point.seed)
-    sample = rng.sample(train, min(len(train), (CALIBRATION_UPDATES + 1) * point.batch_size))
-    groups = batches(sample, point.batch_size)
+    sample = rng.sample(range(len(train)), min(len(train), (CALIBRATION_UPDATES + 1) * point.batch_size))
+    groups = [sample[i : i + point.batch_size] for i in range(0, len(sample), point.batch_size)]
 
-    def update(group: list[Any]) -> None:
-        batch = task.collate(group)
-        outputs = network(batch.inputs, batch.lengths)
-        loss = task.loss(outputs, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        task.score(outputs.detach(), batch)
+    def update(group: list[int]) -> None:
+        runner.run(group)
 
     # warm-up: first-call costs are not per-epoch costs (they are start-up costs, see warm_s)
     update(groups[0])
     evaluate(network, task, data.valid[:2])
     steady = _timed(lambda: (update(groups[0]), evaluate(network, task, data.valid[:2])))[0]
     timed = groups[1:] or groups
-    timed_steps = sum(len(s) for g in timed for s in g)
+    timed_steps = sum(len(train[i]) for g in timed for i in g)
     per_step = per_epoch * mean_steps / max(1, timed_steps)
     train = _timed(lambda: [update(group) for group in timed])
     valid = _timed(lambda: evaluate(network, task, data.valid))

@@ -28,6 +28,7 @@ epoch's cost; None uses the whole training set as the paper does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -157,14 +158,108 @@ def evaluate(network: torch.nn.Module, task: Task, sequences: list[Sequence]) ->
     return evaluate_scores(network, task, sequences).primary
 
 
+def add_noise(inputs: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """The inputs with Gaussian noise of std ``noise`` (drawn in float32 whatever the inputs' dtype, so
+    that a float64 run sees the same draws)."""
+    if noise <= 0:
+        return inputs
+    return inputs + torch.randn(inputs.shape, generator=generator) * noise
+
+
+def data_as(data: TaskData, dtype: torch.dtype) -> TaskData:
+    """``data`` with floating inputs and targets in ``dtype`` (float32 data is returned as it is)."""
+    if dtype == torch.float32:
+        return data
+
+    def convert(seq: Sequence) -> Sequence:
+        targets = seq.targets
+        if isinstance(targets, torch.Tensor) and targets.is_floating_point():
+            targets = targets.to(dtype)
+        return Sequence(inputs=seq.inputs.to(dtype), targets=targets)
+
+    return dataclasses.replace(data, **{split: [convert(s) for s in getattr(data, split)]
+                                        for split in ("train", "valid", "test")})
+
+
+class ReferenceEpoch:
+    """One epoch the plain way: torch.optim.SGD and autograd over padded batches (any batch size)."""
+
+    def __init__(self, network: torch.nn.Module, task: Task, data: TaskData, config: TrainConfig,
+                 generator: torch.Generator) -> None:
+        self.network, self.task, self.data, self.config, self.generator = network, task, data, config, generator
+        self.optimizer = torch.optim.SGD(
+            network.parameters(),
+            lr=config.lr * (1.0 - config.momentum),
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+        )
+
+    def run(self, order: list[int]) -> tuple[float, float] | None:
+        """Train on the sequences ``order`` names; (score numerator, denominator), None on divergence."""
+        numerator = denominator = 0.0
+        for group in batches([self.data.train[i] for i in order], self.config.batch_size):
+            batch = self.task.collate(group)
+            outputs = self.network(add_noise(batch.inputs, self.config.noise, self.generator), batch.lengths)
+            loss = self.task.loss(outputs, batch)
+            if not torch.isfinite(loss):
+                return None
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            num, den = self.task.score(outputs.detach(), batch)
+            numerator += num
+            denominator += den
+        return numerator, denominator
+
+
+class OnlineEpoch:
+    """One epoch of online updates through :class:`cellc.harness.online.OnlineTrainer`, each sequence
+    collated once per trial. Computes what :class:`ReferenceEpoch` computes at batch size 1."""
+
+    def __init__(self, network: torch.nn.Module, task: Task, data: TaskData, config: TrainConfig,
+                 generator: torch.Generator) -> None:
+        from cellc.harness.online import OnlineTrainer
+
+        self.task, self.config, self.generator = task, config, generator
+        self.trainer = OnlineTrainer(network, task, config.lr * (1.0 - config.momentum), config.momentum)  # type: ignore[arg-type]
+        self.batches = [task.collate([seq]) for seq in data.train]
+
+    def run(self, order: list[int]) -> tuple[float, float] | None:
+        numerator = denominator = 0.0
+        for i in order:
+            batch = self.batches[i]
+            try:
+                num, den = self.trainer.update(add_noise(batch.inputs, self.config.noise, self.generator), batch)
+            except FloatingPointError:
+                return None
+            numerator += num
+            denominator += den
+        return numerator, denominator
+
+
+def epoch_runner(network: torch.nn.Module, task: Task, data: TaskData, config: TrainConfig,
+                 generator: torch.Generator, *, online: bool = True) -> OnlineEpoch | ReferenceEpoch:
+    """What trains an epoch of a trial: :class:`OnlineEpoch` at batch size 1 (unless ``online`` is False),
+    else :class:`ReferenceEpoch`. The cost model's calibration times the same."""
+    if online and config.batch_size == 1:
+        return OnlineEpoch(network, task, data, config, generator)
+    return ReferenceEpoch(network, task, data, config, generator)
+
+
 def train_trial(
     task: Task,
     data: TaskData,
     layer_class: type[torch.nn.Module],
     config: TrainConfig,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    *,
+    online: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> TrialOutcome:
-    """Run one trial to completion (early stopping), returning its outcome. Never raises on divergence."""
+    """Run one trial to completion (early stopping), returning its outcome. Never raises on divergence.
+
+    ``online`` (default) trains a batch size of 1 through :class:`OnlineEpoch`; False, or a larger batch
+    size, through :class:`ReferenceEpoch`. ``dtype`` (tests: float64) is the network's and data's."""
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(config.seed)  # for any randomness inside the layer module itself
     generator = torch.Generator().manual_seed(config.seed)
@@ -172,13 +267,10 @@ def train_trial(
 
     network = task.build_network(layer_class, config.hidden)
     initialise(network, config.init_std, generator)
+    network.to(dtype)
+    data = data_as(data, dtype)
     param_count = sum(p.numel() for p in network.parameters())
-    optimizer = torch.optim.SGD(
-        network.parameters(),
-        lr=config.lr * (1.0 - config.momentum),
-        momentum=config.momentum,
-        nesterov=config.momentum > 0,
-    )
+    trainer = epoch_runner(network, task, data, config, generator, online=online)
     sign = 1.0 if task.lower_is_better else -1.0
     train_curve: list[float] = []
     valid_curve: list[float] = []
@@ -190,29 +282,15 @@ def train_trial(
 
     for epoch in range(1, config.max_epochs + 1):
         epoch_start = time.perf_counter()
-        train_seqs = list(data.train)
-        order_rng.shuffle(train_seqs)
+        order = list(range(len(data.train)))
+        order_rng.shuffle(order)
         if config.train_subset is not None:
-            train_seqs = train_seqs[: config.train_subset]
-        numerator = denominator = 0.0
-        for group in batches(train_seqs, config.batch_size):
-            batch = task.collate(group)
-            inputs = batch.inputs
-            if config.noise > 0:
-                inputs = inputs + torch.randn(inputs.shape, generator=generator) * config.noise
-            outputs = network(inputs, batch.lengths)
-            loss = task.loss(outputs, batch)
-            if not torch.isfinite(loss):
-                status = "diverged"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            num, den = task.score(outputs.detach(), batch)
-            numerator += num
-            denominator += den
-        if status == "diverged":
+            order = order[: config.train_subset]
+        sums = trainer.run(order)
+        if sums is None:
+            status = "diverged"
             break
+        numerator, denominator = sums
         train_metric = numerator / denominator if denominator else math.nan
         valid = evaluate(network, task, data.valid)
         if not math.isfinite(valid) or not math.isfinite(train_metric):

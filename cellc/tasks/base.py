@@ -113,6 +113,16 @@ class Batch:
         return int(self.inputs.shape[1])
 
 
+@dataclass(frozen=True)
+class ClosedForm:
+    """What :meth:`Task.loss_and_gradient` gives: the loss, d loss / d outputs, and :meth:`Task.score`'s
+    (numerator, denominator) where it falls out of the loss (None: the trainer calls :meth:`Task.score`)."""
+
+    loss: torch.Tensor
+    gradient: torch.Tensor
+    score: tuple[float, float] | None = None
+
+
 class RecurrentNetwork(nn.Module):
     """One recurrent layer of a compiled cell followed by a linear output layer.
 
@@ -192,6 +202,12 @@ class Task(ABC):
     @abstractmethod
     def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
         """The metric's (numerator, denominator) for a batch; the metric is sum(num) / sum(den)."""
+
+    def loss_and_gradient(self, outputs: torch.Tensor, batch: Batch) -> ClosedForm | None:
+        """For a batch of ONE whole sequence: :meth:`loss` and its gradient with respect to ``outputs``,
+        computed in closed form (no autograd), or None where the task has none (the online trainer then
+        differentiates :meth:`loss` by autograd). Tests check each closed form against autograd."""
+        return None
 
     def secondary_scores(self, outputs: torch.Tensor, batch: Batch) -> dict[str, tuple[float, float]]:
         """(numerator, denominator) per name in ``secondary_metrics``, summed over batches like :meth:`score`.

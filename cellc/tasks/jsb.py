@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from cellc.errors import DataError, short_path
-from cellc.tasks.base import Batch, Sequence, Task, TaskData, explicit_data_root, resolve_data_root
+from cellc.tasks.base import (Batch, ClosedForm, Sequence, Task, TaskData, explicit_data_root,
+                              resolve_data_root)
 from cellc.tasks.safe_pickle import safe_load_pickle
 
 LOWEST_PITCH = 21  # A0
@@ -159,6 +160,12 @@ class JSBChorales(Task):
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         per_frame = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="none").sum(-1)
         return (per_frame * batch.mask).sum() / batch.size
+
+    def loss_and_gradient(self, outputs: torch.Tensor, batch: Batch) -> ClosedForm:
+        """Sigmoid cross-entropy summed over frames and units; its gradient is sigmoid(outputs) - targets.
+        The metric is the loss per frame."""
+        loss = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="sum")
+        return ClosedForm(loss, torch.sigmoid(outputs).sub_(batch.targets), (float(loss), float(outputs.shape[0])))
 
     def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
         per_frame = F.binary_cross_entropy_with_logits(outputs, batch.targets, reduction="none").sum(-1)

@@ -27,7 +27,7 @@ from cellc.data.sphere import read_audio
 from cellc.data.timit_corpus import EXPECTED_COUNTS, SPLITS, Utterance, load_splits, read_phn
 from cellc.data.timit_phones import PHONES_61, fold_index_table
 from cellc.errors import DataError
-from cellc.tasks.base import Batch, Sequence, Task, TaskData
+from cellc.tasks.base import Batch, ClosedForm, Sequence, Task, TaskData
 from cellc.tasks.corpus_source import CorpusLocation, locate_corpus
 
 
@@ -138,6 +138,14 @@ class Timit(Task):
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         per_frame = F.cross_entropy(outputs.flatten(0, 1), batch.targets.flatten(), reduction="none")
         return (per_frame * batch.mask.flatten()).sum() / batch.size
+
+    def loss_and_gradient(self, outputs: torch.Tensor, batch: Batch) -> ClosedForm:
+        """Softmax cross-entropy summed over frames; its gradient is softmax(outputs) - one_hot(targets)."""
+        flat, targets = outputs.flatten(0, 1), batch.targets.flatten()
+        loss = F.cross_entropy(flat, targets, reduction="sum")
+        gradient = torch.softmax(flat, 1)
+        gradient[torch.arange(len(targets)), targets] -= 1.0
+        return ClosedForm(loss, gradient.view_as(outputs))
 
     def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
         wrong = (outputs.argmax(-1) != batch.targets) & batch.mask

@@ -1,0 +1,152 @@
+"""Online training (one sequence per update) without autograd's and torch.optim's per-update overhead.
+
+The paper trains online: one sequence per update. At a batch of one, a few hundred microseconds of
+Python and framework work per update (building and walking an autograd graph, torch.optim's
+bookkeeping, padding a batch of one) cost as much as the arithmetic. :class:`OnlineTrainer` does
+the same update with far fewer calls:
+
+- the recurrent layer runs through its generated module's ``train_forward`` / ``train_backward``
+  (the module's own loops and derived backward, called directly instead of through autograd); a
+  layer from a backend without them (eager, Triton, lowered) is differentiated by autograd instead;
+- the output layer's and the loss's gradients are closed forms where the task gives one
+  (:meth:`cellc.tasks.base.Task.loss_and_gradient`: sigmoid cross-entropy, softmax cross-entropy);
+  otherwise (CTC) autograd differentiates the task's loss through the output layer alone;
+- the Nesterov update runs over all parameters at once (``torch._foreach_*``), element for element
+  the arithmetic of ``torch.optim.SGD(nesterov=True)``.
+
+It computes what the reference loop in :func:`cellc.harness.train.train_trial` computes (tests
+compare both trajectories in float64); only the number of calls differs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from cellc.tasks.base import Batch, RecurrentNetwork, Task
+
+
+class RecurrentProgram:
+    """The recurrent layer's forward (output, tape) and backward (parameter gradients by name)."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        module = sys.modules.get(type(layer).__module__)
+        self.layer = layer
+        self.names = [name for name, _ in layer.named_parameters()]
+        native = getattr(module, "train_forward", None), getattr(module, "train_backward", None)
+        self.generated = all(native) and getattr(layer, "num_layers", 1) == 1
+        if self.generated:
+            self._forward: Callable[..., Any] = native[0]
+            self._backward: Callable[..., Any] = native[1]
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        if self.generated:
+            return self._forward(self.layer, inputs)
+        with torch.enable_grad():
+            hidden, _ = self.layer(inputs)
+        return hidden.detach(), hidden
+
+    def backward(self, tape: Any, d_hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.generated:
+            return self._backward(self.layer, tape, d_hidden)
+        params = [p for _, p in self.layer.named_parameters()]
+        grads = torch.autograd.grad(tape, params, d_hidden, allow_unused=True)
+        return {name: grad for name, grad in zip(self.names, grads) if grad is not None}
+
+
+class NesterovSGD:
+    """``torch.optim.SGD(params, lr, momentum, nesterov=momentum > 0)`` over explicit gradient lists.
+
+    The same element-wise arithmetic as torch's single-tensor SGD (buffer = grad on the first step,
+    then ``buffer * momentum + grad``; step ``grad + momentum * buffer``), in a handful of foreach
+    calls for all parameters together. A parameter whose gradient is missing is left alone, as torch
+    leaves a parameter whose ``.grad`` is None."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, momentum: float) -> None:
+        self.params = params
+        self.lr = lr
+        self.momentum = momentum
+        self.buffers: list[torch.Tensor | None] = [None] * len(params)
+
+    def step(self, grads: list[torch.Tensor | None]) -> None:
+        present = [i for i, g in enumerate(grads) if g is not None]
+        params = [self.params[i] for i in present]
+        grads_in = [grads[i] for i in present]
+        if self.momentum == 0:
+            torch._foreach_add_(params, grads_in, alpha=-self.lr)
+            return
+        fresh = [i for i in present if self.buffers[i] is None]
+        for i in fresh:
+            self.buffers[i] = grads[i].clone()  # type: ignore[union-attr]
+        old = [i for i in present if i not in fresh] if fresh else present
+        if old:
+            bufs = [self.buffers[i] for i in old]
+            torch._foreach_mul_(bufs, self.momentum)
+            torch._foreach_add_(bufs, [grads[i] for i in old])
+        steps = torch._foreach_add(grads_in, [self.buffers[i] for i in present], alpha=self.momentum)
+        torch._foreach_add_(params, steps, alpha=-self.lr)
+
+
+class OnlineTrainer:
+    """One sequence per update for ``network`` on ``task``: :meth:`update` returns the outputs it trained on."""
+
+    def __init__(self, network: RecurrentNetwork, task: Task, lr: float, momentum: float) -> None:
+        self.network = network
+        self.task = task
+        self.program = RecurrentProgram(network.recurrent)
+        recurrent = dict(network.recurrent.named_parameters())
+        self.weight, self.bias = network.output.weight, network.output.bias
+        self.grad_keys = [*self.program.names, "output.weight", "output.bias"]
+        params = [recurrent[name] for name in self.program.names] + [self.weight, self.bias]
+        self.optimizer = NesterovSGD([p.detach() for p in params], lr, momentum)
+        # A closed form stands for the loss (and its score for the score) of the class that defined it: a
+        # subclass that redefines loss (or score) below it gets autograd (or its own score), never a stale form.
+        self.closed_form = not _overrides(type(task), "loss", "loss_and_gradient")
+        self.closed_score = not _overrides(type(task), "score", "loss_and_gradient")
+
+    def update(self, inputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
+        """Train on one sequence: ``inputs`` (T, 1, M) (noise already added), targets from ``batch``.
+        Returns the task's score (numerator, denominator) of the outputs the update was computed from;
+        raises FloatingPointError, having changed nothing, where the loss is not finite."""
+        hidden, tape = self.program.forward(inputs)
+        T, B, H = hidden.shape
+        flat = hidden.view(T * B, H)
+        weight, bias = self.weight.detach(), self.bias.detach()
+        outputs = torch.addmm(bias, flat, weight.t()).view(T, B, -1)
+        closed = self.task.loss_and_gradient(outputs, batch) if self.closed_form else None
+        if closed is not None:
+            loss, score = closed.loss, closed.score if self.closed_score else None
+            d_flat = closed.gradient.view(T * B, -1)
+            d_weight = torch.mm(d_flat.t(), flat)
+            d_bias = d_flat.sum(0)
+            d_hidden = torch.mm(d_flat, weight).view(T, B, H)
+        else:
+            score = None
+            loss, d_hidden, d_weight, d_bias = self._autograd_head(flat, batch, T, B)
+        if not math.isfinite(score[0] if score is not None else float(loss)):
+            raise FloatingPointError("loss is not finite")
+        grads = self.program.backward(tape, d_hidden)
+        self.optimizer.step([grads.get(name) for name in self.program.names] + [d_weight, d_bias])
+        return score if score is not None else self.task.score(outputs, batch)
+
+    def _autograd_head(self, flat: torch.Tensor, batch: Batch, T: int, B: int):
+        """Loss and gradients of the output layer and the loss by autograd (tasks without a closed form)."""
+        with torch.enable_grad():
+            leaf = flat.detach().requires_grad_()
+            outputs = torch.nn.functional.linear(leaf, self.weight, self.bias).view(T, B, -1)
+            loss = self.task.loss(outputs, batch)
+            d_hidden, d_weight, d_bias = torch.autograd.grad(loss, [leaf, self.weight, self.bias])
+        return loss.detach(), d_hidden.view(T, B, -1), d_weight, d_bias
+
+
+def _overrides(cls: type, name: str, other: str) -> bool:
+    """Whether ``cls``'s ``name`` is defined by a strict subclass of the class that defines its ``other``."""
+    def owner(attr: str) -> type:
+        return next(c for c in cls.__mro__ if attr in vars(c))
+
+    mine, theirs = owner(name), owner(other)
+    return mine is not theirs and issubclass(mine, theirs)
