@@ -11,8 +11,8 @@ the same update with far fewer calls:
 - the output layer's and the loss's gradients are closed forms where the task gives one
   (:meth:`cellc.tasks.base.Task.loss_and_gradient`: sigmoid cross-entropy, softmax cross-entropy);
   otherwise (CTC) autograd differentiates the task's loss through the output layer alone;
-- the Nesterov update runs over all parameters at once (``torch._foreach_*``), element for element
-  the arithmetic of ``torch.optim.SGD(nesterov=True)``.
+- the Nesterov update runs over all parameters in one pass (torch's fused SGD kernel), the
+  arithmetic of ``torch.optim.SGD(nesterov=True)``.
 
 It computes what the reference loop in :func:`cellc.harness.train.train_trial` computes (tests
 compare both trajectories in float64); only the number of calls differs.
@@ -61,34 +61,40 @@ class RecurrentProgram:
 class NesterovSGD:
     """``torch.optim.SGD(params, lr, momentum, nesterov=momentum > 0)`` over explicit gradient lists.
 
-    The same element-wise arithmetic as torch's single-tensor SGD (buffer = grad on the first step,
-    then ``buffer * momentum + grad``; step ``grad + momentum * buffer``), in a handful of foreach
-    calls for all parameters together. A parameter whose gradient is missing is left alone, as torch
-    leaves a parameter whose ``.grad`` is None."""
+    The arithmetic of torch's SGD (buffer = grad on a parameter's first step, then
+    ``buffer * momentum + grad``; step ``grad + momentum * buffer``): in one pass over every parameter
+    by torch's fused SGD kernel (what ``SGD(fused=True)`` runs; float64 results equal the plain
+    optimizer's, float32 ones within a rounding) when every parameter has a gradient, else in foreach
+    calls. A parameter whose gradient is missing is left alone, as torch leaves one whose ``.grad`` is None."""
 
     def __init__(self, params: list[torch.Tensor], lr: float, momentum: float) -> None:
         self.params = params
         self.lr = lr
         self.momentum = momentum
         self.buffers: list[torch.Tensor | None] = [None] * len(params)
+        self.fused = hasattr(torch, "_fused_sgd_")
 
     def step(self, grads: list[torch.Tensor | None]) -> None:
         present = [i for i, g in enumerate(grads) if g is not None]
-        params = [self.params[i] for i in present]
-        grads_in = [grads[i] for i in present]
         if self.momentum == 0:
-            torch._foreach_add_(params, grads_in, alpha=-self.lr)
+            torch._foreach_add_([self.params[i] for i in present], [grads[i] for i in present], alpha=-self.lr)
             return
-        fresh = [i for i in present if self.buffers[i] is None]
-        for i in fresh:
-            self.buffers[i] = grads[i].clone()  # type: ignore[union-attr]
-        old = [i for i in present if i not in fresh] if fresh else present
-        if old:
-            bufs = [self.buffers[i] for i in old]
-            torch._foreach_mul_(bufs, self.momentum)
-            torch._foreach_add_(bufs, [grads[i] for i in old])
-        steps = torch._foreach_add(grads_in, [self.buffers[i] for i in present], alpha=self.momentum)
-        torch._foreach_add_(params, steps, alpha=-self.lr)
+        started = [b is not None for b in self.buffers]
+        if self.fused and len(present) == len(grads) and (all(started) or not any(started)):
+            if not any(started):
+                self.buffers = [torch.empty_like(p) for p in self.params]
+            torch._fused_sgd_(self.params, grads, self.buffers, weight_decay=0.0, momentum=self.momentum,
+                              lr=self.lr, dampening=0.0, nesterov=True, maximize=False,
+                              is_first_step=not any(started))
+            return
+        for i in present:
+            if self.buffers[i] is None:
+                self.buffers[i] = grads[i].clone()  # type: ignore[union-attr]
+            else:
+                self.buffers[i].mul_(self.momentum).add_(grads[i])  # type: ignore[union-attr]
+        steps = torch._foreach_add([grads[i] for i in present], [self.buffers[i] for i in present],
+                                   alpha=self.momentum)
+        torch._foreach_add_([self.params[i] for i in present], steps, alpha=-self.lr)
 
 
 class OnlineTrainer:

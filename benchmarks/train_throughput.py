@@ -1,0 +1,227 @@
+"""A trial's training epoch, measured side by side with the loop a user would write (issue 19).
+
+    python benchmarks/train_throughput.py [--repeat 5] [--cell vanilla] [--out reports/speed-train.md]
+
+For each task and hidden size, in this one process, one thread, on the task's training split
+(JSB Chorales: the real data; TIMIT and IAM-OnDB: the proxy corpora), medians of ``--repeat`` epochs
+of online training (one sequence per update, Nesterov SGD, input noise 0.1):
+
+- **cellc online**: the harness as trials run it (:class:`cellc.harness.train.OnlineEpoch`, the
+  compiled backend);
+- **cellc reference**: the harness's autograd + torch.optim loop (:class:`ReferenceEpoch`, what
+  every trial ran before the online trainer);
+- **plain loop**: what a user would write: ``torch.nn.LSTM`` (bidirectional where the task is) +
+  ``nn.Linear`` + the task's loss from torch (BCE-with-logits, cross-entropy, CTC) +
+  ``torch.optim.SGD(nesterov=True)``;
+- **floor**: the same multiply-adds as large GEMMs: for every weight matrix of the cellc network,
+  its forward, weight-gradient and input-gradient products over all the epoch's frames at once
+  (at a batch of one the recurrent products must stay sequential, so the true limit lies above it).
+
+Then the paper profile's projected CPU time on real-size corpora from the online per-frame cost at
+N = 100 (the hidden size whose cost is the mean over the log-uniform search range, within 10 %).
+Writes a markdown report; changes nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+
+from cellc.harness.cells import layer_class
+from cellc.harness.cost import PRIOR_CAP_FRACTION
+from cellc.harness.profiles import get_profile
+from cellc.harness.train import OnlineEpoch, ReferenceEpoch, TrainConfig, add_noise, evaluate, initialise
+from cellc.tasks import get_task
+
+NOISE = 0.1
+LR, MOMENTUM = 1e-3, 0.9
+ROWS = (("jsb", 50), ("jsb", 100), ("jsb", 200), ("timit", 100), ("iam", 100))
+# Real-size training / validation / test sets, in sequences (see odyssey.md). IAM-OnDB-t1's split lists
+# name 775 training forms; the lines in them (5,364, with 1,438 validation and 3,859 test lines) are what a
+# trial trains on. Frames per sequence are taken from the data measured here (proxies for TIMIT and IAM).
+REAL_SIZES = {"jsb": (229, 76, 77), "timit": (3696, 400, 192), "iam": (5364, 1438, 3859)}
+TARGET_PLAIN, TARGET_FLOOR = 0.5, 2.5
+
+
+def median_seconds(work, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``work()`` over ``repeat`` runs (after one warm-up)."""
+    work()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        work()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def cellc_epoch(task, data, cell: str, hidden: int, runner_class):
+    config = TrainConfig(hidden=hidden, lr=LR, momentum=MOMENTUM, noise=NOISE, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    network = task.build_network(layer_class(cell, "compiled"), hidden)
+    initialise(network, 0.1, generator)
+    runner = runner_class(network, task, data, config, generator)
+    order = list(range(len(data.train)))
+    return (lambda: runner.run(order)), network
+
+
+def plain_epoch(task, data, hidden: int):
+    """The loop a user would write with torch's own LSTM and losses."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(task.input_size, hidden, bidirectional=task.bidirectional)
+    linear = torch.nn.Linear(hidden * (2 if task.bidirectional else 1), task.output_size)
+    optimizer = torch.optim.SGD([*lstm.parameters(), *linear.parameters()], lr=LR * (1 - MOMENTUM),
+                                momentum=MOMENTUM, nesterov=True)
+    generator = torch.Generator().manual_seed(0)
+
+    def loss_of(outputs, seq):
+        if task.name == "jsb":
+            return F.binary_cross_entropy_with_logits(outputs, seq.targets, reduction="sum")
+        if task.name == "timit":
+            return F.cross_entropy(outputs, seq.targets, reduction="sum")
+        labels = seq.targets.labels
+        return F.ctc_loss(F.log_softmax(outputs, -1).unsqueeze(1), labels.unsqueeze(0), [len(outputs)], [len(labels)],
+                          reduction="sum", zero_infinity=True)
+
+    def epoch():
+        for seq in data.train:
+            hidden_states, _ = lstm(add_noise(seq.inputs, NOISE, generator).unsqueeze(1))
+            loss = loss_of(linear(hidden_states.squeeze(1)), seq)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return epoch
+
+
+def floor_epoch(network, frames: int):
+    """Every weight matrix's forward, weight-gradient and input-gradient GEMM over ``frames`` frames."""
+    operands = []
+    for weight in network.parameters():
+        if weight.dim() == 2:
+            rows, cols = weight.shape
+            operands.append((weight.detach(), torch.randn(frames, cols), torch.randn(frames, rows)))
+
+    def epoch():
+        for weight, inputs, d_outputs in operands:
+            torch.mm(inputs, weight.t())
+            torch.mm(d_outputs.t(), inputs)
+            torch.mm(d_outputs, weight)
+
+    return epoch
+
+
+def measure(task_name: str, hidden: int, cell: str, repeat: int, cache: dict) -> dict:
+    if task_name not in cache:
+        task = get_task(task_name)
+        cache[task_name] = (task, task.load())
+    task, data = cache[task_name]
+    frames = sum(len(s) for s in data.train)
+    online, network = cellc_epoch(task, data, cell, hidden, OnlineEpoch)
+    reference, _ = cellc_epoch(task, data, cell, hidden, ReferenceEpoch)
+    row = {"task": task_name, "source": data.source, "hidden": hidden, "sequences": len(data.train), "frames": frames}
+    row["online"] = median_seconds(online, repeat)
+    row["reference"] = median_seconds(reference, repeat)
+    row["plain"] = median_seconds(plain_epoch(task, data, hidden), repeat)
+    row["floor"] = median_seconds(floor_epoch(network, frames), repeat)
+    row["valid"] = median_seconds(lambda: evaluate(network, task, data.valid), repeat)
+    row["test"] = median_seconds(lambda: evaluate(network, task, data.test), max(1, repeat // 2))
+    row["valid_sequences"], row["test_sequences"] = len(data.valid), len(data.test)
+    print(f"{task_name} N={hidden}: online {row['online'][0] * 1e3:.0f} ms, reference {row['reference'][0] * 1e3:.0f} ms, "
+          f"plain {row['plain'][0] * 1e3:.0f} ms, floor {row['floor'][0] * 1e3:.0f} ms", flush=True)
+    return row
+
+
+def projection(rows: list[dict]) -> tuple[list[list[str]], float, float]:
+    """Per-trial CPU seconds at N = 100 per task on real-size corpora, and the paper profile's total
+    CPU-hours (online and reference)."""
+    paper = get_profile("paper")
+    epochs = PRIOR_CAP_FRACTION * paper.max_epochs
+    table, totals = [], {"online": 0.0, "reference": 0.0}
+    for row in rows:
+        if row["hidden"] != 100:
+            continue
+        train_n, valid_n, test_n = REAL_SIZES[row["task"]]
+        per_train_frame = row["frames"] / row["sequences"]
+        scale_train = train_n / row["sequences"]
+        valid_s = row["valid"][1] * valid_n / row["valid_sequences"]
+        test_s = row["test"][1] * test_n / row["test_sequences"]
+        trial = {}
+        for key in ("online", "reference"):
+            train_s = row[key][1] * scale_train
+            trial[key] = epochs * (train_s + valid_s) + test_s
+            totals[key] += trial[key] * paper.trials * 9 / 3600
+        table.append([row["task"], f"{train_n:,} / {valid_n:,} / {test_n:,}", f"{per_train_frame:.0f}",
+                      f"{row['online'][1] * scale_train:.1f}", f"{valid_s:.1f}",
+                      f"{trial['online'] / 60:.0f} min", f"{trial['reference'] / 60:.0f} min"])
+    return table, totals["online"], totals["reference"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reports/speed-train.md")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cell", default="vanilla")
+    parser.add_argument("--rows", default=",".join(f"{t}:{n}" for t, n in ROWS),
+                        help="task:hidden pairs, comma-separated (default: %(default)s)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    cache: dict = {}
+    rows = [measure(t, int(n), args.cell, args.repeat, cache) for t, n in (item.split(":") for item in args.rows.split(","))]
+    load_after = os.getloadavg()
+    table = []
+    for row in rows:
+        online, plain, floor = row["online"][0], row["plain"][0], row["floor"][0]
+        met = online <= TARGET_PLAIN * plain and online <= TARGET_FLOOR * floor
+        table.append([f"{row['task']} ({row['source']})", row["hidden"], f"{row['sequences']} / {row['frames']:,}",
+                      f"{online * 1e3:.0f} ({online / row['frames'] * 1e6:.1f} µs/frame)",
+                      f"{row['reference'][0] * 1e3:.0f}", f"{plain * 1e3:.0f}", f"{floor * 1e3:.0f}",
+                      f"{online / plain:.2f}×", f"{online / floor:.2f}×", "met" if met else "not met"])
+    projected, online_hours, reference_hours = projection(rows)
+    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = "\n".join([
+        "# Training throughput: one epoch of online training, side by side", "",
+        f"Written by `{command.strip()}` in {time.perf_counter() - started:.0f} s ({platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, one thread, float32, cell `{args.cell}`, compiled backend; medians of {args.repeat} "
+        f"epochs after one warm-up, all in one process). Load average (1 min) {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after, on {os.cpu_count()} cores.", "",
+        "Each epoch is the task's whole training split, one sequence per update (Nesterov SGD, input noise "
+        f"{NOISE}). *cellc online* is what a trial runs now; *cellc reference* is the autograd + torch.optim "
+        "loop every trial ran before; *plain* is torch.nn.LSTM + nn.Linear + torch's loss + "
+        "torch.optim.SGD(nesterov=True); *floor* runs the cellc network's weight-matrix products (forward, "
+        "weight gradient, input gradient) as one GEMM each over all frames. Targets (issue 19): online ≤ "
+        f"{TARGET_PLAIN}× plain and ≤ {TARGET_FLOOR}× floor.", "",
+        tabulate(table, headers=["task", "N", "sequences / frames", "cellc online ms", "cellc reference ms",
+                                 "plain ms", "floor ms", "online / plain", "online / floor", "targets"],
+                 tablefmt="github"), "",
+        "## The paper profile on real-size corpora", "",
+        f"CPU seconds per trial at N = 100 (the search range's cost-weighted middle): {PRIOR_CAP_FRACTION:.0%} of "
+        f"the 150-epoch cap (the cost model's prior; `cellc.harness.cost.PRIOR_CAP_FRACTION`), each epoch a "
+        "training pass and a validation pass, then one test pass; the measured per-sequence cost scaled to "
+        "the real split sizes, frames per sequence as in the data measured here (TIMIT and IAM: proxies).", "",
+        tabulate(projected, headers=["task", "train / valid / test sequences", "frames per sequence",
+                                     "train epoch CPU s", "validation CPU s", "trial (online)", "trial (reference)"],
+                 tablefmt="github"), "",
+        f"Paper profile (200 trials × 9 cells × 3 tasks): **{online_hours:,.0f} CPU-hours** with the online "
+        f"trainer ({reference_hours:,.0f} with the reference loop), against the paper's ~15 CPU-years "
+        f"(~131,000 CPU-hours).", "",
+    ])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

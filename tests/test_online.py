@@ -1,0 +1,216 @@
+"""The online trainer (cellc.harness.online) learns exactly what the reference loop learns.
+
+The reference loop (autograd, torch.optim.SGD, padded batches of one) is what trials ran before the
+online trainer; it stays as ``train_trial(online=False)``. In float64, from the same seed, the two
+must give the same per-epoch losses and the same weights to 1e-9 over three epochs: for every spec
+in specs/, with each framewise loss (sigmoid and softmax cross-entropy, closed forms) and with CTC
+(differentiated by autograd through the output layer).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import cellc
+from cellc.harness.online import NesterovSGD, OnlineTrainer
+from cellc.harness.train import OnlineEpoch, ReferenceEpoch, TrainConfig, data_as, initialise, train_trial
+from cellc.spec.loader import spec_search_dirs
+from cellc.tasks.base import Sequence, TaskData
+from cellc.tasks.iam import IamOnline, LineTarget
+from cellc.tasks.jsb import JSBChorales
+from cellc.tasks.timit import Timit
+
+SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
+EPOCHS = 3
+LENGTHS = (7, 4, 9, 5, 6)
+
+
+def _jsb_data(g: torch.Generator) -> TaskData:
+    def seq(n: int) -> Sequence:
+        roll = (torch.rand(n + 1, 88, generator=g) < 0.1).float()
+        return Sequence(roll[:-1].clone(), roll[1:].clone())
+    return TaskData([seq(n) for n in LENGTHS], [seq(6), seq(3)], [seq(5)], source="synthetic")
+
+
+def _timit_data(g: torch.Generator) -> TaskData:
+    def seq(n: int) -> Sequence:
+        return Sequence(torch.randn(n, 39, generator=g), torch.randint(0, 61, (n,), generator=g))
+    return TaskData([seq(n) for n in LENGTHS], [seq(6), seq(3)], [seq(5)], source="synthetic")
+
+
+def _iam_data(g: torch.Generator) -> TaskData:
+    def seq(n: int) -> Sequence:
+        labels = torch.randint(1, 4, (2,), generator=g)
+        return Sequence(torch.randn(n, 4, generator=g), LineTarget(labels, "".join("abc"[i - 1] for i in labels)))
+    return TaskData([seq(n) for n in LENGTHS], [seq(6), seq(3)], [seq(5)], source="synthetic")
+
+
+def _iam() -> IamOnline:
+    task = IamOnline()
+    task.characters = ["a", "b", "c"]
+    task.output_size = 4
+    return task
+
+
+TASKS = {"jsb": (JSBChorales, _jsb_data), "timit": (Timit, _timit_data), "iam": (_iam, _iam_data)}
+
+
+def _trajectory(task, data, layer_class, runner_class, *, momentum=0.9, noise=0.3, seed=5):
+    """Per-epoch (score numerator, denominator) and the final weights, float64, EPOCHS epochs."""
+    config = TrainConfig(hidden=6, lr=0.05, momentum=momentum, noise=noise, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    order_rng = random.Random(seed)
+    network = task.build_network(layer_class, config.hidden)
+    initialise(network, config.init_std, generator)
+    network.double()
+    initial = {name: value.clone() for name, value in network.state_dict().items()}
+    runner = runner_class(network, task, data_as(data, torch.float64), config, generator)
+    sums = []
+    for _ in range(EPOCHS):
+        order = list(range(len(data.train)))
+        order_rng.shuffle(order)
+        sums.append(runner.run(order))
+    return sums, initial, {name: value.clone() for name, value in network.state_dict().items()}
+
+
+def _assert_same(online, reference):
+    (sums_a, initial, weights_a), (sums_b, _, weights_b) = online, reference
+    for a, b in zip(sums_a, sums_b):
+        assert a is not None and b is not None
+        assert a[1] == b[1] and a[0] == pytest.approx(b[0], rel=1e-9, abs=1e-9)
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        torch.testing.assert_close(weights_a[name], weights_b[name], rtol=0, atol=1e-9, msg=name)
+    moved = max(float((weights_a[name] - initial[name]).abs().max()) for name in initial)
+    assert moved > 1e-3  # the weights did change: not a comparison of two untrained networks
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("task_name", ["jsb", "timit"])
+def test_online_trajectory_equals_the_reference_loop_in_float64(spec, task_name):
+    """Every spec, both framewise losses (closed forms), bidirectional for TIMIT: the compiled layer's
+    train_forward / train_backward, the closed-form output gradient and the fused Nesterov step give the
+    reference loop's losses and weights."""
+    make_task, make_data = TASKS[task_name]
+    data = make_data(torch.Generator().manual_seed(1))
+    layer_class = cellc.build(spec, backend="compiled")
+    online = _trajectory(make_task(), data, layer_class, OnlineEpoch)
+    reference = _trajectory(make_task(), data, layer_class, ReferenceEpoch)
+    _assert_same(online, reference)
+
+
+@pytest.mark.parametrize("spec", ["vanilla", "gru", "nfg"])
+def test_ctc_online_trajectory_equals_the_reference_loop(spec):
+    """CTC has no closed form here: autograd differentiates the task's loss through the output layer."""
+    data = _iam_data(torch.Generator().manual_seed(2))
+    layer_class = cellc.build(spec, backend="compiled")
+    _assert_same(_trajectory(_iam(), data, layer_class, OnlineEpoch),
+                 _trajectory(_iam(), data, layer_class, ReferenceEpoch))
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+def test_other_backends_train_the_same(backend):
+    """A backend without train_forward (eager) is differentiated by autograd; fused has the Python loops."""
+    data = _jsb_data(torch.Generator().manual_seed(3))
+    layer_class = cellc.build("vanilla", backend=backend)
+    network = JSBChorales().build_network(layer_class, 4)
+    assert OnlineTrainer(network, JSBChorales(), 0.1, 0.9).program.generated == (backend == "fused")
+    _assert_same(_trajectory(JSBChorales(), data, layer_class, OnlineEpoch),
+                 _trajectory(JSBChorales(), data, layer_class, ReferenceEpoch))
+
+
+def test_momentum_zero_and_no_noise_train_the_same():
+    data = _timit_data(torch.Generator().manual_seed(4))
+    layer_class = cellc.build("cifg", backend="compiled")
+    _assert_same(_trajectory(Timit(), data, layer_class, OnlineEpoch, momentum=0.0, noise=0.0),
+                 _trajectory(Timit(), data, layer_class, ReferenceEpoch, momentum=0.0, noise=0.0))
+
+
+def test_a_subclass_that_redefines_the_loss_is_trained_on_it():
+    """A closed form stands for the loss of the class that defined it: a subclass with its own loss (here
+    twice the sigmoid cross-entropy) is differentiated by autograd, so both loops still agree."""
+
+    class Doubled(JSBChorales):
+        def loss(self, outputs, batch):
+            return 2 * super().loss(outputs, batch)
+
+    data = _jsb_data(torch.Generator().manual_seed(5))
+    layer_class = cellc.build("vanilla", backend="compiled")
+    network = Doubled().build_network(layer_class, 4)
+    trainer = OnlineTrainer(network, Doubled(), 0.1, 0.9)
+    assert not trainer.closed_form
+    online = _trajectory(Doubled(), data, layer_class, OnlineEpoch)
+    _assert_same(online, _trajectory(Doubled(), data, layer_class, ReferenceEpoch))
+    plain = _trajectory(JSBChorales(), data, layer_class, OnlineEpoch)
+    assert online[2]["output.bias"].ne(plain[2]["output.bias"]).any()  # it did train on the doubled loss
+
+
+@pytest.mark.parametrize("task_name", ["jsb", "timit"])
+def test_closed_form_gradient_equals_autograd(task_name):
+    make_task, make_data = TASKS[task_name]
+    task = make_task()
+    data = data_as(make_data(torch.Generator().manual_seed(6)), torch.float64)
+    for seq in data.train:
+        batch = task.collate([seq])
+        outputs = (torch.randn(len(seq), 1, task.output_size, dtype=torch.float64) * 3).requires_grad_()
+        loss = task.loss(outputs, batch)
+        (expected,) = torch.autograd.grad(loss, outputs)
+        closed = task.loss_and_gradient(outputs.detach(), batch)
+        torch.testing.assert_close(closed.loss, loss.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(closed.gradient, expected, rtol=1e-12, atol=1e-12)
+        if closed.score is not None:
+            assert closed.score == pytest.approx(task.score(outputs.detach(), batch), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_nesterov_update_equals_torch_sgd(dtype, momentum):
+    """Eight steps on three parameters, one of which has no gradient at step 3 (torch skips it)."""
+    g = torch.Generator().manual_seed(7)
+    shapes = [(5, 3), (5,), (2, 5)]
+    start = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+    reference = [torch.nn.Parameter(p.clone()) for p in start]
+    torch_sgd = torch.optim.SGD(reference, lr=0.01, momentum=momentum, nesterov=momentum > 0)
+    mine = [p.clone() for p in start]
+    ours = NesterovSGD(mine, lr=0.01, momentum=momentum)
+    for step in range(8):
+        grads = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+        if step == 3:
+            grads[1] = None
+        for p, grad in zip(reference, grads):
+            p.grad = None if grad is None else grad.clone()
+        torch_sgd.step()
+        ours.step(grads)
+        tolerance = 1e-14 if dtype == torch.float64 else 1e-6  # the fused kernel: within a rounding
+        for a, b in zip(mine, reference):
+            torch.testing.assert_close(a, b.detach(), rtol=tolerance, atol=tolerance)
+
+
+def test_a_diverging_online_update_changes_nothing():
+    task = JSBChorales()
+    data = _jsb_data(torch.Generator().manual_seed(8))
+    network = task.build_network(cellc.build("vanilla", backend="compiled"), 4)
+    trainer = OnlineTrainer(network, task, 0.1, 0.9)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    batch = task.collate([data.train[0]])
+    with pytest.raises(FloatingPointError):
+        trainer.update(batch.inputs * float("nan"), batch)
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+
+
+@pytest.mark.parametrize("task_name", ["jsb", "iam"])
+def test_train_trial_online_and_reference_agree(task_name):
+    """Whole trials (early stopping, best-epoch test score) agree too."""
+    make_task, make_data = TASKS[task_name]
+    data = make_data(torch.Generator().manual_seed(9))
+    layer_class = cellc.build("nog", backend="compiled")
+    config = TrainConfig(hidden=5, lr=0.05, momentum=0.5, noise=0.2, max_epochs=4, patience=2, seed=11)
+    a = train_trial(make_task(), data, layer_class, config, online=True, dtype=torch.float64)
+    b = train_trial(make_task(), data, layer_class, config, online=False, dtype=torch.float64)
+    assert (a.status, a.epochs, a.best_epoch) == (b.status, b.epochs, b.best_epoch)
+    assert a.train_curve == pytest.approx(b.train_curve, rel=1e-9)
+    assert a.valid_curve == pytest.approx(b.valid_curve, rel=1e-9)
+    assert a.test_at_best == pytest.approx(b.test_at_best, rel=1e-9)
