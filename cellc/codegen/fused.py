@@ -106,6 +106,26 @@ class Layout:
         self.xw_for_backward = any(stage in ("x", "xs") for stage, _ in program.saved_slots)
         self.x_bias_folded = [(k, sched.layout[s.bias].index) for k, s in enumerate(sched.x_slots) if s.bias]
         self.vector_places = {name: (sched.layout[name].group, sched.layout[name].index) for name in self.vectors}
+        # The bias gradient's copies from the input GEMM's column sums, and the per-unit vectors' gradients from
+        # the loops' accumulators, each as runs of consecutive blocks (one tensor operation per run).
+        self.x_bias_runs = paired_runs(self.x_bias_folded)  # (source block, bias block, count)
+        self.vector_grad_runs = paired_runs([(a, *self.vector_places[v]) for a, v in enumerate(self.vector_grads)])
+
+
+def paired_runs(pairs: list[tuple]) -> list[tuple]:
+    """(source block, *where, target block) pairs as runs (source, *where, target, count): consecutive
+    pairs whose source and target blocks both follow on (and lie in the same place) become one, so the
+    backward gathers each run of gradient blocks with one copy (one launch on a GPU) instead of a copy
+    per block."""
+    runs: list[tuple] = []
+    for source, *where, target in pairs:
+        if runs:
+            first, *place, start, count = runs[-1]
+            if place == where and source == first + count and target == start + count:
+                runs[-1] = (first, *place, start, count + 1)
+                continue
+        runs.append((source, *where, target, 1))
+    return runs
 
 
 def recurrent_tiles(blocks: list[tuple[int, int]], n_rows: int, n_cols: int) -> list[tuple[int, int, int, int]]:

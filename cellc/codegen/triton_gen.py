@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from cellc.codegen import naming
 from cellc.codegen.eager import number
-from cellc.codegen.fused import FusedPrinter, Layout, grad_var, target_var
+from cellc.codegen.fused import FusedPrinter, Layout, grad_var, paired_runs, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.activations import ACTIVATIONS
@@ -493,22 +493,6 @@ class KernelWriter:
             local.add(var)
         loads = self.leaf_loads(self.backward_exprs(), local, {}, vectors_from_memory=False)
         return lines + loads + body + self.backward_epilogue()
-
-
-def paired_runs(pairs: list[tuple]) -> list[tuple]:
-    """(source block, *where, target block) pairs as runs (source, *where, target, count): consecutive
-    pairs whose source and target blocks both follow on (and lie in the same place) become one, so the
-    backward gathers each run of gradient blocks with one copy (one launch on a GPU) instead of a copy
-    per block."""
-    runs: list[tuple] = []
-    for source, *where, target in pairs:
-        if runs:
-            first, *place, start, count = runs[-1]
-            if place == where and source == first + count and target == start + count:
-                runs[-1] = (first, *place, start, count + 1)
-                continue
-        runs.append((source, *where, target, 1))
-    return runs
 
 
 def vector_gradients(group_sizes: dict[str, int], x_bias_folded: list[tuple[int, int]],
