@@ -1,7 +1,9 @@
 """Differential fuzzing of the backends: random valid cells (cellc.fuzz.cells), each built for every backend
 asked for and compared with the eager backend on the same weights and inputs: outputs, final states and the
 gradients of the input, the initial state and every parameter, in three cases (plain; variable lengths;
-bidirectional with two layers and lengths).
+bidirectional with two layers and lengths), and, for backends with ``train_forward`` (fused, compiled), the
+online trainer's path: a bidirectional batch of one through train_forward / train_backward, twice with an
+in-place weight update between (cellc.harness.online).
 
 float64 for eager, fused, compiled (C++ loops) and lowered (where a cell is exactly LSTM / GRU); the Triton
 kernels compute in float32, so they run under the Triton interpreter (TRITON_INTERPRET=1) in float32 and are
@@ -60,6 +62,31 @@ def _run(layer, x, state, lengths, dtype):
     grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()], allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [x, *state, *layer.parameters()])]
     return dict(zip(names, [out.detach(), *[f.detach() for f in final], *grads]))
+
+
+def _run_online(layer, x, d_out, train=None):
+    """Output and parameter gradients of a batch-of-one sequence from its default initial state, by autograd
+    (``train`` None) or by the generated module's train_forward / train_backward (the online trainer's path),
+    called twice with an in-place weight update between (as the optimizer does) to exercise kept buffers."""
+    import torch
+
+    for attempt in range(2):
+        if attempt:
+            with torch.no_grad():
+                for p in layer.parameters():
+                    p.mul_(0.9).add_(0.01)
+        if train is None:
+            with torch.enable_grad():
+                out, _ = layer(x)
+                grads = torch.autograd.grad(out, list(layer.parameters()), d_out, allow_unused=True)
+            result = dict(zip([f"d_{n}" for n, _ in layer.named_parameters()], grads), output=out.detach())
+        else:
+            out, tape = train.train_forward(layer, x)
+            out = out.clone()  # the next call reuses the buffer
+            found = train.train_backward(layer, tape, d_out)
+            result = {f"d_{n}": found.get(n) for n, _ in layer.named_parameters()}
+            result["output"] = out
+    return {k: (torch.zeros_like(dict(layer.named_parameters())[k[2:]]) if v is None else v) for k, v in result.items()}
 
 
 def _worst(fast: dict, ref: dict, dtype_name: str = "float64") -> tuple[float, str, bool]:
@@ -171,7 +198,29 @@ def _compare(compiled, backend: str, seed: int) -> dict:
             loosened.append(case)
         if err > worst or err == float("inf"):
             worst, where = err, f"{case}/{name}"
-    if len(overflowed) == len(CASES):
+    train = sys.modules[fast_cls.__module__]
+    if hasattr(train, "train_forward"):  # the online trainer's path (cellc.harness.online): batch of one, both ways
+        torch.manual_seed(seed * 7 + len(CASES))
+        eager = eager_cls(M, N, bidirectional=True, dtype=dtype)
+        with torch.no_grad():
+            for p in eager.parameters():
+                p.copy_(0.6 * torch.randn_like(p))
+        fast = fast_cls(M, N, bidirectional=True, dtype=dtype)
+        fast.load_state_dict(eager.state_dict())
+        g = torch.Generator().manual_seed(seed * 7 + len(CASES))
+        x = torch.randn(T + 2, 1, M, generator=g, dtype=dtype)
+        d_out = torch.randn(T + 2, 1, 2 * N, generator=g, dtype=dtype)
+        ref = _run_online(eager, x, d_out)
+        if all(bool(torch.isfinite(t).all()) and t.abs().max().item() < OVERFLOW[str(dtype).split(".")[1]]
+               for t in ref.values()):
+            err, name, loose = _worst(_run_online(fast, x, d_out, train), ref, str(dtype).split(".")[1])
+            if loose:
+                loosened.append("online")
+            if err > worst or err == float("inf"):
+                worst, where = err, f"online/{name}"
+        else:
+            overflowed.append("online")
+    if len(overflowed) == len(CASES) + hasattr(train, "train_forward"):
         return {"status": "overflow", "error": 0.0, "where": ""}
     # error: the worst tensor's error as a fraction of what it allows (see _worst); above 1 is a mismatch
     result = {"status": "mismatch" if not worst <= 1.0 else "ok", "error": worst, "where": where}
