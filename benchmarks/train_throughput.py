@@ -170,7 +170,7 @@ def projection(rows: list[dict]) -> tuple[list[list[str]], float, float]:
             totals[key] += trial[key] * paper.trials * 9 / 3600
         table.append([row["task"], f"{train_n:,} / {valid_n:,} / {test_n:,}",
                       f"{measured * length:.0f}" + (" (assumed)" if length != 1 else ""),
-                      f"{row['online'][1] * train_n / row['sequences'] * length:.1f}", f"{valid_s:.1f}",
+                      f"{row['online'][1] * train_n / row['sequences'] * length:.2f}", f"{valid_s:.2f}",
                       duration(trial["online"]), duration(trial["reference"])])
     return table, totals["online"], totals["reference"]
 
@@ -193,10 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         online, plain, floor = row["online"][0], row["plain"][0], row["floor"][0]
         met = online <= TARGET_PLAIN * plain and online <= TARGET_FLOOR * floor
+        # 0.5 x plain below the floor: no implementation reaches it on this machine
+        verdict = "met" if met else "not met" + (" (0.5× plain < floor)" if TARGET_PLAIN * plain < floor else "")
         table.append([f"{row['task']} ({row['source']})", row["hidden"], f"{row['sequences']} / {row['frames']:,}",
                       f"{online * 1e3:.0f} ({online / row['frames'] * 1e6:.1f} µs/frame)",
                       f"{row['reference'][0] * 1e3:.0f}", f"{plain * 1e3:.0f}", f"{floor * 1e3:.0f}",
-                      f"{online / plain:.2f}×", f"{online / floor:.2f}×", "met" if met else "not met"])
+                      f"{online / plain:.2f}×", f"{online / floor:.2f}×", f"{plain / floor:.2f}×", verdict])
     projected, online_hours, reference_hours = projection(rows)
     command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([
@@ -210,9 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         "loop every trial ran before; *plain* is torch.nn.LSTM + nn.Linear + torch's loss + "
         "torch.optim.SGD(nesterov=True); *floor* runs the cellc network's weight-matrix products (forward, "
         "weight gradient, input gradient) as one GEMM each over all frames. Targets (issue 19): online ≤ "
-        f"{TARGET_PLAIN}× plain and ≤ {TARGET_FLOOR}× floor.", "",
+        f"{TARGET_PLAIN}× plain and ≤ {TARGET_FLOOR}× floor. Where the plain loop is itself within "
+        f"{1 / TARGET_PLAIN:.0f}× of the floor (*plain / floor*), the first target asks for less time than the "
+        "floor's GEMMs take: no implementation meets it on this machine.", "",
         tabulate(table, headers=["task", "N", "sequences / frames", "cellc online ms", "cellc reference ms",
-                                 "plain ms", "floor ms", "online / plain", "online / floor", "targets"],
+                                 "plain ms", "floor ms", "online / plain", "online / floor", "plain / floor",
+                                 "targets"],
                  tablefmt="github"), "",
         "## The paper profile on real-size corpora", "",
         f"CPU seconds per trial at N = 100 (the search range's cost-weighted middle): {PRIOR_CAP_FRACTION:.0%} of "
