@@ -75,7 +75,12 @@ def cellc_epoch(task, data, cell: str, hidden: int, runner_class):
     initialise(network, 0.1, generator)
     runner = runner_class(network, task, data, config, generator)
     order = list(range(len(data.train)))
-    return (lambda: runner.run(order)), network
+
+    def epoch():
+        if runner.run(order) is None:
+            raise SystemExit(f"{task.name} N={hidden}: training diverged; the epoch's time would be a partial epoch's")
+
+    return epoch, network
 
 
 def plain_epoch(task, data, hidden: int):

@@ -236,3 +236,88 @@ def test_train_plan_follows_parameters_moved_to_new_storage(spec):
     grads = module.train_backward(layer, tapes, torch.ones_like(out))
     for (name, _), want in zip(layer.named_parameters(), reference):
         torch.testing.assert_close(grads[name], want, msg=name)
+
+
+def test_nesterov_update_with_a_strided_gradient_equals_torch_sgd():
+    """Autograd may hand back a transposed gradient (a layer without train_forward): the update must read it by
+    its strides (torch's fused kernel would not)."""
+    g = torch.Generator().manual_seed(12)
+    start = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    reference = torch.nn.Parameter(start.clone())
+    torch_sgd = torch.optim.SGD([reference], lr=0.1, momentum=0.9, nesterov=True)
+    mine = start.clone()
+    ours = NesterovSGD([mine], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        grad = torch.randn(3, 4, generator=g, dtype=torch.float64).t()  # strided
+        reference.grad = grad.clone()
+        torch_sgd.step()
+        ours.step([grad])
+        torch.testing.assert_close(mine, reference.detach(), rtol=1e-14, atol=1e-14)
+
+
+def test_a_mixin_or_an_instance_loss_is_trained_on():
+    """The closed form stands only for the loss defined beside it: a mixin's loss earlier in the method order,
+    or a loss set on the instance, is differentiated by autograd."""
+
+    class Scaled:
+        def loss(self, outputs, batch):
+            return 10 * super().loss(outputs, batch)
+
+    class ScaledJSB(Scaled, JSBChorales):
+        pass
+
+    network = JSBChorales().build_network(cellc.build("vanilla", backend="compiled"), 4)
+    assert not OnlineTrainer(network, ScaledJSB(), 0.1, 0.9).closed_form
+    task = JSBChorales()
+    task.loss = lambda outputs, batch: 10 * JSBChorales.loss(task, outputs, batch)
+    assert not OnlineTrainer(network, task, 0.1, 0.9).closed_form
+    assert OnlineTrainer(network, JSBChorales(), 0.1, 0.9).closed_form
+    data = _jsb_data(torch.Generator().manual_seed(13))
+    layer_class = cellc.build("vanilla", backend="compiled")
+    _assert_same(_trajectory(ScaledJSB(), data, layer_class, OnlineEpoch),
+                 _trajectory(ScaledJSB(), data, layer_class, ReferenceEpoch))
+
+
+def test_updates_follow_moved_storage_and_skip_frozen_parameters():
+    task = JSBChorales()
+    data = _jsb_data(torch.Generator().manual_seed(14))
+    network = task.build_network(cellc.build("vanilla", backend="compiled"), 4)
+    trainer = OnlineTrainer(network, task, 0.1, 0.9)
+    batch = task.collate([data.train[0]])
+    network.output.bias.requires_grad_(False)
+    network.output.weight.data = network.output.weight.data.clone()  # new storage after the trainer was built
+    bias, weight = network.output.bias.clone(), network.output.weight.clone()
+    trainer.update(batch.inputs, batch)
+    assert torch.equal(network.output.bias, bias)  # frozen: left alone, as torch.optim leaves it
+    assert not torch.equal(network.output.weight, weight)  # the update reached the parameter's new storage
+
+
+def test_a_network_of_another_shape_trains_through_the_reference_loop():
+    from cellc.harness.train import epoch_runner
+    from cellc.tasks.base import RecurrentNetwork
+
+    class Scaled(RecurrentNetwork):
+        def forward(self, inputs, lengths=None):
+            return 2 * super().forward(inputs, lengths)
+
+    layer_class = cellc.build("vanilla", backend="compiled")
+    config = TrainConfig(hidden=4, lr=0.1, momentum=0.9, noise=0.0)
+    data = _jsb_data(torch.Generator().manual_seed(15))
+    generator = torch.Generator().manual_seed(0)
+    plain = RecurrentNetwork(layer_class, 88, 4, 88, False)
+    assert isinstance(epoch_runner(plain, JSBChorales(), data, config, generator), OnlineEpoch)
+    assert isinstance(epoch_runner(Scaled(layer_class, 88, 4, 88, False), JSBChorales(), data, config, generator),
+                      ReferenceEpoch)
+    plain.extra = torch.nn.Parameter(torch.zeros(2))  # a parameter the online trainer would not know
+    assert isinstance(epoch_runner(plain, JSBChorales(), data, config, generator), ReferenceEpoch)
+
+
+def test_train_backward_refuses_a_parameter_moved_since_its_forward():
+    import sys
+
+    layer = cellc.build("vanilla", backend="compiled")(3, 4)
+    module = sys.modules[type(layer).__module__]
+    out, tapes = module.train_forward(layer, torch.randn(5, 1, 3))
+    layer.weight_s_l0.data = layer.weight_s_l0.data.clone()
+    with pytest.raises(RuntimeError, match="moved between train_forward and train_backward"):
+        module.train_backward(layer, tapes, torch.ones_like(out))

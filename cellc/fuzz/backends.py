@@ -64,6 +64,21 @@ def _run(layer, x, state, lengths, dtype):
     return dict(zip(names, [out.detach(), *[f.detach() for f in final], *grads]))
 
 
+def _pair(eager_cls, fast_cls, seed: int, **layer_opts):
+    """An eager layer and a fast one with the same weights, drawn from ``seed`` away from the module's small
+    init (so that every term matters)."""
+    import torch
+
+    torch.manual_seed(seed)
+    eager = eager_cls(M, N, **layer_opts)
+    with torch.no_grad():
+        for p in eager.parameters():
+            p.copy_(0.6 * torch.randn_like(p))
+    fast = fast_cls(M, N, **layer_opts)
+    fast.load_state_dict(eager.state_dict())
+    return eager, fast
+
+
 def _run_online(layer, x, d_out, train=None):
     """Output and parameter gradients of a batch-of-one sequence from its default initial state, by autograd
     (``train`` None) or by the generated module's train_forward / train_backward (the online trainer's path),
@@ -170,16 +185,12 @@ def _compare(compiled, backend: str, seed: int) -> dict:
             module = sys.modules[fast_cls.__module__]
             if module.native() is None:
                 raise RuntimeError(f"the C++ loops did not build: {module.NATIVE['info'].get('error')}")
-    worst, where, modes, overflowed, loosened = 0.0, "", [], [], []
+    dtype_name = str(dtype).split(".")[1]
+    modes: list[str] = []
+    cases = []  # (name, the reference's result, a function giving the backend's)
     for k, (case, opts) in enumerate(CASES.items()):
-        torch.manual_seed(seed * 7 + k)
-        layer_opts = dict(num_layers=opts["num_layers"], bidirectional=opts["bidirectional"], dtype=dtype)
-        eager = eager_cls(M, N, **layer_opts)
-        with torch.no_grad():  # weights away from the module's small init, so that every term matters
-            for p in eager.parameters():
-                p.copy_(0.6 * torch.randn_like(p))
-        fast = fast_cls(M, N, **layer_opts)
-        fast.load_state_dict(eager.state_dict())
+        eager, fast = _pair(eager_cls, fast_cls, seed * 7 + k, num_layers=opts["num_layers"],
+                            bidirectional=opts["bidirectional"], dtype=dtype)
         g = torch.Generator().manual_seed(seed * 7 + k)
         x = torch.randn(T, B, M, generator=g, dtype=dtype)
         n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
@@ -187,40 +198,27 @@ def _compare(compiled, backend: str, seed: int) -> dict:
         lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
         if backend == "triton":
             mode = TRITON_MODES[(seed + k) % len(TRITON_MODES)]
-            os.environ["CELLC_TRITON_MODE"] = mode
+            os.environ["CELLC_TRITON_MODE"] = mode  # read when the layer runs, right below
             modes.append(f"{case}:{mode}")
-        ref = _run(eager, x, state, lengths, dtype)
-        if not all(bool(torch.isfinite(t).all()) and t.abs().max().item() < OVERFLOW[str(dtype).split(".")[1]] for t in ref.values()):
+        cases.append((case, _run(eager, x, state, lengths, dtype), _run(fast, x, state, lengths, dtype)))
+    train = sys.modules[fast_cls.__module__]
+    if hasattr(train, "train_forward"):  # the online trainer's path (cellc.harness.online): batch of one, both ways
+        eager, fast = _pair(eager_cls, fast_cls, seed * 7 + len(CASES), bidirectional=True, dtype=dtype)
+        g = torch.Generator().manual_seed(seed * 7 + len(CASES))
+        x = torch.randn(T + 2, 1, M, generator=g, dtype=dtype)
+        d_out = torch.randn(T + 2, 1, 2 * N, generator=g, dtype=dtype)
+        cases.append(("online", _run_online(eager, x, d_out), _run_online(fast, x, d_out, train)))
+    worst, where, overflowed, loosened = 0.0, "", [], []
+    for case, ref, found in cases:
+        if not all(bool(torch.isfinite(t).all()) and t.abs().max().item() < OVERFLOW[dtype_name] for t in ref.values()):
             overflowed.append(case)  # products of identities and relus can square their way past float's range
             continue
-        err, name, loose = _worst(_run(fast, x, state, lengths, dtype), ref, str(dtype).split(".")[1])
+        err, name, loose = _worst(found, ref, dtype_name)
         if loose:
             loosened.append(case)
         if err > worst or err == float("inf"):
             worst, where = err, f"{case}/{name}"
-    train = sys.modules[fast_cls.__module__]
-    if hasattr(train, "train_forward"):  # the online trainer's path (cellc.harness.online): batch of one, both ways
-        torch.manual_seed(seed * 7 + len(CASES))
-        eager = eager_cls(M, N, bidirectional=True, dtype=dtype)
-        with torch.no_grad():
-            for p in eager.parameters():
-                p.copy_(0.6 * torch.randn_like(p))
-        fast = fast_cls(M, N, bidirectional=True, dtype=dtype)
-        fast.load_state_dict(eager.state_dict())
-        g = torch.Generator().manual_seed(seed * 7 + len(CASES))
-        x = torch.randn(T + 2, 1, M, generator=g, dtype=dtype)
-        d_out = torch.randn(T + 2, 1, 2 * N, generator=g, dtype=dtype)
-        ref = _run_online(eager, x, d_out)
-        if all(bool(torch.isfinite(t).all()) and t.abs().max().item() < OVERFLOW[str(dtype).split(".")[1]]
-               for t in ref.values()):
-            err, name, loose = _worst(_run_online(fast, x, d_out, train), ref, str(dtype).split(".")[1])
-            if loose:
-                loosened.append("online")
-            if err > worst or err == float("inf"):
-                worst, where = err, f"online/{name}"
-        else:
-            overflowed.append("online")
-    if len(overflowed) == len(CASES) + hasattr(train, "train_forward"):
+    if len(overflowed) == len(cases):
         return {"status": "overflow", "error": 0.0, "where": ""}
     # error: the worst tensor's error as a fraction of what it allows (see _worst); above 1 is a mismatch
     result = {"status": "mismatch" if not worst <= 1.0 else "ok", "error": worst, "where": where}

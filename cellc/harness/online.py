@@ -53,9 +53,9 @@ class RecurrentProgram:
     def backward(self, tape: Any, d_hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.generated:
             return self._backward(self.layer, tape, d_hidden)
-        params = [p for _, p in self.layer.named_parameters()]
-        grads = torch.autograd.grad(tape, params, d_hidden, allow_unused=True)
-        return {name: grad for name, grad in zip(self.names, grads) if grad is not None}
+        named = [(name, p) for name, p in self.layer.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(tape, [p for _, p in named], d_hidden, allow_unused=True)
+        return {name: grad for (name, _), grad in zip(named, grads) if grad is not None}
 
 
 class NesterovSGD:
@@ -74,13 +74,17 @@ class NesterovSGD:
         self.buffers: list[torch.Tensor | None] = [None] * len(params)
         self.fused = hasattr(torch, "_fused_sgd_")
 
+    @torch.no_grad()
     def step(self, grads: list[torch.Tensor | None]) -> None:
         present = [i for i, g in enumerate(grads) if g is not None]
         if self.momentum == 0:
             torch._foreach_add_([self.params[i] for i in present], [grads[i] for i in present], alpha=-self.lr)
             return
         started = [b is not None for b in self.buffers]
-        if self.fused and len(present) == len(grads) and (all(started) or not any(started)):
+        # the fused kernel reads every tensor as dense: a strided gradient (autograd may return one) goes the
+        # foreach way
+        if (self.fused and len(present) == len(grads) and (all(started) or not any(started))
+                and all(g.is_contiguous() for g in grads)):  # type: ignore[union-attr]
             if not any(started):
                 self.buffers = [torch.empty_like(p) for p in self.params]
             torch._fused_sgd_(self.params, grads, self.buffers, weight_decay=0.0, momentum=self.momentum,
@@ -108,11 +112,11 @@ class OnlineTrainer:
         self.weight, self.bias = network.output.weight, network.output.bias
         self.grad_keys = [*self.program.names, "output.weight", "output.bias"]
         params = [recurrent[name] for name in self.program.names] + [self.weight, self.bias]
-        self.optimizer = NesterovSGD([p.detach() for p in params], lr, momentum)
+        self.optimizer = NesterovSGD(params, lr, momentum)  # the Parameters: a moved storage is followed
         # A closed form stands for the loss (and its score for the score) of the class that defined it: a
         # subclass that redefines loss (or score) below it gets autograd (or its own score), never a stale form.
-        self.closed_form = not _overrides(type(task), "loss", "loss_and_gradient")
-        self.closed_score = not _overrides(type(task), "score", "loss_and_gradient")
+        self.closed_form = not _overrides(task, "loss", "loss_and_gradient")
+        self.closed_score = not _overrides(task, "score", "loss_and_gradient")
 
     def update(self, inputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
         """Train on one sequence: ``inputs`` (T, 1, M) (noise already added), targets from ``batch``.
@@ -136,7 +140,9 @@ class OnlineTrainer:
         if not math.isfinite(score[0] if score is not None else float(loss)):
             raise FloatingPointError("loss is not finite")
         grads = self.program.backward(tape, d_hidden)
-        self.optimizer.step([grads.get(name) for name in self.program.names] + [d_weight, d_bias])
+        found = [grads.get(name) for name in self.program.names] + [d_weight, d_bias]
+        # a frozen parameter is left alone, as torch.optim leaves one without a gradient
+        self.optimizer.step([g if p.requires_grad else None for g, p in zip(found, self.optimizer.params)])
         return score if score is not None else self.task.score(outputs, batch)
 
     def _autograd_head(self, flat: torch.Tensor, batch: Batch, T: int, B: int):
@@ -149,10 +155,14 @@ class OnlineTrainer:
         return loss.detach(), d_hidden.view(T, B, -1), d_weight, d_bias
 
 
-def _overrides(cls: type, name: str, other: str) -> bool:
-    """Whether ``cls``'s ``name`` is defined by a strict subclass of the class that defines its ``other``."""
-    def owner(attr: str) -> type:
-        return next(c for c in cls.__mro__ if attr in vars(c))
+def _overrides(task: Task, name: str, other: str) -> bool:
+    """Whether ``task``'s ``name`` comes from somewhere that ``other`` may not know about: the instance itself,
+    or a class before the one defining ``other`` in the method resolution order (a subclass or a mixin)."""
+    if name in vars(task):
+        return True
+    mro = type(task).__mro__
 
-    mine, theirs = owner(name), owner(other)
-    return mine is not theirs and issubclass(mine, theirs)
+    def owner(attr: str) -> int:
+        return next(i for i, c in enumerate(mro) if attr in vars(c))
+
+    return owner(name) < owner(other)

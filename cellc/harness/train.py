@@ -39,7 +39,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cellc.tasks.base import Sequence, Task, TaskData
+from cellc.tasks.base import RecurrentNetwork, Sequence, Task, TaskData
 
 Status = Literal["ok", "diverged", "failed", "interrupted"]
 EVAL_BATCH = 128  # sequences per forward pass when evaluating (no gradients, so big batches are cheap)
@@ -241,9 +241,21 @@ def epoch_runner(network: torch.nn.Module, task: Task, data: TaskData, config: T
                  generator: torch.Generator, *, online: bool = True) -> OnlineEpoch | ReferenceEpoch:
     """What trains an epoch of a trial: :class:`OnlineEpoch` at batch size 1 (unless ``online`` is False),
     else :class:`ReferenceEpoch`. The cost model's calibration times the same."""
-    if online and config.batch_size == 1:
+    if online and config.batch_size == 1 and online_shape(network):
         return OnlineEpoch(network, task, data, config, generator)
     return ReferenceEpoch(network, task, data, config, generator)
+
+
+def online_shape(network: torch.nn.Module) -> bool:
+    """Whether ``network`` is what the online trainer differentiates: :class:`RecurrentNetwork`'s own forward
+    (a recurrent layer, then a linear output layer with a bias) and no parameters besides those two layers'.
+    A task building anything else trains through :class:`ReferenceEpoch`."""
+    if not isinstance(network, RecurrentNetwork) or type(network).forward is not RecurrentNetwork.forward:
+        return False
+    if network.output.bias is None:
+        return False
+    known = {id(p) for p in [*network.recurrent.parameters(), *network.output.parameters()]}
+    return {id(p) for p in network.parameters()} == known
 
 
 def train_trial(
