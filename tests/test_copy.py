@@ -4,6 +4,7 @@ plan keeps each trial number once, completes failed trials, and refuses conflict
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -156,3 +157,34 @@ def test_a_running_trial_is_copied_as_interrupted_and_errors_are_one_message(pla
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err
     assert not missing.exists()
+
+
+def test_a_trials_file_carries_a_bench_to_another_storage_and_back(planted, tmp_path, capsys):
+    """`cellc copy --from <trials file>`: a study committed as its trials file resumes on another machine. The
+    imported storage exports the same file byte for byte, gives the same report, and importing into a storage
+    holding part of the bench merges (each trial number once); a file whose trials are not numbered 0, 1, 2, ...
+    is refused in one message."""
+    exported = tmp_path / "trials.jsonl"
+    assert main(["export", "--name", BENCH, "--storage", planted, "--output", str(exported)]) == 0
+    imported = f"sqlite:///{tmp_path / 'imported.db'}"
+    assert main(["copy", "--from", str(exported), "--to", imported]) == 0
+    assert f"copied {BENCH} from {exported}" in capsys.readouterr().out
+    again = tmp_path / "again.jsonl"
+    assert main(["export", "--name", BENCH, "--storage", imported, "--output", str(again)]) == 0
+    assert again.read_bytes() == exported.read_bytes()
+    assert report_bytes(imported, tmp_path / "report") == report_bytes(planted, tmp_path / "report")
+    part = derived(planted, f"sqlite:///{tmp_path / 'part.db'}", lambda n, t: None if n >= 4 else t)
+    capsys.readouterr()
+    assert main(["copy", "--from", str(exported), "--to", part]) == 0
+    assert f"merged, {TRIALS + 1 - 4} trial(s) added" in capsys.readouterr().out
+    merged = tmp_path / "merged.jsonl"
+    assert main(["export", "--name", BENCH, "--storage", part, "--output", str(merged)]) == 0
+    assert merged.read_bytes() == exported.read_bytes()  # every trial number once, as the report reads it
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    first = next(r["study"] for r in rows if r["record"] == "study")
+    rows = [r for r in rows if not (r["record"] == "trial" and r["study"] == first and r["number"] == 2)]
+    rows[0]["trials"] -= 1  # the header's count
+    broken = tmp_path / "gap.jsonl"
+    broken.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["copy", "--from", str(broken), "--to", f"sqlite:///{tmp_path / 'gap.db'}"]) != 0
+    assert "has no trial 2" in capsys.readouterr().err

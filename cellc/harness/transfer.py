@@ -25,15 +25,18 @@ before asking for a trial, so a bench running on the destination does not take a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from cellc.errors import UsageError
+from cellc.errors import UsageError, short_path
 from cellc.harness import storage as store
-from cellc.harness.record import StudySettings
+from cellc.harness.record import StudySettings, record_from_trial
 from cellc.harness.train import TrialOutcome
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -58,18 +61,36 @@ class CopySummary:
     lines: list[str]
 
 
+def _outcome(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's result as a report reads it (:func:`cellc.harness.record.record_from_trial`: an attribute an
+    older bench did not store reads as its default), not where or how fast it ran."""
+    record = record_from_trial(trial, {}).model_dump()
+    return {key: record.get(key) for key in RESULT_KEYS}
+
+
 def _result(trial: FrozenTrial) -> tuple:
-    return (trial.state.name, trial.values, trial.params, {k: trial.user_attrs.get(k) for k in RESULT_KEYS})
+    """What must agree between two runs of a trial. The setting is compared as trained (``hyperparams``), not
+    as Optuna's raw draw: a trial imported from a trials file has the same setting, its ``one_minus_momentum``
+    rebuilt from the momentum to within a rounding."""
+    return trial.state.name, trial.values, _outcome(trial)
+
+
+def _same_setting(a: FrozenTrial, b: FrozenTrial) -> bool:
+    """Whether two trials drew the same setting: the same parameters, to within a rounding (a trial imported
+    from a trials file rebuilds ``one_minus_momentum`` from the momentum it trained with)."""
+    return a.params.keys() == b.params.keys() and all(
+        math.isclose(a.params[k], b.params[k], rel_tol=1e-12, abs_tol=0.0) for k in a.params)
 
 
 def _difference(a: FrozenTrial, b: FrozenTrial) -> str:
     if a.state != b.state:
         return f"{a.state.name.lower()} here, {b.state.name.lower()} there"
-    if a.params != b.params:
+    first, second = _outcome(a), _outcome(b)
+    if first["hyperparams"] != second["hyperparams"]:
         return "other hyper-parameters"
     if a.values != b.values:
         return f"value {a.values[0] if a.values else None} vs {b.values[0] if b.values else None}"
-    keys = [k for k in RESULT_KEYS if a.user_attrs.get(k) != b.user_attrs.get(k)]
+    keys = [k for k in RESULT_KEYS if first[k] != second[k]]
     return f"{', '.join(keys)} differ"
 
 
@@ -88,12 +109,12 @@ def _plan(source: optuna.Study, dest_trials: list[FrozenTrial] | None) -> tuple[
         if mine is None:
             plan.append.append(trial)
             plan.running += trial.state == TrialState.RUNNING
-        elif mine.params != trial.params and trial.state != TrialState.RUNNING and mine.state != TrialState.RUNNING:
+        elif not _same_setting(mine, trial) and TrialState.RUNNING not in (trial.state, mine.state):
             conflicts.append(f"{source.study_name} trial {trial.number} (other hyper-parameters)")
         elif mine.state in FINISHED and trial.state in FINISHED:
             if _result(mine) != _result(trial):
                 conflicts.append(f"{source.study_name} trial {trial.number} ({_difference(mine, trial)})")
-        elif trial.state in FINISHED and mine.params == trial.params:
+        elif trial.state in FINISHED and _same_setting(mine, trial):
             plan.complete.append((mine._trial_id, trial))  # noqa: SLF001
     return plan, conflicts
 
@@ -206,6 +227,73 @@ def copy_benches(from_url: str, to_url: str, name: str | None = None) -> CopySum
                 line += f" ({plan.running} running in the source, stored as interrupted)"
             lines.append(line)
     return CopySummary(benches=benches, lines=lines)
+
+
+def is_trials_file(source: str) -> bool:
+    """Whether ``cellc copy --from`` names a trials file (a path) rather than a storage (a URL)."""
+    return "://" not in source
+
+
+def import_trials_file(path: Path, to_url: str, name: str | None = None) -> CopySummary:
+    """Copy (or merge) the bench of a trials file into ``to_url``: the file is stored as it was exported
+    (every study with its attributes, every trial with its number, state, results and attributes) in a
+    private SQLite file, which is then copied or merged like a storage (:func:`copy_benches`). So a study
+    carried between machines in a committed trials file resumes where it stopped, and each trial number
+    stays there once."""
+    import tempfile
+
+    from cellc.harness.record import StudySettings
+    from cellc.harness.search import distributions
+    from cellc.harness.trials_file import read_trials
+
+    trials_file = read_trials(path)
+    bench = trials_file.header.bench
+    if name is not None and name != bench:
+        raise UsageError(f"--name {name}: {short_path(path)} holds bench {bench!r}")
+    lower = {t.task: t.lower_is_better for t in trials_file.tasks}
+    with tempfile.TemporaryDirectory(prefix="cellc-import-") as folder:
+        staging_url = f"sqlite:///{Path(folder) / 'studies.db'}"
+        staging = store.open_storage(staging_url)
+        for line in trials_file.studies:
+            study = optuna.create_study(storage=staging, study_name=line.study,
+                                        direction="minimize" if lower.get(line.task, True) else "maximize")
+            for key, value in line.attrs.items():
+                study.set_user_attr(key, value)
+            space = distributions(StudySettings.model_validate(line.attrs["settings"]).space)
+            rows = sorted((t for t in trials_file.trials if t.study == line.study), key=lambda t: t.number)
+            for expected, row in enumerate(rows):
+                if row.number != expected:
+                    raise UsageError(f"{short_path(path)}: {line.study} has no trial {expected} (its trials must be "
+                                     "numbered 0, 1, 2, ... as a bench stores them)")
+                study.add_trial(_trial_from_row(row, space))
+        return copy_benches(staging_url, to_url, bench)
+
+
+def _trial_from_row(row: Any, space: dict[str, Any]) -> FrozenTrial:
+    """An Optuna trial holding what a trials-file row holds (a row still running becomes interrupted, as a copy
+    stores a running trial)."""
+    from cellc.harness.record import TrialRecord
+
+    state = TrialState[row.state]
+    attrs = {key: getattr(row, key) for key in TrialRecord.model_fields
+             if key not in ("number", "state", "task", "cell", "host")}
+    if row.host is not None:
+        attrs["owner"] = f"{row.host}:0:0"  # the host is what a record reads from the owner
+    if state == TrialState.RUNNING:
+        state, attrs = TrialState.FAIL, {**attrs, "status": "interrupted", "error": RUNNING_WHEN_COPIED}
+    values = dict(row.hyperparams)
+    params = {}
+    for key, distribution in space.items():
+        value = values.get(key) if key != "one_minus_momentum" else (
+            None if values.get("momentum") is None else 1.0 - values["momentum"])
+        if value is None:  # a trial stored before it drew its setting
+            continue
+        low, high = distribution.low, distribution.high  # 1 - (1 - x) may round just outside the range
+        params[key] = int(round(value)) if isinstance(distribution, optuna.distributions.IntDistribution) \
+            else min(max(float(value), low), high)
+    return optuna.trial.create_trial(
+        state=state, value=row.best_valid if state == TrialState.COMPLETE else None, params=params,
+        distributions={key: space[key] for key in params}, user_attrs=attrs)
 
 
 def describe(from_url: str, to_url: str, summary: CopySummary) -> list[str]:
