@@ -102,7 +102,7 @@ class NesterovSGD:
 
 
 class OnlineTrainer:
-    """One sequence per update for ``network`` on ``task``: :meth:`update` returns the outputs it trained on."""
+    """One sequence per update for ``network`` on ``task``: :meth:`update` trains and returns the task's score."""
 
     def __init__(self, network: RecurrentNetwork, task: Task, lr: float, momentum: float) -> None:
         self.network = network
@@ -110,7 +110,6 @@ class OnlineTrainer:
         self.program = RecurrentProgram(network.recurrent)
         recurrent = dict(network.recurrent.named_parameters())
         self.weight, self.bias = network.output.weight, network.output.bias
-        self.grad_keys = [*self.program.names, "output.weight", "output.bias"]
         params = [recurrent[name] for name in self.program.names] + [self.weight, self.bias]
         self.optimizer = NesterovSGD(params, lr, momentum)  # the Parameters: a moved storage is followed
         # A closed form stands for the loss (and its score for the score) of the class that defined it: a
@@ -151,7 +150,10 @@ class OnlineTrainer:
             leaf = flat.detach().requires_grad_()
             outputs = torch.nn.functional.linear(leaf, self.weight, self.bias).view(T, B, -1)
             loss = self.task.loss(outputs, batch)
-            d_hidden, d_weight, d_bias = torch.autograd.grad(loss, [leaf, self.weight, self.bias])
+            wanted = [leaf] + [p for p in (self.weight, self.bias) if p.requires_grad]
+            found = iter(torch.autograd.grad(loss, wanted))
+            d_hidden = next(found)
+            d_weight, d_bias = (next(found) if p.requires_grad else None for p in (self.weight, self.bias))
         return loss.detach(), d_hidden.view(T, B, -1), d_weight, d_bias
 
 
