@@ -418,3 +418,15 @@ def test_a_folded_edit_maps_positions_back_to_each_of_its_lines(tmp_path, monkey
     code, _, err = run_check(tmp_path, monkeypatch, capsys, text)
     assert code == 2 and err.splitlines()[0].startswith("bad.yaml:5:"), err
     assert "joined this line" not in err  # the error is not at the start of the folded line
+
+
+def test_a_misspelled_name_suggests_the_closest(capsys):
+    """A cell or task name one typo away names the one meant; a name like none of them suggests nothing."""
+    from cellc.cli import main
+
+    assert main(["show", "vanila"]) != 0
+    assert "no spec named 'vanila' (did you mean 'vanilla'?)" in capsys.readouterr().err
+    assert main(["bench", "--tasks", "jbs", "--profile", "smoke", "--estimate"]) != 0
+    assert "unknown task 'jbs' (did you mean 'jsb'?)" in capsys.readouterr().err
+    assert main(["show", "qqqqqq"]) != 0
+    assert "did you mean" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from cellc.commands.settings import flag_errors
 from cellc.commands.shell import join_command, storage_args
-from cellc.errors import CellcError, UsageError
+from cellc.errors import CellcError, UsageError, did_you_mean
 
 PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")
 SPACE_KEYS = ("hidden", "lr", "one_minus_momentum", "noise")
@@ -182,7 +182,8 @@ def bench_options_from_args(args: argparse.Namespace):
     known = task_classes()
     for task in tasks:
         if task not in known:
-            raise UsageError(f"--tasks: unknown task {task!r}; known tasks: {', '.join(known)}")
+            raise UsageError(f"--tasks: unknown task {task!r}{did_you_mean(task, list(known))}; known tasks: "
+                             f"{', '.join(known)}")
     from cellc.harness.cells import resolve_cells, user_spec_dirs
 
     typed_cells = _split(args.cells) or list(PAPER_CELLS)

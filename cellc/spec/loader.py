@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 import cellc
-from cellc.errors import SpecError
+from cellc.errors import SpecError, did_you_mean
 from cellc.spec.edits import apply_edits
 from cellc.spec.identifiers import SPEC_NAME
 from cellc.spec.model import Spec, SpecFile
@@ -51,7 +51,8 @@ def find_spec(ref: str | Path) -> Path:
                 return candidate
     names = sorted({p.stem for d in spec_search_dirs() for p in d.glob("*.yaml")})
     known = ", ".join(names) or f"none: no specs in {searched_places()}"
-    raise SpecError(f"no spec named '{ref}' (known: {known}); give a name or a .yaml path")
+    raise SpecError(f"no spec named '{ref}'{did_you_mean(str(ref), names)} (known: {known}); give a name or a .yaml "
+                    "path")
 
 
 def load_spec(ref: str | Path) -> Spec:

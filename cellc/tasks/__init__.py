@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from cellc.errors import UsageError
+from cellc.errors import UsageError, did_you_mean
 from cellc.tasks.base import Batch, RecurrentNetwork, Sequence, Task, TaskData
 
 __all__ = ["Batch", "RecurrentNetwork", "Sequence", "Task", "TaskData", "task_classes", "get_task"]
@@ -41,5 +41,6 @@ def get_task(name: str, data_dir: str | Path | None = None) -> Task:
     """An instance of the task called ``name`` (raises UsageError naming the known tasks)."""
     classes = task_classes()
     if name not in classes:
-        raise UsageError(f"unknown task {name!r}; known tasks: {', '.join(classes) or 'none'}")
+        raise UsageError(f"unknown task {name!r}{did_you_mean(name, list(classes))}; known tasks: "
+                         f"{', '.join(classes) or 'none'}")
     return classes[name](data_dir)
