@@ -203,7 +203,10 @@ def test_three_hosts_share_one_study_through_a_kill_and_a_server_restart(pg_serv
         with open(logs[host], "w") as handle:
             procs[host] = subprocess.Popen(
                 [sys.executable, "-m", "cellc.cli", "bench", "--tasks", "jsb", "--cells", ",".join(CELLS),
-                 "--profile", "smoke", "--trials", str(TARGET), "--max-epochs", "4", "--train-subset", "40",
+                 # trials long enough (about a second) that the hosts are still at work when the test strikes:
+                 # at the online trainer's speed, smoke-sized trials let a host finish the study first
+                 "--profile", "smoke", "--trials", str(TARGET), "--max-epochs", "6", "--patience", "6",
+                 "--train-subset", "0", "--space", "hidden=100:200",
                  "--name", "multi", "--host", host, "--workers", str(workers), "--storage", pg_url,
                  "--report-dir", str(tmp_path / "reports"), "--data-dir", str(DATA_ROOT)],
                 stdout=subprocess.DEVNULL, stderr=handle, env=env)
