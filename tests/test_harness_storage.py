@@ -146,6 +146,18 @@ def test_storage_errors_are_one_line_keep_the_file_and_hide_passwords(tmp_path):
         open_storage(f"sqlite:///{tmp_path / 'typo.db'}?mode=ro", must_exist=True)
 
 
+def test_a_writer_creates_the_folder_of_a_new_sqlite_file(tmp_path):
+    # `cellc copy --to sqlite:///runs/studies.db` on a fresh clone, where runs/ is not there yet
+    url = f"sqlite:///{tmp_path / 'runs' / 'deeper' / 'studies.db'}"
+    optuna.create_study(storage=open_storage(url), study_name="s")
+    assert (tmp_path / "runs" / "deeper" / "studies.db").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="cannot create") as info:
+        open_storage(f"sqlite:///{blocker / 'studies.db'}")
+    assert "\n" not in str(info.value) and blocker.read_text() == "x"
+
+
 def test_bench_listing_matches_the_bench_name_exactly(storage):
     for bench in ("a", "a/b", "ab"):
         open_study(storage, bench, "jsb", "vanilla", settings(), {"bench": bench, "task": "jsb", "cell": "vanilla"},

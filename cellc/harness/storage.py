@@ -72,6 +72,11 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
         path = _sqlite_file(url)
         if must_exist and path is not None and not path.is_file():
             raise UsageError(f"--storage {shown_url(url)}: no such database file")
+        if path is not None and not must_exist:  # a writer's new file: its folder too (runs/ on a fresh clone)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UsageError(f"--storage {shown_url(url)}: cannot create {path.parent} ({err.strerror})") from None
     else:
         # A server restarted under a running bench leaves dead connections in the pool: test each before use.
         engine_kwargs = {"pool_pre_ping": True}
