@@ -260,7 +260,8 @@ def test_reproducing_command_names_data_dir_and_out_never_the_storage_url():
 
     def args(**given):
         base = dict(profile="smoke", trials=None, max_epochs=None, patience=None, warmup=None, train_subset=None,
-                    batch_size=None, space=[], init_std=0.1, seed=0, backend="auto", data_dir=None, out="runs",
+                    batch_size=None, space=[], init_std=0.1, seed=0, backend="auto", device="cpu", amp=None,
+                    data_dir=None, out="runs",
                     storage=None)
         return argparse.Namespace(**{**base, **given})
 

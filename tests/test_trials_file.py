@@ -106,3 +106,20 @@ def test_a_malformed_trials_file_is_one_message(tmp_path, capsys):
     assert main(["report", "--trials", str(bad), "--name", "quick"]) == 2
     assert "leave out --name" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_a_version_1_file_without_devices_reads_as_the_cpu_in_float32(planted, tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["device"] is None and r["precision"] is None for r in rows if r["record"] == "trial")
+    old = tmp_path / "v1.jsonl"  # what cellc wrote before trials recorded their device
+    rows[0]["version"] = 1
+    for row in rows:
+        for key in ("device", "device_name", "precision"):
+            row.pop(key, None)
+    old.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, studies, _ = load_trials(old)
+    record = studies[0].records[0]
+    assert record.placement("Some CPU") == ("cpu", "Some CPU", "float32")
+    assert [s.records for s in studies] == [s.records for s in load_trials(out)[1]]

@@ -761,6 +761,7 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
     else:
         lines.append(f"- Hardware: not recorded with the studies; the report was generated on {m.cpu}, {m.cores} "
                      f"cores, {m.system}, Python {m.python}.")
+    lines += _placement_lines(studies)
     lines += [
         f"- Total CPU time of all trials: {_hours(total_cpu)}; summed trial wall time {_hours(total_wall)}.",
         "- Analysis: scipy.stats (wilcoxon, friedmanchisquare, fisher_exact, ttest_ind(equal_var=False), bootstrap) "
@@ -772,6 +773,40 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
         "```bash", *commands, context.command, "```", "",
     ]
     return lines + _recomputation(tasks, trials_path)
+
+
+def placements(studies: Sequence[StudyData]) -> dict[tuple[str, str], dict[tuple[str, str, str], int]]:
+    """Per (task, cell): finished trials counted by where they trained, (device, its name, precision); trials
+    stored before devices were recorded count as what they ran (the study's CPU, float32)."""
+    out: dict[tuple[str, str], dict[tuple[str, str, str], int]] = {}
+    for study in studies:
+        environment = study.attrs.get("environment")
+        cpu = environment.get("cpu") if isinstance(environment, dict) else None
+        counts = out.setdefault((study.task, study.cell), {})
+        for record in study.records:
+            if record.finished:
+                key = record.placement(cpu)
+                counts[key] = counts.get(key, 0) + 1
+    return out
+
+
+def _placement_lines(studies: Sequence[StudyData]) -> list[str]:
+    found = placements(studies)
+    totals: dict[tuple[str, str, str], int] = {}
+    for counts in found.values():
+        for key, n in counts.items():
+            totals[key] = totals.get(key, 0) + n
+    if not totals:
+        return []
+    shown = "; ".join(f"{n} on {device} ({name}) in {precision}" for (device, name, precision), n in sorted(totals.items()))
+    lines = [f"- Trials trained on: {shown}."]
+    mixed = {pair: counts for pair, counts in found.items() if len({(d, p) for d, _, p in counts}) > 1}
+    if mixed:
+        lines.append("- **Mixed devices or precisions within a study**: " + "; ".join(
+            f"{task}/{cell}: " + ", ".join(f"{n} on {d} in {p}" for (d, _, p), n in sorted(counts.items()))
+            for (task, cell), counts in sorted(mixed.items()))
+            + ". Their timings are not comparable, and their results only as far as the devices compute alike.")
+    return lines
 
 
 def report_q_values(tasks: Sequence[TaskAnalysis]) -> dict[tuple[str, str], float]:

@@ -96,6 +96,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto",
                         help=f"compiled-cell backend, of {', '.join(_backend_names())} (default: auto: the fastest "
                         "here)")
+    parser.add_argument("--device", default="cpu", metavar="{cpu,cuda,auto}",
+                        help="where trials train: cpu, cuda (or cuda:K), or auto (cuda where torch sees a GPU); data "
+                        "are moved to it once per task (default: cpu)")
+    parser.add_argument("--amp", default=None, metavar="bf16",
+                        help="train and evaluate under bf16 autocast (parameters and state stay float32; the "
+                        "generated C++ / Triton loops compute float32); default: off, float32 as in the paper")
 
 
 def _task_names() -> list[str]:
@@ -141,11 +147,18 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"bad training setting: {flag_errors(err)}") from None
     from cellc.harness.cells import resolve_cell, user_spec_dirs
 
+    from cellc.harness.device import resolve_placement
+    from cellc.harness.train import data_as
+
+    placement = resolve_placement(args.device, args.amp)
     label, target = resolve_cell(args.cell, user_spec_dirs(args.specs_dir))
     task = get_task(args.task, args.data_dir)
     data = task.load()
     layer = layer_class(target, args.backend)
-    print(f"{task.title} ({data.source} data, {data.location}); cell {label}; {config.model_dump()}")
+    where = placement.describe()
+    print(f"{task.title} ({data.source} data, {data.location}); cell {label}; {config.model_dump()}; on "
+          f"{placement.device} ({where['device_name']}) in {where['precision']}")
+    data = data_as(data, torch.float32, placement.torch_device)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"metric: {task.metric_name}")
@@ -156,12 +169,13 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"epoch {report.epoch:4d}  train {report.train:9.4f}  valid {report.valid:9.4f}  "
               f"best {report.best_valid:9.4f}  {report.seconds:6.1f}s", flush=True)
 
-    outcome = train_trial(task, data, layer, config, on_epoch=on_epoch)
+    outcome = train_trial(task, data, layer, config, on_epoch=on_epoch, placement=placement)
     print(tabulate(
         [["status", outcome.status], ["parameters", outcome.param_count], ["epochs", outcome.epochs],
          ["best epoch", outcome.best_epoch], ["best valid", outcome.best_valid],
          ["test at best valid", outcome.test_at_best], ["wall time (s)", f"{outcome.wall_time_s:.1f}"],
-         ["CPU time (s)", f"{outcome.cpu_time_s:.1f}"], ["data", data.source]],
+         ["CPU time (s)", f"{outcome.cpu_time_s:.1f}"], ["data", data.source],
+         ["device", f"{outcome.device} ({outcome.device_name}), {outcome.precision}"]],
         tablefmt="simple",
     ))
     return 0
@@ -213,6 +227,9 @@ def bench_options_from_args(args: argparse.Namespace):
         overrides["space"] = ranges
     if args.workers < 0:
         raise UsageError("--workers must be 0 (inline) or more")
+    from cellc.harness.device import resolve_placement
+
+    placement = resolve_placement(args.device, args.amp)
     if args.host is not None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", args.host):
             raise UsageError(f"--host {args.host!r}: 1-64 letters, digits, '.', '-' or '_'")
@@ -239,7 +256,7 @@ def bench_options_from_args(args: argparse.Namespace):
         verbose=args.verbose, command=_reproducing_command(args, tasks, typed_cells, name),
         cell_refs={label: ref for label, ref in refs.items() if ref != label},
         report=None if args.no_report else str(Path(args.report_dir) / f"{name}.md"),
-        estimate=not args.no_estimate,
+        estimate=not args.no_estimate, placement=placement,
     )
 
 
@@ -278,6 +295,10 @@ def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list
         parts += ["--seed", str(args.seed)]
     if args.backend != "auto":
         parts += ["--backend", args.backend]
+    if args.device != "cpu":
+        parts += ["--device", args.device]
+    if args.amp:
+        parts += ["--amp", args.amp]
     if name != args.profile:
         parts += ["--name", name]
     # Where the data and studies were: --data-dir and --out, never --storage (a URL may hold a password).

@@ -20,9 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from cellc.speed.measure import BACKENDS, CELLS, SIZES
 
     p = subparsers.add_parser("speed", help="time the backends against torch.nn.LSTM / GRU; write reports/speed.md")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                    help="cpu (default): these timings, reports/speed.md; cuda: the GPU benchmark against cuDNN "
-                        "(benchmarks/gpu.sh), reports/speed-gpu.md")
+                        "(benchmarks/gpu.sh), reports/speed-gpu.md; auto: cuda where torch sees a GPU. With "
+                        "--train: where the training epochs run")
+    p.add_argument("--train", action="store_true",
+                   help="time one epoch of a trial's online training against a plain torch.nn.LSTM loop and the "
+                        "GEMM floor, per --rows (reports/speed-train.md)")
     p.add_argument("--cells", nargs="+", default=None, help=f"specs to time (default: {' '.join(CELLS)})")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median; default 5)")
     p.add_argument("--out", default=None, help="the report (default: reports/speed.md, or reports/speed-gpu.md)")
@@ -38,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cpu.add_argument("--data-dir", default=None,
                      help="data root holding jsb-chorales/ for the JSB line, as for `cellc bench` (default: "
                      "$CELLC_DATA_DIR, ../shared/data of a checkout, ~/.local/share/cellc)")
+    train = p.add_argument_group("training epochs only (--train)")
+    train.add_argument("--rows", default=None,
+                       help="TASK:HIDDEN pairs, comma-separated (default: jsb:50,jsb:100,jsb:200,timit:100,iam:100)")
     gpu = p.add_argument_group("GPU benchmark only (--device cuda)")
     gpu.add_argument("--max-seconds", type=float, default=None,
                      help=f"stop timing after this long, listing the rest as skipped (default {MAX_SECONDS:g})")
@@ -110,7 +117,36 @@ def _gpu_benchmark(args) -> int:
     return gpu.main(forwarded, command=shlex.join(["cellc", *args.argv]))
 
 
+def _train_benchmark(args) -> int:
+    """`--train`: one epoch of training per --rows item, side by side (cellc.speed.train), on --device."""
+    from cellc.harness.device import resolve_placement
+    from cellc.speed import train
+
+    given = [flag for name, flag in {**CPU_ONLY, "max_seconds": "--max-seconds"}.items()
+             if name not in ("data_dir",) and getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{given[0]} does not apply to --train")
+    if args.cells is not None and len(args.cells) != 1:
+        raise UsageError("--train times one cell: give --cells NAME once")
+    _check_counts(args)
+    rows = train.parse_rows(args.rows or ",".join(f"{t}:{n}" for t, n in train.ROWS))
+    place = resolve_placement(args.device)
+    out = Path(args.out or "reports/speed-train.md")
+    _check_writable(out)
+    print(train.run(rows, (args.cells or ["vanilla"])[0], args.repeat, out, place, shlex.join(["cellc", *args.argv]),
+                    args.data_dir))
+    return 0
+
+
 def cmd_speed(args) -> int:
+    if args.train:
+        return _train_benchmark(args)
+    if args.rows is not None:
+        raise UsageError("--rows applies to --train only")
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda":
         return _gpu_benchmark(args)
     if args.max_seconds is not None:

@@ -35,6 +35,7 @@ from cellc.errors import CellcError, UsageError
 from cellc.harness import progress as progress_text
 from cellc.harness import storage as store
 from cellc.harness.cells import cell_identity
+from cellc.harness.device import Placement
 from cellc.harness.profiles import Profile, apply_overrides
 from cellc.harness.record import StudySettings, checked_bench_name, data_identity, environment, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters
@@ -66,6 +67,7 @@ class BenchOptions(BaseModel):
     layer_factory: str = DEFAULT_LAYER_FACTORY
     report: str | None = None  # where the report will go (for the start-up plan)
     estimate: bool = True  # time calibration epochs for the plan's estimate and the ETA (cellc.harness.cost)
+    placement: Placement = Placement()  # where trials train (--device, --amp); calibration epochs too
 
 
 class BenchSummary(BaseModel):
@@ -240,6 +242,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
             units.append(retry(_Unit, task, cell, study, settings[task].trials, what="counting trials"))
     if recovered:
         log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
+    for note in _placement_notes(units, options.placement):
+        log(f"note: {note}")
     progress = progress_text.start(options, units, task_info, storage_shown=store.shown_url(options.storage), log=log)
 
     spaces = {task: distributions(settings[task].space) for task in options.tasks}
@@ -297,7 +301,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir,
                               cell=options.cell_refs.get(unit.cell, unit.cell),
                               backend=options.backend, config=config.model_dump(),
-                              report_epochs=options.verbose, layer_factory=options.layer_factory)
+                              report_epochs=options.verbose, layer_factory=options.layer_factory,
+                              placement=options.placement.model_dump())
                     bar.started(next_job, unit.task, unit.cell, trial.number, hp["hidden"])
                     next_job += 1
                     pool.submit(slot, job)
@@ -377,6 +382,24 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
     if note:
         log(f"bench {options.name}: {note}")
     return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
+
+
+def _placement_notes(units: list[_Unit], placement: Placement) -> list[str]:
+    """One line per study whose finished trials trained elsewhere than this run will (another device or
+    precision): the study then mixes them, which its report says too."""
+    here = placement.describe()
+    notes = []
+    for unit in units:
+        kinds: dict[tuple[str, str], int] = {}
+        for trial in unit.study.get_trials(deepcopy=False, states=FINISHED):
+            key = (trial.user_attrs.get("device") or "cpu", trial.user_attrs.get("precision") or "float32")
+            kinds[key] = kinds.get(key, 0) + 1
+        other = {key: n for key, n in kinds.items() if key != (here["device"], here["precision"])}
+        if other and unit.finished < unit.target:
+            ran = ", ".join(f"{n} on {device} in {precision}" for (device, precision), n in sorted(other.items()))
+            notes.append(f"{unit.task}/{unit.cell}: finished trials ran {ran}; this run trains on {here['device']} "
+                         f"in {here['precision']}, so the study will mix them (its report says so)")
+    return notes
 
 
 def estimate_bench(options: BenchOptions, target_hours: float, log: Callable[[str], None] | None = None) -> str:

@@ -81,6 +81,7 @@ class Calibration(BaseModel):
     build_s: float = 0.0  # building the cell's layer class in a fresh process
     import_s: float = 0.0  # starting a worker process (spawn and imports)
     warm_s: float = 0.0  # a fresh process's first update and evaluation of the cell (beyond their steady cost)
+    peak_bytes: float = 0.0  # on a GPU: the largest size's peak tensor memory (training and evaluation); 0 on the CPU
 
     def at(self, hidden: float) -> tuple[float, float, float]:
         """CPU seconds of (an epoch's training, a validation pass, a test pass) at ``hidden``."""
@@ -258,16 +259,20 @@ class _Point(BaseModel):
     batch_size: int
     train_subset: int | None
     seed: int
+    placement: dict[str, Any] = {}  # a Placement dump: where the trials will train
     submitted: float = 0.0  # time.time() when handed to the pool (a process's first point times its start)
 
 
 @lru_cache(maxsize=None)
-def _task_data(task_name: str, data_dir: str | None) -> tuple[Any, Any, float]:
+def _task_data(task_name: str, data_dir: str | None, device: str = "cpu") -> tuple[Any, Any, float]:
+    import torch
+
+    from cellc.harness.train import data_as
     from cellc.tasks import get_task
 
     start = time.perf_counter()
     task = get_task(task_name, data_dir)
-    return task, task.load(), time.perf_counter() - start
+    return task, data_as(task.load(), torch.float32, device), time.perf_counter() - start
 
 
 @lru_cache(maxsize=None)
@@ -295,6 +300,7 @@ def measure_point(point: _Point) -> dict[str, float]:
     size, and the wall seconds of this process's first data load, layer build and start-up (0 when done)."""
     import torch
 
+    from cellc.harness.device import Placement
     from cellc.harness.train import TrainConfig, epoch_runner, evaluate, initialise
 
     # A process's first point: from its submission (process start, imports) to now
@@ -302,7 +308,8 @@ def measure_point(point: _Point) -> dict[str, float]:
     _fresh.append(False)
     begun = time.perf_counter()
     loaded_before = _task_data.cache_info().currsize
-    task, data, load_s = _task_data(point.task, point.data_dir)
+    placement = Placement(**point.placement)
+    task, data, load_s = _task_data(point.task, point.data_dir, placement.device)
     if _task_data.cache_info().currsize == loaded_before:
         load_s = 0.0
     built_before = _layer.cache_info().currsize
@@ -312,8 +319,13 @@ def measure_point(point: _Point) -> dict[str, float]:
     generator = torch.Generator().manual_seed(point.seed)
     network = task.build_network(layer_class, point.hidden)
     initialise(network, 0.1, generator)
+    network.to(placement.torch_device)
+    if placement.is_cuda:
+        torch.cuda.reset_peak_memory_stats(placement.torch_device)
     config = TrainConfig(hidden=point.hidden, lr=1e-4, momentum=0.9, noise=0.0, batch_size=point.batch_size)
-    runner = epoch_runner(network, task, data, config, generator)  # what a trial of this profile trains with
+    # what a trial of this profile trains with, where it trains
+    runner = epoch_runner(network, task, data, config, placement.noise_generator(point.seed, generator),
+                          placement=placement)
     train = data.train
     per_epoch = len(train) if point.train_subset is None else min(point.train_subset, len(train))
     mean_steps = sum(len(s) for s in train) / max(1, len(train))
@@ -326,19 +338,21 @@ def measure_point(point: _Point) -> dict[str, float]:
 
     # warm-up: first-call costs are not per-epoch costs (they are start-up costs, see warm_s)
     update(groups[0])
-    evaluate(network, task, data.valid[:2])
-    steady = _timed(lambda: (update(groups[0]), evaluate(network, task, data.valid[:2])))[0]
+    evaluate(network, task, data.valid[:2], placement)
+    steady = _timed(lambda: (update(groups[0]), evaluate(network, task, data.valid[:2], placement)))[0]
     timed = groups[1:] or groups
     timed_steps = sum(len(train[i]) for g in timed for i in g)
     per_step = per_epoch * mean_steps / max(1, timed_steps)
     train = _timed(lambda: [update(group) for group in timed])
-    valid = _timed(lambda: evaluate(network, task, data.valid))
-    test = _timed(lambda: evaluate(network, task, data.test))
+    valid = _timed(lambda: evaluate(network, task, data.valid, placement))
+    test = _timed(lambda: evaluate(network, task, data.test, placement))
+    peak = float(torch.cuda.max_memory_allocated(placement.torch_device)) if placement.is_cuda else 0.0
     # what this point cost beyond its steady parts: first calls in this process (torch's lazy set-up, the
     # cell's first run), paid by each bench worker once
     warm = time.perf_counter() - begun - load_s - build_s - train[0] - valid[0] - test[0] - steady
     return {"train": train[0] * per_step, "train_cpu": train[1] * per_step, "valid": valid[0], "valid_cpu": valid[1],
-            "test": test[0], "test_cpu": test[1], "load": load_s, "build": build_s, "import": import_s, "warm": max(0.0, warm)}
+            "test": test[0], "test_cpu": test[1], "load": load_s, "build": build_s, "import": import_s, "warm": max(0.0, warm),
+            "peak": peak}
 
 
 def _timed(work: Callable[[], Any]) -> tuple[float, float]:
@@ -350,13 +364,15 @@ def _timed(work: Callable[[], Any]) -> tuple[float, float]:
 
 def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *, workers: int,
               data_dir: str | None, backend: str, layer_factory: str, seed: int = 0,
-              on_error: Callable[[str], None] | None = None, refs: dict[str, str] | None = None) -> Calibrated:
+              on_error: Callable[[str], None] | None = None, refs: dict[str, str] | None = None,
+              placement: dict[str, Any] | None = None) -> Calibrated:
     """Measure every (task, cell) of ``pairs`` at :func:`calibration_sizes`; a pair whose measurement
     fails is left out (``on_error`` gets one line) and the model says it has no estimate for it. ``refs``:
     what to build for a cell label that is not a built-in name (a user's spec file)."""
     points = [
         _Point(task=task, label=cell, cell=(refs or {}).get(cell, cell), hidden=hidden, data_dir=data_dir, backend=backend, layer_factory=layer_factory,
-               batch_size=profiles[task].batch_size, train_subset=profiles[task].train_subset, seed=seed)
+               batch_size=profiles[task].batch_size, train_subset=profiles[task].train_subset, seed=seed,
+               placement=placement or {})
         for task, cell in pairs for hidden in calibration_sizes(profiles[task])
     ]
     results: dict[int, dict[str, float]] = {}
@@ -408,5 +424,6 @@ def calibrate(pairs: Sequence[tuple[str, str]], profiles: dict[str, Profile], *,
             **{f"{key}_s": [r[key] for _, r in measured] for key in ("train", "valid", "test")},
             **{f"{key}_cpu_s": [r[f"{key}_cpu"] for _, r in measured] for key in ("train", "valid", "test")},
             **{f"{key}_s": max(r[key] for _, r in measured) for key in ("load", "build", "import", "warm")},
+            peak_bytes=max(r["peak"] for _, r in measured),
         )
     return Calibrated(pairs=out, shutdown_s=shutdown_s)

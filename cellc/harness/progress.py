@@ -310,25 +310,50 @@ def start(options: Any, units: Sequence[Any], task_info: dict[str, Any], storage
                         u.target - u.finished) for u in units]
     pairs = [(s.task, s.cell) for s in states if s.pending]
     if not options.estimate or not pairs:
+        if pairs:
+            _memory_unmeasured(options, log)
         return Started(units=states, model=None)
     sizes = sum(len(calibration_sizes(profiles[task])) for task, _ in pairs)
     log(f"  timing {sizes} calibration epoch(s) ({len(pairs)} task/cell pair(s)) for the estimate ...")
     model = CostModel(
         calibrate(pairs, profiles, workers=options.workers, data_dir=options.data_dir, backend=options.backend,
                   layer_factory=options.layer_factory, seed=options.seed, on_error=lambda text: log(f"  {text}"),
-                  refs=options.cell_refs),
+                  refs=options.cell_refs, placement=options.placement.model_dump()),
         profiles, options.workers,
     )
-    for unit in units:  # what finished trials already say (a resumed bench)
+    _memory_check(options, model, log)
+    here = options.placement.describe()
+    for unit in units:  # what finished trials already say (a resumed bench), where they ran as this run will
         for trial in unit.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             attrs = trial.user_attrs
-            if "epochs" in attrs and "wall_time_s" in attrs:
+            same_place = all(attrs.get(key, default) == here[key]
+                             for key, default in (("device", "cpu"), ("precision", "float32")))
+            if "epochs" in attrs and "wall_time_s" in attrs and same_place:
                 model.observe(unit.task, unit.cell, int(trial.params.get("hidden", 0)), int(attrs["epochs"]),
                               float(attrs["wall_time_s"]))
     pending = dispatch_order(states)
     log(estimate_line(model.wall_seconds(pending, startup=True), model.cpu_seconds(pending), len(pending),
                       model.contention()))
     return Started(units=states, model=model)
+
+
+def _memory_unmeasured(options: Any, log: Callable[[str], None]) -> None:
+    from cellc.harness.device import workers_memory_line
+
+    line = workers_memory_line(options.placement, options.workers, None)
+    if line:
+        log(f"  {line}")
+
+
+def _memory_check(options: Any, model: CostModel, log: Callable[[str], None]) -> None:
+    """On a GPU: state the memory each trial process takes (the largest calibrated peak), and refuse a worker
+    count that cannot fit (a UsageError before any trial runs)."""
+    from cellc.harness.device import workers_memory_line
+
+    peaks = [c.peak_bytes for c in model.calibrations.values()]
+    line = workers_memory_line(options.placement, options.workers, max(peaks) if peaks else None)
+    if line:
+        log(f"  {line}")
 
 
 def estimate(options: Any, profiles: dict[str, Profile], sources: dict[str, str], target_hours: float,
@@ -342,9 +367,10 @@ def estimate(options: Any, profiles: dict[str, Profile], sources: dict[str, str]
     model = CostModel(
         calibrate([(s.task, s.cell) for s in states], profiles, workers=options.workers, data_dir=options.data_dir,
                   backend=options.backend, layer_factory=options.layer_factory, seed=options.seed, on_error=log,
-                  refs=options.cell_refs),
+                  refs=options.cell_refs, placement=options.placement.model_dump()),
         profiles, workers,
     )
+    _memory_check(options, model, log)
     head = (f"estimate for bench {options.name} (profile {options.profile.name}; data "
             f"{', '.join(f'{task}: {source}' for task, source in sources.items())}), {workers} worker(s) per machine; "
             f"epochs per trial assumed from the profile ({PRIOR_CAP_FRACTION:.0%} of the cap); wall time at the "

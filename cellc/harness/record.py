@@ -62,6 +62,10 @@ Trial user attributes (:class:`TrialRecord` is their typed view):
 ``wall_time_s``     wall-clock seconds of the trial (in its worker)
 ``cpu_time_s``      CPU seconds of the trial's worker process
 ``data_source``     as in the study attributes
+``device``          ``"cpu"`` or ``"cuda"`` (:meth:`cellc.harness.device.Placement.describe`); absent in trials
+                    stored before ``--device`` existed, which all ran on the CPU (read as ``"cpu"``)
+``device_name``     the CPU model or the GPU's name (absent before: the study's ``environment["cpu"]``)
+``precision``       ``"float32"`` or ``"bf16 autocast"`` (absent before: float32, all they could run)
 ``error``           message for failed trials, else None
 ==================  ==========================================================================
 
@@ -134,6 +138,14 @@ class TrialRecord(BaseModel):
     error: str | None
     seed: int | None = None  # training seed (search seed + trial number)
     host: str | None = None  # where it ran (the host part of its owner)
+    device: str | None = None  # "cpu" / "cuda"; None: stored before devices were recorded (the CPU)
+    device_name: str | None = None
+    precision: str | None = None  # "float32" / "bf16 autocast"; None: stored before (float32)
+
+    def placement(self, study_cpu: str | None = None) -> tuple[str, str, str]:
+        """(device, its name, precision), older trials read as what they ran: the CPU (named by the study's
+        environment, ``study_cpu``), float32."""
+        return (self.device or "cpu", self.device_name or study_cpu or "unrecorded CPU", self.precision or "float32")
 
     @property
     def finished(self) -> bool:
@@ -250,6 +262,9 @@ def record_from_trial(trial: FrozenTrial, study_attrs: dict[str, Any]) -> TrialR
         error=attrs.get("error"),
         seed=attrs.get("seed"),
         host=str(attrs["owner"]).rsplit(":", 2)[0] if attrs.get("owner") else None,
+        device=attrs.get("device"),
+        device_name=attrs.get("device_name"),
+        precision=attrs.get("precision"),
     )
 
 

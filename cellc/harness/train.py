@@ -39,6 +39,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from cellc.harness.device import Placement
 from cellc.tasks.base import RecurrentNetwork, Sequence, Task, TaskData
 
 Status = Literal["ok", "diverged", "failed", "interrupted"]
@@ -87,6 +88,9 @@ class TrialOutcome(BaseModel):
     epochs: int
     wall_time_s: float
     cpu_time_s: float
+    device: str = "cpu"  # Placement.describe(): "cpu" / "cuda", the CPU model or GPU name, the precision
+    device_name: str | None = None
+    precision: str = "float32"
     error: str | None = None
 
 
@@ -132,8 +136,10 @@ class Scores(BaseModel):
     secondary: dict[str, float] = {}
 
 
-def evaluate_scores(network: torch.nn.Module, task: Task, sequences: list[Sequence]) -> Scores:
-    """The task metric and secondary metrics over ``sequences`` (each sum(numerators) / sum(denominators))."""
+def evaluate_scores(network: torch.nn.Module, task: Task, sequences: list[Sequence],
+                    placement: Placement | None = None) -> Scores:
+    """The task metric and secondary metrics over ``sequences`` (each sum(numerators) / sum(denominators)),
+    in batches of :data:`EVAL_BATCH` on the sequences' device, at ``placement``'s precision."""
     network.eval()
     sums: dict[str | None, list[float]] = {None: [0.0, 0.0]}  # None: the primary metric
     # Sorting by length keeps padding small inside each evaluation batch.
@@ -141,7 +147,9 @@ def evaluate_scores(network: torch.nn.Module, task: Task, sequences: list[Sequen
     with torch.no_grad():
         for group in batches(ordered, EVAL_BATCH):
             batch = task.collate(group)
-            outputs = network(batch.inputs, batch.lengths)
+            with (placement or Placement()).autocast():
+                outputs = network(batch.inputs, batch.lengths)
+            outputs = full_precision(outputs)
             parts: dict[str | None, tuple[float, float]] = {None: task.score(outputs, batch)}
             parts.update(task.secondary_scores(outputs, batch))
             for name, (num, den) in parts.items():
@@ -153,29 +161,40 @@ def evaluate_scores(network: torch.nn.Module, task: Task, sequences: list[Sequen
     return Scores(primary=ratios.pop(None), secondary=ratios)  # type: ignore[arg-type]
 
 
-def evaluate(network: torch.nn.Module, task: Task, sequences: list[Sequence]) -> float:
+def full_precision(outputs: torch.Tensor) -> torch.Tensor:
+    """Autocast's bfloat16 outputs as float32 for scoring (other dtypes as they are)."""
+    return outputs.float() if outputs.dtype in (torch.bfloat16, torch.float16) else outputs
+
+
+def evaluate(network: torch.nn.Module, task: Task, sequences: list[Sequence], placement: Placement | None = None) -> float:
     """The task metric over ``sequences`` (sum of numerators / sum of denominators)."""
-    return evaluate_scores(network, task, sequences).primary
+    return evaluate_scores(network, task, sequences, placement).primary
 
 
 def add_noise(inputs: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
     """The inputs with Gaussian noise of std ``noise`` (drawn in float32 whatever the inputs' dtype, so
-    that a float64 run sees the same draws)."""
+    that a float64 run sees the same draws), drawn on ``generator``'s device (see
+    :meth:`cellc.harness.device.Placement.noise_generator`)."""
     if noise <= 0:
         return inputs
-    return inputs + torch.randn(inputs.shape, generator=generator) * noise
+    return inputs + torch.randn(inputs.shape, generator=generator, device=generator.device) * noise
 
 
-def data_as(data: TaskData, dtype: torch.dtype) -> TaskData:
-    """``data`` with floating inputs and targets in ``dtype`` (float32 data is returned as it is)."""
-    if dtype == torch.float32:
+def data_as(data: TaskData, dtype: torch.dtype, device: torch.device | str = "cpu") -> TaskData:
+    """``data`` with floating inputs and targets in ``dtype`` and every tensor of inputs and targets on
+    ``device``; data already there (float32 on the CPU, as loaded) is returned as it is. Moved once per task
+    (a bench worker keeps the moved copy), not per update. Targets that are not tensors (CTC's labels and
+    texts) stay where they are."""
+    device = torch.device(device)
+    first = next((s.inputs for split in (data.train, data.valid, data.test) for s in split), None)
+    if first is None or (first.dtype == dtype and first.device == device):
         return data
 
     def convert(seq: Sequence) -> Sequence:
         targets = seq.targets
-        if isinstance(targets, torch.Tensor) and targets.is_floating_point():
-            targets = targets.to(dtype)
-        return Sequence(inputs=seq.inputs.to(dtype), targets=targets)
+        if isinstance(targets, torch.Tensor):
+            targets = targets.to(device, dtype if targets.is_floating_point() else targets.dtype)
+        return Sequence(inputs=seq.inputs.to(device, dtype), targets=targets)
 
     return dataclasses.replace(data, **{split: [convert(s) for s in getattr(data, split)]
                                         for split in ("train", "valid", "test")})
@@ -185,8 +204,9 @@ class ReferenceEpoch:
     """One epoch the plain way: torch.optim.SGD and autograd over padded batches (any batch size)."""
 
     def __init__(self, network: torch.nn.Module, task: Task, data: TaskData, config: TrainConfig,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, placement: Placement | None = None) -> None:
         self.network, self.task, self.data, self.config, self.generator = network, task, data, config, generator
+        self.placement = placement or Placement()
         self.optimizer = torch.optim.SGD(
             network.parameters(),
             lr=config.lr * (1.0 - config.momentum),
@@ -199,14 +219,15 @@ class ReferenceEpoch:
         numerator = denominator = 0.0
         for group in batches([self.data.train[i] for i in order], self.config.batch_size):
             batch = self.task.collate(group)
-            outputs = self.network(add_noise(batch.inputs, self.config.noise, self.generator), batch.lengths)
-            loss = self.task.loss(outputs, batch)
+            with self.placement.autocast():
+                outputs = self.network(add_noise(batch.inputs, self.config.noise, self.generator), batch.lengths)
+                loss = self.task.loss(outputs, batch)
             if not torch.isfinite(loss):
                 return None
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            num, den = self.task.score(outputs.detach(), batch)
+            num, den = self.task.score(full_precision(outputs.detach()), batch)
             numerator += num
             denominator += den
         return numerator, denominator
@@ -238,12 +259,15 @@ class OnlineEpoch:
 
 
 def epoch_runner(network: torch.nn.Module, task: Task, data: TaskData, config: TrainConfig,
-                 generator: torch.Generator, *, online: bool = True) -> OnlineEpoch | ReferenceEpoch:
-    """What trains an epoch of a trial: :class:`OnlineEpoch` at batch size 1 (unless ``online`` is False),
-    else :class:`ReferenceEpoch`. The cost model's calibration times the same."""
-    if online and config.batch_size == 1 and online_shape(network):
+                 generator: torch.Generator, *, online: bool = True,
+                 placement: Placement | None = None) -> OnlineEpoch | ReferenceEpoch:
+    """What trains an epoch of a trial: :class:`OnlineEpoch` at batch size 1 (unless ``online`` is False, or
+    ``placement`` asks for mixed precision), else :class:`ReferenceEpoch`. The cost model's calibration times
+    the same."""
+    placement = placement or Placement()
+    if online and placement.amp is None and config.batch_size == 1 and online_shape(network):
         return OnlineEpoch(network, task, data, config, generator)
-    return ReferenceEpoch(network, task, data, config, generator)
+    return ReferenceEpoch(network, task, data, config, generator, placement)
 
 
 def online_shape(network: torch.nn.Module) -> bool:
@@ -267,11 +291,15 @@ def train_trial(
     *,
     online: bool = True,
     dtype: torch.dtype = torch.float32,
+    placement: Placement | None = None,
 ) -> TrialOutcome:
     """Run one trial to completion (early stopping), returning its outcome. Never raises on divergence.
 
     ``online`` (default) trains a batch size of 1 through :class:`OnlineEpoch`; False, or a larger batch
-    size, through :class:`ReferenceEpoch`. ``dtype`` (tests: float64) is the network's and data's."""
+    size, through :class:`ReferenceEpoch`. ``dtype`` (tests: float64) is the network's and data's.
+    ``placement``: the device and precision (default: the CPU, float32); the network is initialised on the
+    CPU from the seed (the same weights on every device), then moved with the data."""
+    placement = placement or Placement()
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(config.seed)  # for any randomness inside the layer module itself
     generator = torch.Generator().manual_seed(config.seed)
@@ -279,10 +307,11 @@ def train_trial(
 
     network = task.build_network(layer_class, config.hidden)
     initialise(network, config.init_std, generator)
-    network.to(dtype)
-    data = data_as(data, dtype)
+    network.to(placement.torch_device, dtype)
+    data = data_as(data, dtype, placement.torch_device)
     param_count = sum(p.numel() for p in network.parameters())
-    trainer = epoch_runner(network, task, data, config, generator, online=online)
+    trainer = epoch_runner(network, task, data, config, placement.noise_generator(config.seed, generator),
+                           online=online, placement=placement)
     sign = 1.0 if task.lower_is_better else -1.0
     train_curve: list[float] = []
     valid_curve: list[float] = []
@@ -304,7 +333,7 @@ def train_trial(
             break
         numerator, denominator = sums
         train_metric = numerator / denominator if denominator else math.nan
-        valid = evaluate(network, task, data.valid)
+        valid = evaluate(network, task, data.valid, placement)
         if not math.isfinite(valid) or not math.isfinite(train_metric):
             status = "diverged"
             break
@@ -332,7 +361,7 @@ def train_trial(
     test_secondary: dict[str, float] = {}
     if best_state is not None:
         network.load_state_dict(best_state)
-        scores = evaluate_scores(network, task, data.test)
+        scores = evaluate_scores(network, task, data.test, placement)
         if math.isfinite(scores.primary):
             test_at_best = scores.primary
             test_secondary = {name: value for name, value in scores.secondary.items() if math.isfinite(value)}
@@ -348,5 +377,6 @@ def train_trial(
         epochs=len(valid_curve),
         wall_time_s=time.perf_counter() - wall_start,
         cpu_time_s=time.process_time() - cpu_start,
+        **placement.describe(),
     )
 

@@ -27,7 +27,10 @@ values appear as ``NaN`` / ``Infinity``); every line has a ``record`` field sayi
    ``test_at_best`` and ``test_secondary_at_best`` (test scores with the best validation epoch's
    weights), ``epochs``, ``wall_time_s``, ``cpu_time_s``, ``host`` (from the trial's owner),
    ``code_commit`` (the cellc commit of the bench run that last worked on the study, null where not
-   recorded), ``data_source`` and ``error``.
+   recorded), ``data_source``, ``error``, and where the trial trained: ``device`` (``cpu`` / ``cuda``),
+   ``device_name`` (the CPU model or GPU name) and ``precision`` (``float32`` / ``bf16 autocast``), each
+   null for trials stored before they were recorded (version 1 files), which all trained on the CPU in
+   float32.
 
 ``failure`` is :func:`cellc.analysis.outcomes.failure_kind` of the trial: null (a usable trial, or one
 not finished), ``"diverged"`` (NaN/inf, or no test score), or ``"no better than trivial"`` (its test
@@ -48,7 +51,7 @@ from cellc.errors import UsageError, short_path
 from cellc.harness.record import TrialRecord
 
 TRIALS_SCHEMA = "cellc-trials"
-TRIALS_VERSION = 1
+TRIALS_VERSION = 2  # 2: the trial rows' device, device_name and precision (version 1 files read as the CPU, float32)
 TRIALS_FILE = "trials.jsonl"
 
 

@@ -40,6 +40,7 @@ class Job(BaseModel):
     config: dict[str, Any]  # a TrainConfig dump
     report_epochs: bool = False
     layer_factory: str = DEFAULT_LAYER_FACTORY
+    placement: dict[str, Any] = {}  # a Placement dump: device and precision (default: the CPU, float32)
 
 
 @dataclass(frozen=True)
@@ -74,23 +75,28 @@ class JobRunner:
     """Runs jobs in the current process, caching loaded task data and layer classes."""
 
     def __init__(self) -> None:
-        self._data: dict[tuple[str, str | None], Any] = {}
+        self._data: dict[tuple[str, str | None, str], Any] = {}
 
     def run(self, job: Job, send: Any) -> Event:
-        from cellc.harness.train import TrainConfig, train_trial
+        import torch
+
+        from cellc.harness.device import Placement
+        from cellc.harness.train import TrainConfig, data_as, train_trial
         from cellc.tasks import get_task
 
         try:
-            key = (job.task, job.data_dir)
-            if key not in self._data:
+            placement = Placement(**job.placement)
+            key = (job.task, job.data_dir, placement.device)
+            if key not in self._data:  # loaded, and moved to the device, once per task
                 task = get_task(job.task, job.data_dir)
-                self._data[key] = (task, task.load())
+                self._data[key] = (task, data_as(task.load(), torch.float32, placement.torch_device))
             task, data = self._data[key]
             layer_class = _resolve(job.layer_factory)(job.cell, job.backend)
             on_epoch = None
             if job.report_epochs:
                 on_epoch = lambda report: send(Event("epoch", job.job_id, report.model_dump()))  # noqa: E731
-            outcome = train_trial(task, data, layer_class, TrainConfig(**job.config), on_epoch=on_epoch)
+            outcome = train_trial(task, data, layer_class, TrainConfig(**job.config), on_epoch=on_epoch,
+                                  placement=placement)
             return Event("done", job.job_id, outcome.model_dump())
         except Exception as err:  # a failing trial must not take the worker (or the study) down
             detail = traceback.format_exception_only(type(err), err)[-1].strip()

@@ -105,8 +105,9 @@ class Batch:
 
     def __post_init__(self) -> None:
         if self.mask is None:
-            steps = torch.arange(self.inputs.shape[0]).unsqueeze(1)
-            self.mask = steps < self.lengths.unsqueeze(0)
+            # on the inputs' device (the lengths stay on the CPU, where the layers read them)
+            steps = torch.arange(self.inputs.shape[0], device=self.inputs.device).unsqueeze(1)
+            self.mask = steps < self.lengths.to(self.inputs.device).unsqueeze(0)
 
     @property
     def size(self) -> int:

@@ -22,6 +22,7 @@ def ctc_loss(outputs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor
     so that one such line cannot poison training; they still score as errors.
     """
     log_probs = F.log_softmax(outputs.float(), dim=-1)
+    targets = targets.to(log_probs.device)  # labels are kept on the CPU; a no-op there
     return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=BLANK, reduction="sum", zero_infinity=True)
 
 

@@ -144,7 +144,7 @@ class Timit(Task):
         flat, targets = outputs.flatten(0, 1), batch.targets.flatten()
         loss = F.cross_entropy(flat, targets, reduction="sum")
         gradient = torch.softmax(flat, 1)
-        gradient[torch.arange(len(targets)), targets] -= 1.0
+        gradient[torch.arange(len(targets), device=targets.device), targets] -= 1.0
         return ClosedForm(loss, gradient.view_as(outputs))
 
     def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
@@ -153,8 +153,9 @@ class Timit(Task):
 
     def secondary_scores(self, outputs: torch.Tensor, batch: Batch) -> dict[str, tuple[float, float]]:
         """Folded error as (numerator, denominator), summed over batches like :meth:`score`."""
-        predicted = self._fold[outputs.argmax(-1)]
-        truth = self._fold[batch.targets]
+        fold = self._fold.to(outputs.device)  # 61 numbers; a no-op on the CPU
+        predicted = fold[outputs.argmax(-1)]
+        truth = fold[batch.targets]
         counted = batch.mask & (truth >= 0)
         wrong = (predicted != truth) & counted
         return {"FER39 %": (100.0 * float(wrong.sum()), float(counted.sum()))}

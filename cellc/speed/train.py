@@ -1,13 +1,14 @@
-"""A trial's training epoch, measured side by side with the loop a user would write (issue 19).
+"""``cellc speed --train``: a trial's training epoch, side by side with the loop a user would write (issue 19).
 
-    python benchmarks/train_throughput.py [--repeat 5] [--cell vanilla] [--out reports/speed-train.md]
+    cellc speed --train [--device cpu|cuda|auto] [--repeat 5] [--cells vanilla] [--rows jsb:100,...]
+                        [--out reports/speed-train.md]
 
-For each task and hidden size, in this one process, one thread, on the task's training split
+For each task and hidden size, in this one process, one thread, on ``--device``, on the task's training split
 (JSB Chorales: the real data; TIMIT and IAM-OnDB: the proxy corpora), medians of ``--repeat`` epochs
 of online training (one sequence per update, Nesterov SGD, input noise 0.1):
 
 - **cellc online**: the harness as trials run it (:class:`cellc.harness.train.OnlineEpoch`, the
-  compiled backend);
+  ``auto`` backend: compiled C++ loops on the CPU, Triton / cuDNN on a GPU);
 - **cellc reference**: the harness's autograd + torch.optim loop (:class:`ReferenceEpoch`, what
   every trial ran before the online trainer);
 - **plain loop**: what a user would write: ``torch.nn.LSTM`` (bidirectional where the task is) +
@@ -24,11 +25,8 @@ Writes a markdown report; changes nothing else.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -38,8 +36,9 @@ from tabulate import tabulate
 
 from cellc.harness.cells import layer_class
 from cellc.harness.cost import PRIOR_CAP_FRACTION
+from cellc.harness.device import Placement
 from cellc.harness.profiles import get_profile
-from cellc.harness.train import OnlineEpoch, ReferenceEpoch, TrainConfig, add_noise, evaluate, initialise
+from cellc.harness.train import OnlineEpoch, ReferenceEpoch, TrainConfig, add_noise, data_as, evaluate, initialise
 from cellc.tasks import get_task
 
 NOISE = 0.1
@@ -56,24 +55,29 @@ REAL_FRAMES_PER_SEQUENCE = {"timit": 300}
 TARGET_PLAIN, TARGET_FLOOR = 0.5, 2.5
 
 
-def median_seconds(work, repeat: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of ``work()`` over ``repeat`` runs (after one warm-up)."""
+def median_seconds(work, repeat: int, place: Placement) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``work()`` over ``repeat`` runs (after one warm-up); on a GPU each run
+    ends when the device has finished its work."""
+    sync = (lambda: torch.cuda.synchronize(place.torch_device)) if place.is_cuda else (lambda: None)
     work()
+    sync()
     walls, cpus = [], []
     for _ in range(repeat):
         wall, cpu = time.perf_counter(), time.process_time()
         work()
+        sync()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return statistics.median(walls), statistics.median(cpus)
 
 
-def cellc_epoch(task, data, cell: str, hidden: int, runner_class):
+def cellc_epoch(task, data, cell: str, hidden: int, runner_class, place: Placement):
     config = TrainConfig(hidden=hidden, lr=LR, momentum=MOMENTUM, noise=NOISE, seed=0)
     generator = torch.Generator().manual_seed(0)
-    network = task.build_network(layer_class(cell, "compiled"), hidden)
+    network = task.build_network(layer_class(cell, "auto"), hidden)
     initialise(network, 0.1, generator)
-    runner = runner_class(network, task, data, config, generator)
+    network.to(place.torch_device)
+    runner = runner_class(network, task, data, config, place.noise_generator(0, generator))
     order = list(range(len(data.train)))
 
     def epoch():
@@ -83,21 +87,21 @@ def cellc_epoch(task, data, cell: str, hidden: int, runner_class):
     return epoch, network
 
 
-def plain_epoch(task, data, hidden: int):
+def plain_epoch(task, data, hidden: int, place: Placement):
     """The loop a user would write with torch's own LSTM and losses."""
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(task.input_size, hidden, bidirectional=task.bidirectional)
-    linear = torch.nn.Linear(hidden * (2 if task.bidirectional else 1), task.output_size)
+    lstm = torch.nn.LSTM(task.input_size, hidden, bidirectional=task.bidirectional).to(place.torch_device)
+    linear = torch.nn.Linear(hidden * (2 if task.bidirectional else 1), task.output_size).to(place.torch_device)
     optimizer = torch.optim.SGD([*lstm.parameters(), *linear.parameters()], lr=LR * (1 - MOMENTUM),
                                 momentum=MOMENTUM, nesterov=True)
-    generator = torch.Generator().manual_seed(0)
+    generator = place.noise_generator(0, torch.Generator().manual_seed(0))
 
     def loss_of(outputs, seq):
         if task.name == "jsb":
             return F.binary_cross_entropy_with_logits(outputs, seq.targets, reduction="sum")
         if task.name == "timit":
             return F.cross_entropy(outputs, seq.targets, reduction="sum")
-        labels = seq.targets.labels
+        labels = seq.targets.labels.to(outputs.device)
         return F.ctc_loss(F.log_softmax(outputs, -1).unsqueeze(1), labels.unsqueeze(0), [len(outputs)], [len(labels)],
                           reduction="sum", zero_infinity=True)
 
@@ -118,7 +122,8 @@ def floor_epoch(network, frames: int):
     for weight in network.parameters():
         if weight.dim() == 2:
             rows, cols = weight.shape
-            operands.append((weight.detach(), torch.randn(frames, cols), torch.randn(frames, rows)))
+            operands.append((weight.detach(), torch.randn(frames, cols, device=weight.device),
+                             torch.randn(frames, rows, device=weight.device)))
 
     def epoch():
         for weight, inputs, d_outputs in operands:
@@ -129,21 +134,22 @@ def floor_epoch(network, frames: int):
     return epoch
 
 
-def measure(task_name: str, hidden: int, cell: str, repeat: int, cache: dict) -> dict:
+def measure(task_name: str, hidden: int, cell: str, repeat: int, cache: dict, place: Placement,
+            data_dir: str | None = None) -> dict:
     if task_name not in cache:
-        task = get_task(task_name)
-        cache[task_name] = (task, task.load())
+        task = get_task(task_name, data_dir)
+        cache[task_name] = (task, data_as(task.load(), torch.float32, place.torch_device))  # moved once
     task, data = cache[task_name]
     frames = sum(len(s) for s in data.train)
-    online, network = cellc_epoch(task, data, cell, hidden, OnlineEpoch)
-    reference, _ = cellc_epoch(task, data, cell, hidden, ReferenceEpoch)
+    online, network = cellc_epoch(task, data, cell, hidden, OnlineEpoch, place)
+    reference, _ = cellc_epoch(task, data, cell, hidden, ReferenceEpoch, place)
     row = {"task": task_name, "source": data.source, "hidden": hidden, "sequences": len(data.train), "frames": frames}
-    row["online"] = median_seconds(online, repeat)
-    row["reference"] = median_seconds(reference, repeat)
-    row["plain"] = median_seconds(plain_epoch(task, data, hidden), repeat)
-    row["floor"] = median_seconds(floor_epoch(network, frames), repeat)
-    row["valid"] = median_seconds(lambda: evaluate(network, task, data.valid), repeat)
-    row["test"] = median_seconds(lambda: evaluate(network, task, data.test), max(1, repeat // 2))
+    row["online"] = median_seconds(online, repeat, place)
+    row["reference"] = median_seconds(reference, repeat, place)
+    row["plain"] = median_seconds(plain_epoch(task, data, hidden, place), repeat, place)
+    row["floor"] = median_seconds(floor_epoch(network, frames), repeat, place)
+    row["valid"] = median_seconds(lambda: evaluate(network, task, data.valid), repeat, place)
+    row["test"] = median_seconds(lambda: evaluate(network, task, data.test), max(1, repeat // 2), place)
     row["valid_sequences"], row["test_sequences"] = len(data.valid), len(data.test)
     print(f"{task_name} N={hidden}: online {row['online'][0] * 1e3:.0f} ms, reference {row['reference'][0] * 1e3:.0f} ms, "
           f"plain {row['plain'][0] * 1e3:.0f} ms, floor {row['floor'][0] * 1e3:.0f} ms", flush=True)
@@ -154,9 +160,10 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def projection(rows: list[dict]) -> tuple[list[list[str]], float, float]:
-    """Per-trial CPU seconds at N = 100 per task on real-size corpora, and the paper profile's total
-    CPU-hours (online and reference): per-frame CPU costs measured here times the real corpus's frames."""
+def projection(rows: list[dict], clock: int = 1) -> tuple[list[list[str]], float, float]:
+    """Per-trial seconds at N = 100 per task on real-size corpora, and the paper profile's total hours (online
+    and reference): per-frame costs measured here times the real corpus's frames. ``clock``: which of the
+    measured (wall, CPU) seconds: CPU on the CPU, wall on a GPU (the device's time)."""
     paper = get_profile("paper")
     epochs = PRIOR_CAP_FRACTION * paper.max_epochs
     table, totals = [], {"online": 0.0, "reference": 0.0}
@@ -166,36 +173,50 @@ def projection(rows: list[dict]) -> tuple[list[list[str]], float, float]:
         measured = row["frames"] / row["sequences"]
         length = REAL_FRAMES_PER_SEQUENCE.get(row["task"], measured) / measured  # real / measured frames
         train_n, valid_n, test_n = REAL_SIZES[row["task"]]
-        valid_s = row["valid"][1] * valid_n / row["valid_sequences"] * length
-        test_s = row["test"][1] * test_n / row["test_sequences"] * length
+        valid_s = row["valid"][clock] * valid_n / row["valid_sequences"] * length
+        test_s = row["test"][clock] * test_n / row["test_sequences"] * length
         trial = {}
         for key in ("online", "reference"):
-            train_s = row[key][1] * train_n / row["sequences"] * length
+            train_s = row[key][clock] * train_n / row["sequences"] * length
             trial[key] = epochs * (train_s + valid_s) + test_s
             totals[key] += trial[key] * paper.trials * 9 / 3600
         table.append([row["task"], f"{train_n:,} / {valid_n:,} / {test_n:,}",
                       f"{measured * length:.0f}" + (" (assumed)" if length != 1 else ""),
-                      f"{row['online'][1] * train_n / row['sequences'] * length:.2f}", f"{valid_s:.2f}",
+                      f"{row['online'][clock] * train_n / row['sequences'] * length:.2f}", f"{valid_s:.2f}",
                       duration(trial["online"]), duration(trial["reference"])])
     return table, totals["online"], totals["reference"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="reports/speed-train.md")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--cell", default="vanilla")
-    parser.add_argument("--rows", default=",".join(f"{t}:{n}" for t, n in ROWS),
-                        help="task:hidden pairs, comma-separated (default: %(default)s)")
-    args = parser.parse_args(argv)
+def parse_rows(text: str) -> list[tuple[str, int]]:
+    """``task:hidden`` pairs, comma-separated (a UsageError naming ``--rows`` otherwise)."""
+    from cellc.errors import UsageError
+    from cellc.tasks import task_classes
+
+    rows = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        task, sep, hidden = item.partition(":")
+        if not sep or task not in task_classes() or not hidden.isdigit() or int(hidden) < 1:
+            raise UsageError(f"--rows {item!r}: expected TASK:HIDDEN with TASK in {', '.join(task_classes())} and "
+                             "HIDDEN a positive integer")
+        rows.append((task, int(hidden)))
+    if not rows:
+        raise UsageError("--rows: no TASK:HIDDEN pair given")
+    return rows
+
+
+def run(rows: list[tuple[str, int]], cell: str, repeat: int, out: Path, place: Placement, command: str,
+        data_dir: str | None = None) -> str:
+    """Measure ``rows`` on ``place``, write the report to ``out`` and return its text."""
+    from cellc.harness.device import device_name
+
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     started = time.perf_counter()
     cache: dict = {}
-    rows = [measure(t, int(n), args.cell, args.repeat, cache) for t, n in (item.split(":") for item in args.rows.split(","))]
+    measured = [measure(task, hidden, cell, repeat, cache, place, data_dir) for task, hidden in rows]
     load_after = os.getloadavg()
     table = []
-    for row in rows:
+    for row in measured:
         online, plain, floor = row["online"][0], row["plain"][0], row["floor"][0]
         met = online <= TARGET_PLAIN * plain and online <= TARGET_FLOOR * floor
         # 0.5 x plain below the floor: no implementation reaches it on this machine
@@ -204,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{online * 1e3:.0f} ({online / row['frames'] * 1e6:.1f} µs/frame)",
                       f"{row['reference'][0] * 1e3:.0f}", f"{plain * 1e3:.0f}", f"{floor * 1e3:.0f}",
                       f"{online / plain:.2f}×", f"{online / floor:.2f}×", f"{plain / floor:.2f}×", verdict])
-    projected, online_hours, reference_hours = projection(rows)
-    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    clock, unit = (0, "GPU-hours (wall time of one trial process per GPU)") if place.is_cuda else (1, "CPU-hours")
+    projected, online_hours, reference_hours = projection(measured, clock)
+    where = f"{place.device} ({device_name(place.torch_device)})"
     text = "\n".join([
         "# Training throughput: one epoch of online training, side by side", "",
-        f"Written by `{command.strip()}` in {time.perf_counter() - started:.0f} s ({platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, one thread, float32, cell `{args.cell}`, compiled backend; medians of {args.repeat} "
-        f"epochs after one warm-up, all in one process). Load average (1 min) {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after, on {os.cpu_count()} cores.", "",
+        f"Written by `{command}` in {time.perf_counter() - started:.0f} s on {where}, torch {torch.__version__}, "
+        f"one CPU thread, float32, cell `{cell}`, auto backend; medians of {repeat} epochs after one warm-up, all in "
+        f"one process. Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on "
+        f"{os.cpu_count()} cores.", "",
         "Each epoch is the task's whole training split, one sequence per update (Nesterov SGD, input noise "
         f"{NOISE}). *cellc online* is what a trial runs now; *cellc reference* is the autograd + torch.optim "
         "loop every trial ran before; *plain* is torch.nn.LSTM + nn.Linear + torch's loss + "
@@ -225,24 +247,19 @@ def main(argv: list[str] | None = None) -> int:
                                  "targets"],
                  tablefmt="github"), "",
         "## The paper profile on real-size corpora", "",
-        f"CPU seconds per trial at N = 100 (the search range's cost-weighted middle): {PRIOR_CAP_FRACTION:.0%} of "
+        f"Seconds per trial at N = 100 (the search range's cost-weighted middle): {PRIOR_CAP_FRACTION:.0%} of "
         f"the 150-epoch cap (the cost model's prior; `cellc.harness.cost.PRIOR_CAP_FRACTION`), each epoch a "
-        "training pass and a validation pass, then one test pass: the CPU cost per frame measured above times "
+        "training pass and a validation pass, then one test pass: the cost per frame measured above times "
         "the real splits' frames. Frames per sequence are those of the data measured here (JSB: real; IAM: the "
         "proxy's) except TIMIT's, assumed 300 (sentences of about 3 s in 10 ms frames; the proxy's are shorter). "
         "Hidden sizes are drawn log-uniformly from [20, 200], whose mean cost is about that of N = 100.", "",
         tabulate(projected, headers=["task", "train / valid / test sequences", "frames per sequence",
-                                     "train epoch CPU s", "validation CPU s", "trial (online)", "trial (reference)"],
+                                     "train epoch s", "validation s", "trial (online)", "trial (reference)"],
                  tablefmt="github"), "",
-        f"Paper profile (200 trials × 9 cells × 3 tasks): **{online_hours:,.0f} CPU-hours** with the online "
+        f"Paper profile (200 trials × 9 cells × 3 tasks): **{online_hours:,.0f} {unit}** with the online "
         f"trainer ({reference_hours:,.0f} with the reference loop), against the paper's ~15 CPU-years "
         f"(~131,000 CPU-hours).", "",
     ])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
