@@ -262,3 +262,39 @@ def test_trials_per_hour_with_one_and_several_workers(tmp_path, capsys):
     assert len(rows) == 2 and all("| 2 |" in row[4:] for row in rows)  # both ran the two trials
     assert workers.main(["--device", "cpu", "--workers", "1"]) == 2
     assert "--workers must be at least 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_trial_trains_through_the_triton_kernels_as_on_a_gpu(tmp_path):
+    """What a GPU trial runs (the Triton backend, differentiated by autograd, no compiled train_forward), on the
+    CPU under Triton's interpreter: the same scores as the compiled backend's online trainer, to float32 rounding."""
+    pytest.importorskip("triton")
+    if not (DATA_ROOT / "jsb-chorales").is_dir():
+        pytest.skip("../shared/data missing")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, torch\n"
+        "import cellc\n"
+        "from cellc.harness.device import resolve_placement\n"
+        "from cellc.harness.train import TrainConfig, train_trial\n"
+        "from cellc.tasks import get_task\n"
+        "task = get_task('jsb', sys.argv[1]); data = task.load()\n"
+        "config = TrainConfig(hidden=4, lr=1e-2, momentum=0.9, noise=0.1, max_epochs=1, patience=1, train_subset=2)\n"
+        "out = {b: train_trial(task, data, cellc.build('vanilla', backend=b), config,\n"
+        "                      placement=resolve_placement('cpu')).model_dump() for b in ('triton', 'compiled')}\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CELLC_TRITON_MODE": "auto"}
+    done = subprocess.run([sys.executable, "-c", script, str(DATA_ROOT)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    triton, compiled = out["triton"], out["compiled"]
+    assert triton["status"] == compiled["status"] == "ok"
+    for key in ("train_curve", "valid_curve"):
+        assert triton[key] == pytest.approx(compiled[key], rel=1e-4)
+    assert triton["wall_time_s"] > 3 * compiled["wall_time_s"]  # the kernels did run, in the (slow) interpreter
