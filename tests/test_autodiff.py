@@ -12,17 +12,10 @@ from cellc.spec.loader import spec_search_dirs
 SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
 
 
-def _all_exprs(program: ad.StepProgram):
-    yield from (op.expr for op in program.backward if isinstance(op, ad.GradAssign))
-    yield from program.slot_grads.values()
-    yield from program.param_grads.values()
-    yield from program.prev_grads.values()
-
-
 @pytest.mark.parametrize("spec", SPECS)
 def test_every_spec_derives(spec):
     compiled = compile_spec(spec)
-    program = ad.derive(compiled)
+    program = ad.step_program(compiled)
     # Every GEMM slot and every vector parameter outside the input GEMM receives a gradient.
     sched = compiled.schedule
     slots = {(n.stage, n.index) for eq in sched.equations for n in ir.walk(eq.expr) if isinstance(n, ir.Slot)}
@@ -31,7 +24,7 @@ def test_every_spec_derives(spec):
     vectors = {n for n, p in compiled.params.items() if not p.kind.is_matrix and n not in folded}
     assert set(program.param_grads) == vectors
     # Activation derivatives are taken from outputs only, never from pre-activations.
-    for expr in _all_exprs(program):
+    for expr in program.backward_exprs():
         for node in ad._walk(expr):
             if isinstance(node, ad.Deriv):
                 assert isinstance(node.output, (ir.Value, ad.Temp))
@@ -40,7 +33,7 @@ def test_every_spec_derives(spec):
 
 
 def test_vanilla_saves_only_what_backward_reads():
-    program = ad.derive(compile_spec("vanilla"))
+    program = ad.step_program(compile_spec("vanilla"))
     saved = {n.name for n in program.saved}
     assert ir.Value("y") not in program.saved  # the output is never read by the backward
     assert {"z", "i", "f", "c", "o"} <= saved
@@ -49,14 +42,14 @@ def test_vanilla_saves_only_what_backward_reads():
 
 
 def test_gru_keeps_the_recurrent_product_it_multiplies():
-    program = ad.derive(compile_spec("gru"))
+    program = ad.step_program(compile_spec("gru"))
     # r * (R_n y[-1] + b_Rn): the gradient of r needs the recurrent slot's value.
     assert program.saved_slots == [("s", 2)]
     assert "b_Rn" in program.param_grads
 
 
 def test_current_step_product_saves_its_operand():
-    program = ad.derive(compile_spec("mgu"))
+    program = ad.step_program(compile_spec("mgu"))
     (gemm,) = program.gemms
     assert gemm.param == "R_n"
     assert gemm.operand in program.saved

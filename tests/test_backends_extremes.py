@@ -138,17 +138,16 @@ def test_nan_input_stays_nan(tmp_path, spec, backend, dtype):
 def test_backward_reading_an_input_product_keeps_it(tmp_path, backend):
     """Where the backward reads an input product itself (r * (W_n x)), the hoisted input GEMM is kept
     for it; elsewhere it is dropped after the forward to save memory. Both give eager's numbers."""
-    from cellc.codegen.fused import Layout
-    from cellc.ir import autodiff
+    from cellc.codegen.layout import layout_of
     from cellc.ir.pipeline import compile_spec
 
     path = tmp_path / "xslot.yaml"
     path.write_text("name: xslot\nequations: |\n  r = sigmoid(W_r x + R_r y[-1] + b_r)\n"
                     "  n = tanh(r * (W_n x) + R_n y[-1] + b_n)\n  y = n\n")
     compiled = compile_spec(path)
-    assert Layout(compiled, autodiff.derive(compiled)).xw_for_backward
+    assert layout_of(compiled).xw_for_backward
     vanilla = compile_spec("vanilla")
-    assert not Layout(vanilla, autodiff.derive(vanilla)).xw_for_backward
+    assert not layout_of(vanilla).xw_for_backward
     dtype = torch.float64
     eager, fast = _layers(path, backend, dtype)
     x, state = _inputs(eager, dtype, 1.0, seed=11)
@@ -165,8 +164,7 @@ def test_backward_reading_an_input_product_keeps_it(tmp_path, backend):
 @pytest.mark.parametrize("backend", FAST)
 def test_recurrent_gemm_skips_zero_blocks(tmp_path, spec_text, tiles, backend):
     """The recurrent matrix is multiplied tile by tile where it has zero blocks; same numbers as eager."""
-    from cellc.codegen.fused import Layout
-    from cellc.ir import autodiff
+    from cellc.codegen.layout import layout_of
     from cellc.ir.pipeline import compile_spec
 
     spec = spec_text
@@ -174,7 +172,7 @@ def test_recurrent_gemm_skips_zero_blocks(tmp_path, spec_text, tiles, backend):
         spec = tmp_path / "tiles.yaml"
         spec.write_text(spec_text)
     compiled = compile_spec(spec)
-    assert Layout(compiled, autodiff.derive(compiled)).r_tiles == tiles
+    assert layout_of(compiled).r_tiles == tiles
     dtype = torch.float64
     eager, fast = _layers(spec, backend, dtype)
     x, state = _inputs(eager, dtype, 1.0, seed=13)

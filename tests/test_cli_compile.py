@@ -250,14 +250,16 @@ def test_installed_package_uses_its_own_specs_copy(tmp_path, monkeypatch):
     package = tmp_path / "site-packages" / "cellc"
     (package / "specs").mkdir(parents=True)
     shutil.copy(REPO / "specs" / "nog.yaml", package / "specs" / "nog.yaml")
-    monkeypatch.setattr(cellc, "__file__", str(package / "__init__.py"))
+    monkeypatch.setattr(loader, "PACKAGE_DIR", package)
     monkeypatch.chdir(tmp_path)  # no specs/ in the working directory
     assert loader.builtin_specs_dir() == package / "specs"
     assert loader.find_spec("nog") == package / "specs" / "nog.yaml"
 
 
 def test_no_specs_anywhere_names_where_they_were_looked_for(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cellc, "__file__", str(tmp_path / "site-packages" / "cellc" / "__init__.py"))
+    from cellc.spec import loader
+
+    monkeypatch.setattr(loader, "PACKAGE_DIR", tmp_path / "site-packages" / "cellc")
     monkeypatch.chdir(tmp_path)
     assert main(["check", "nog"]) == 2
     err = capsys.readouterr().err

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cellc.errors import DataError
-from cellc.tasks import base, get_task, jsb_music21
+from cellc.data import jsb_music21
+from cellc.tasks import base, get_task
 
 TINY = {"train": [[[60, 64], [62]]], "valid": [[[48], [50]]], "test": [[[72], [74]]]}
 

@@ -256,7 +256,7 @@ def test_tf32_setting_is_read_through_torchs_newer_api():
 
 
 def test_backward_gathers_runs_of_gradient_blocks():
-    from cellc.codegen.fused import paired_runs
+    from cellc.codegen.layout import paired_runs
 
     # consecutive on both sides and in the same place: one run; a gap or another group starts a new one
     assert paired_runs([(0, 0), (1, 1), (2, 2), (3, 3)]) == [(0, 0, 4)]

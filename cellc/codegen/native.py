@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from cellc.codegen import naming
 from cellc.codegen.eager import number
-from cellc.codegen.fused import Layout, grad_var, saved_var, target_var
+from cellc.codegen.layout import Layout, grad_var, saved_var, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.printer import Printer
@@ -189,7 +189,7 @@ class _Emitter:
                 define[ad.Grad(op.target)] = stage_of[id(op)]
         stored: set[ir.Expr] = set()
         gemm_inputs = {ad.Grad(op.result): op.index for op in prog.backward if isinstance(op, ad.GradGemm)}
-        tail = list(prog.slot_grads.values()) + list(prog.param_grads.values()) + list(prog.prev_grads.values())
+        tail = prog.tail_exprs()
         uses: list[tuple[int, ir.Expr]] = []
         for op in prog.backward:
             uses += [(stage_of[id(op)], leaf) for leaf in _leaves_of(op)]

@@ -73,7 +73,12 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
     if backend in ("fused", "compiled", "triton"):  # the step program (cellc/codegen/fused.py)
         from cellc.codegen.fused import backend_context
 
-        context.update(backend_context(compiled, "compiled" if backend == "triton" else backend))
+        context.update(backend_context(compiled))
+    if backend in ("compiled", "triton"):  # the C++ time loops (a Triton module runs CPU tensors on them)
+        from cellc.codegen.layout import layout_of
+        from cellc.codegen.native import native_context
+
+        context.update(native_context(layout_of(compiled)))
     if backend in ("triton", "lowered"):  # torch's own kernels where the cell is exactly LSTM / GRU
         from cellc.codegen.lowered import lowered_context
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 from cellc.codegen import naming
 from cellc.codegen.eager import number
-from cellc.codegen.fused import FusedPrinter, Layout, grad_var, paired_runs, target_var
+from cellc.codegen.fused import FusedPrinter
+from cellc.codegen.layout import Layout, grad_var, layout_of, paired_runs, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.activations import ACTIVATIONS
@@ -536,10 +537,7 @@ def _vector_group(compiled: CompiledCell, layout: Layout) -> str | None:
 
 
 def triton_context(compiled: CompiledCell) -> dict:
-    from cellc.codegen.fused import Layout
-
-    program = ad.derive(compiled)
-    layout = Layout(compiled, program)
+    layout = layout_of(compiled)
     w = KernelWriter(compiled, layout)
     fwd = w.step_forward()
     bwd = w.step_backward()
@@ -574,6 +572,6 @@ def triton_context(compiled: CompiledCell) -> dict:
             # the group that holds exactly the vector parameters, in the kernels' order (VEC is a view of it)
             "vec_group": _vector_group(compiled, layout),
         },
-        "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
+        "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(layout.program.gemms, key=lambda g: g.index)],
     }
     return context

@@ -113,6 +113,17 @@ class StepProgram:
     saved: list[ir.Expr]  # Values and Temps the backward reads (kept per step)
     saved_slots: list[tuple[str, int]]  # GEMM slots the backward reads
     gemms: list[CurrentGemm] = field(default_factory=list)
+    forward_states: frozenset[str] = frozenset()  # previous-step states the forward step reads
+    backward_states: frozenset[str] = frozenset()  # previous-step states the backward step reads
+
+    def tail_exprs(self) -> list[ir.Expr]:
+        """The gradients the backward step ends with: each GEMM slot's, each vector parameter's, each previous
+        state's."""
+        return [*self.slot_grads.values(), *self.param_grads.values(), *self.prev_grads.values()]
+
+    def backward_exprs(self) -> list[ir.Expr]:
+        """Every expression the backward step evaluates: its assignments in order, then :meth:`tail_exprs`."""
+        return [op.expr for op in self.backward if isinstance(op, GradAssign)] + self.tail_exprs()
 
     def stages(self, ops: list) -> list[list]:
         """Split a list of ops at every GEMM: [pointwise..., gemm, pointwise..., ...]."""
@@ -231,8 +242,17 @@ def reads_per_batch(expr: ir.Expr) -> bool:
     return any(isinstance(node, PER_BATCH) for node in _walk(expr))
 
 
+def step_program(compiled: CompiledCell) -> StepProgram:
+    """``compiled``'s step program and its backward, derived once per compiled cell (every backend reads this
+    one; nothing else calls :func:`derive`)."""
+    program = compiled.derived.get("step_program")
+    if program is None:
+        program = compiled.derived["step_program"] = derive(compiled)
+    return program
+
+
 def derive(compiled: CompiledCell) -> StepProgram:
-    """The forward step program and its symbolic backward."""
+    """The forward step program and its symbolic backward (backends: :func:`step_program`, the cached one)."""
     forward = flatten(compiled)
     params = compiled.params
     state_names = set(compiled.states)
@@ -308,10 +328,12 @@ def derive(compiled: CompiledCell) -> StepProgram:
 
 
 def _plan_saves(program: StepProgram) -> None:
-    """Keep exactly the forward values that the backward reads."""
-    exprs: list[ir.Expr] = [op.expr for op in program.backward if isinstance(op, GradAssign)]
-    exprs += list(program.slot_grads.values()) + list(program.param_grads.values())
-    exprs += list(program.prev_grads.values())
+    """Keep exactly the forward values that the backward reads; note which states each direction reads."""
+    exprs: list[ir.Expr] = program.backward_exprs()
+    program.backward_states = frozenset(leaf.name for e in exprs for leaf in _leaves(e) if isinstance(leaf, ir.State))
+    program.forward_states = frozenset(
+        leaf.name for op in program.forward for leaf in _leaves(op.expr if isinstance(op, Pointwise) else op.operand)
+        if isinstance(leaf, ir.State))
     # A current-step product's weight gradient needs its operand at every step.
     exprs += [g.operand for g in program.gemms]
     saved: list[ir.Expr] = []

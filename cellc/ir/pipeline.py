@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from cellc.errors import SpecError
@@ -31,6 +32,9 @@ class CompiledCell:
     lowering: LoweringPlan | None = None  # how the cell maps onto torch.nn.LSTM / GRU, when it is exactly one
     # Things the spec's author should hear about that are not errors (shown by `cellc check` / `compile`).
     notes: list[str] = field(default_factory=list)
+    # Facts later stages derive from this cell, each computed once and kept here (the step program and its
+    # backward: cellc.ir.autodiff.step_program; the buffer layout: cellc.codegen.layout.layout_of).
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:

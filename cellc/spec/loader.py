@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-import cellc
 from cellc.errors import SpecError, did_you_mean
 from cellc.spec.edits import apply_edits
 from cellc.spec.identifiers import SPEC_NAME
@@ -15,14 +14,14 @@ from cellc.spec.parser import parse_edit, parse_equations
 from cellc.spec.yaml_source import YamlSource
 
 MAX_EXTENDS_DEPTH = 16
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the cellc package folder (not `import cellc`: no cycle)
 
 
 def builtin_specs_dir() -> Path:
     """The built-in specs: cellc/specs/ in an installed package (setup.py copies them there at
     build time), else the checkout's specs/ beside the package (a checkout or editable install)."""
-    package = Path(cellc.__file__).resolve().parent
-    installed = package / "specs"
-    return installed if installed.is_dir() else package.parent / "specs"
+    installed = PACKAGE_DIR / "specs"
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / "specs"
 
 
 def searched_places() -> str:

@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from cellc.data.jsb_corpus import read_pieces, sequences_from_pieces
 from cellc.tasks.base import Sequence, user_data_root
 
 SOURCE_LABEL = "rebuilt from music21"
@@ -87,8 +88,6 @@ def rebuild() -> dict[str, list[list[list[int]]]]:
 
 def load_or_rebuild() -> tuple[dict[str, list[Sequence]], str]:
     """The cached rebuilt data set (rebuilding it first if needed) and the cache file's path."""
-    from cellc.tasks.jsb import read_pieces, sequences_from_pieces
-
     path = cache_path()
     if not path.is_file():
         data = rebuild()

@@ -1,0 +1,129 @@
+"""Where a cell's buffers live, and their names: the facts the fused, compiled and Triton backends share.
+
+:func:`layout_of` computes a compiled cell's :class:`Layout` once (from its one step program,
+:func:`cellc.ir.autodiff.step_program`) and keeps it on the cell; backends read it and print.
+
+- ``xw`` (T, B, n_x*N): the hoisted input GEMM with biases folded in. When the schedule is
+  fused, the recurrent GEMM is added in place into its first n_s*N columns, so after the
+  forward loop xw holds the pre-activations the backward reads.
+- ``gs`` (T, B, n_s*N): the recurrent GEMM's result when it is not fused with xw.
+- ``S`` (T+1, B, K*N): every state, previous-step GEMM operands first, so that S[t, :, :n_ops*N]
+  is the recurrent GEMM's operand and S[:T] is the operand of its weight gradient.
+- one (T, B, N) buffer per forward value the backward reads (``StepProgram.saved``).
+"""
+
+from __future__ import annotations
+
+from cellc.codegen import naming
+from cellc.ir import autodiff as ad
+from cellc.ir import nodes as ir
+from cellc.ir.pipeline import CompiledCell
+
+
+def layout_of(compiled: CompiledCell) -> "Layout":
+    """``compiled``'s layout, built once per compiled cell (every backend reads this one)."""
+    layout = compiled.derived.get("layout")
+    if layout is None:
+        layout = compiled.derived["layout"] = Layout(compiled, ad.step_program(compiled))
+    return layout
+
+
+def _kind(node: ir.Expr) -> str:
+    """'v' for a forward value, 't' for a temporary of the derived backward (cellc.codegen.naming)."""
+    if isinstance(node, ir.Value):
+        return "v"
+    assert isinstance(node, ad.Temp)
+    return "t"
+
+
+def target_var(node: ir.Expr) -> str:
+    return naming.spec_var(_kind(node), node.name)
+
+
+def grad_var(node: ir.Expr) -> str:
+    return naming.spec_var("d" + _kind(node), node.name)
+
+
+def saved_var(node: ir.Expr) -> str:
+    return naming.spec_var("s" + _kind(node), node.name)
+
+
+class Layout:
+    """Where every buffer lives; shared by the fused and compiled backends."""
+
+    def __init__(self, compiled: CompiledCell, program: ad.StepProgram):
+        sched = compiled.schedule
+        self.compiled = compiled
+        self.program = program
+        self.n_x = len(sched.x_slots)
+        self.n_s = len(sched.s_slots)
+        self.n_ops = len(sched.s_operands)
+        self.fused = sched.fused
+        others = [s for s in compiled.states if s not in sched.s_operands]
+        self.state_order = list(sched.s_operands) + others  # S column blocks
+        self.state_block = {s: k for k, s in enumerate(self.state_order)}
+        self.K = len(self.state_order)
+        self.vectors = [name for name, place in sched.layout.items()
+                        if place.group in ("diag", "bias") and name not in {s.bias for s in sched.x_slots}]
+        self.vector_grads = [name for name in self.vectors if name in program.param_grads]
+        self.current = list(sched.current)
+        self.saved = list(program.saved)
+        # Which weight_s block sits where in the recurrent matrix r (n_s*N x n_ops*N).
+        self.r_blocks: list[tuple[int, int]] = []
+        for j, slot in enumerate(sched.s_slots):
+            for _, operand in slot.products:
+                self.r_blocks.append((j, sched.s_operands.index(operand)))
+        self.r_tiles = recurrent_tiles(self.r_blocks, self.n_s, self.n_ops)
+        # Where each slot's gradient goes: ('dxw', column) or ('dg', column).
+        self.slot_home: dict[tuple[str, int], tuple[str, int]] = {}
+        for j in range(self.n_s):
+            self.slot_home[("xs" if self.fused else "s", j)] = ("dxw" if self.fused else "dg", j)
+        for k in range(self.n_x):
+            self.slot_home[("x", k)] = ("dxw", k)
+        self.gs_needed = self.n_s > 0 and not self.fused
+        # Does the backward read pre-activations from xw? Only for activations whose derivative needs
+        # its input; otherwise xw is not kept for the backward (it is the largest forward buffer).
+        self.xw_for_backward = any(stage in ("x", "xs") for stage, _ in program.saved_slots)
+        self.x_bias_folded = [(k, sched.layout[s.bias].index) for k, s in enumerate(sched.x_slots) if s.bias]
+        self.vector_places = {name: (sched.layout[name].group, sched.layout[name].index) for name in self.vectors}
+        # The bias gradient's copies from the input GEMM's column sums, and the per-unit vectors' gradients from
+        # the loops' accumulators, each as runs of consecutive blocks (one tensor operation per run).
+        self.x_bias_runs = paired_runs(self.x_bias_folded)  # (source block, bias block, count)
+        self.vector_grad_runs = paired_runs([(a, *self.vector_places[v]) for a, v in enumerate(self.vector_grads)])
+
+
+def paired_runs(pairs: list[tuple]) -> list[tuple]:
+    """(source block, *where, target block) pairs as runs (source, *where, target, count): consecutive
+    pairs whose source and target blocks both follow on (and lie in the same place) become one, so the
+    backward gathers each run of gradient blocks with one copy (one launch on a GPU) instead of a copy
+    per block."""
+    runs: list[tuple] = []
+    for source, *where, target in pairs:
+        if runs:
+            first, *place, start, count = runs[-1]
+            if place == where and source == first + count and target == start + count:
+                runs[-1] = (first, *place, start, count + 1)
+                continue
+        runs.append((source, *where, target, 1))
+    return runs
+
+
+def recurrent_tiles(blocks: list[tuple[int, int]], n_rows: int, n_cols: int) -> list[tuple[int, int, int, int]]:
+    """Dense rectangles of the recurrent matrix's nonzero blocks, (row, rows, col, cols) in blocks.
+
+    Runs of operand columns that feed the same contiguous range of slots become one GEMM each,
+    so a block matrix with zero blocks (fgr: the cell input z reads only y, the gates read
+    y, i, f, o) skips them: fewer flops, and fewer bytes of R streamed every step. Anything
+    else is one dense GEMM over the whole matrix, zero blocks included."""
+    dense = [(0, n_rows, 0, n_cols)] if n_rows and n_cols else []
+    rows_of = [sorted(j for j, k in blocks if k == col) for col in range(n_cols)]
+    tiles: list[tuple[int, int, int, int]] = []
+    for col, rows in enumerate(rows_of):
+        if not rows or rows != list(range(rows[0], rows[-1] + 1)):
+            return dense  # an unused operand, or rows that are not one range
+        if tiles and rows_of[tiles[-1][2]] == rows:
+            row, count, first, width = tiles[-1]
+            tiles[-1] = (row, count, first, width + 1)
+        else:
+            tiles.append((rows[0], len(rows), col, 1))
+    return tiles if len(tiles) > 1 else dense
