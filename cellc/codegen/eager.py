@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from cellc.codegen import naming
+from cellc.codegen import blocks, naming
 from cellc.ir import nodes as ir
 from cellc.ir.autodiff import reads_per_batch
 from cellc.ir.activations import ACTIVATIONS
@@ -65,19 +65,6 @@ def step_context(compiled: CompiledCell) -> dict:
         slot_vars[("x", k)] = f"x{k}[t]"
     printer = TorchPrinter(slot_vars)
 
-    # Blocks of weight_s as placed in the per-step GEMM: rows = slots, columns = operands.
-    s_blocks = []
-    block = 0
-    for slot in sched.s_slots:
-        row = ["zero"] * len(sched.s_operands)
-        for _, operand in slot.products:
-            row[sched.s_operands.index(operand)] = f"ws[{block}]"
-            block += 1
-        s_blocks.append(row)
-
-    # The input GEMM's bias vector, slot by slot (None where a slot has no bias).
-    x_bias_blocks = [sched.layout[s.bias].index if s.bias else None for s in sched.x_slots]
-
     vectors = [
         (naming.param_var(name), place.group, place.index)
         for name, place in sched.layout.items()
@@ -87,15 +74,8 @@ def step_context(compiled: CompiledCell) -> dict:
     state_vars = [naming.state_var(s) for s in compiled.states]
     paired_x = n_s if sched.fused else 0  # x-slots [0, n_s) live inside the fused GEMM
     return {
-        "n_x": n_x,
-        "n_s": n_s,
-        "fused": sched.fused,
-        "s_direct": sched.s_direct,
-        "s_operands": [naming.state_var(s) for s in sched.s_operands],
-        "s_blocks": s_blocks,
-        "n_weight_s": sched.group_sizes["weight_s"],
-        "x_bias_direct": sched.x_bias_direct,
-        "x_bias_blocks": x_bias_blocks,
+        "eager_products": blocks.eager_products(sched),
+        "recurrent_step": blocks.recurrent_step(sched, [naming.state_var(s) for s in sched.s_operands]),
         "x_views": [k for k in range(paired_x, n_x)],
         "vectors": vectors,
         "current": current,
@@ -103,7 +83,6 @@ def step_context(compiled: CompiledCell) -> dict:
         "states": [(naming.state_var(s), naming.value_var(s)) for s in compiled.states],
         "output_var": naming.value_var(compiled.cell.output),
         "state_targets": ", ".join(state_vars) + ("," if len(state_vars) == 1 else ""),
-        "chunk_targets": ", ".join(f"g{j}" for j in range(n_s)) + ("," if n_s == 1 else ""),
     }
 
 

@@ -9,7 +9,7 @@ vector-parameter gradients are reductions.
 
 from __future__ import annotations
 
-from cellc.codegen import naming
+from cellc.codegen import blocks, naming
 from cellc.codegen.eager import TorchPrinter, number, step_context
 from cellc.codegen.layout import Layout, grad_var, layout_of, saved_var, target_var
 from cellc.ir import autodiff as ad
@@ -143,11 +143,23 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
 
 def backend_context(compiled: CompiledCell) -> dict:
     layout = layout_of(compiled)
-    program = layout.program
+    sched = compiled.schedule
     fwd, bwd = _python_loops(layout)
     return {
         **step_context(compiled),
         "lay": layout,
+        "recurrent_matrix": blocks.recurrent_matrix(sched, "return "),
+        "recurrent_grad": blocks.recurrent_grad(layout),
+        "input_gemm": blocks.input_gemm(sched, "return ", out="out"),
+        "weight_grads": blocks.weight_grads(layout, "dM", lambda operand: f"saved[{layout.saved.index(operand)}]"),
+        "vector_grads_lines": blocks.vector_grads(layout),
+        # blocks of N per step in each buffer, and how many buffers and vectors (module constants)
+        "counts": {"xw": layout.n_x, "gs": layout.n_s if layout.gs_needed else 0, "s": layout.K,
+                   "saved": len(layout.saved), "mats": len(layout.current), "vectors": len(layout.vectors),
+                   "accs": len(layout.vector_grads)},
+        # for each state of the module's order (STATE_NAMES): its column block in S; for each block: its state
+        "state_target": [layout.state_block[s] for s in compiled.states],
+        "state_source": [compiled.states.index(s) for s in layout.state_order],
         "forward_loop": fwd,
         "backward_loop": bwd,
         "saved_names": [saved_var(n) for n in layout.saved],
@@ -157,9 +169,6 @@ def backend_context(compiled: CompiledCell) -> dict:
         "grad_places": [(v, *layout.vector_places[v]) for v in layout.vector_grads],
         "mat_vars": [f"mat_{k}" for k in range(len(layout.current))],
         "dm_vars": [f"d_m{k}" for k in range(len(layout.current))],
-        "gemm_operands": [saved_var(g.operand) for g in sorted(program.gemms, key=lambda g: g.index)],
         "acc_vars": [naming.acc_var(v) for v in layout.vector_grads],
-        "r_blocks": layout.r_blocks,
-        "r_tiles": layout.r_tiles,
         "number": number,
     }

@@ -253,6 +253,34 @@ class _Emitter:
         return lines, len(self.scratch)
 
 
+def recurrent_gemm_forward(layout: Layout) -> list[str]:
+    """The forward loop's recurrent GEMM at step t: one call per dense tile of r, adding into the input GEMM's
+    buffer (fused) or into gs, which the first tile overwrites where it covers every slot (else gs is zeroed
+    first and every tile adds)."""
+    if not layout.n_s:
+        return []
+    target, stride = ("xw_t", "XN") if layout.fused else ("gs_t", "SN")
+    overwrite = not layout.fused and layout.r_tiles[0][1] == layout.n_s
+    lines = ["// The recurrent GEMM, one call per dense tile of r (zero blocks skipped)."]
+    if not layout.fused and not overwrite:
+        lines.append("std::fill(gs_t, gs_t + B * SN, F(0));  // no tile covers every slot: accumulate from zero")
+    for k, (row, rows, col, cols) in enumerate(layout.r_tiles):
+        beta = 0 if overwrite and k == 0 else 1
+        lines.append(f"mm_nt<F>(B, {rows} * N, {cols} * N, S_t + {col} * N, KN, r + {row} * N * OPN + {col} * N, "
+                     f"OPN, F({beta}), {target} + {row} * N, {stride});")
+    return lines
+
+
+def recurrent_gemm_backward(layout: Layout) -> list[str]:
+    """The backward loop's share of the recurrent GEMM in the carried gradient: carry_new[:, operands] +=
+    d(slots) @ r, one call per dense tile of r."""
+    if not layout.n_s:
+        return []
+    source, stride = ("dxw_t", "XN") if layout.fused else ("dg_t", "SN")
+    return [f"mm_nn<F>(B, {cols} * N, {rows} * N, {source} + {row} * N, {stride}, r + {row} * N * OPN + {col} * N, "
+            f"OPN, F(1), carry_new + {col} * N, KN);" for row, rows, col, cols in layout.r_tiles]
+
+
 def native_context(layout: Layout) -> dict:
     emitter = _Emitter(layout)
     forward_lines, n_forward_scratch = emitter.forward()
@@ -268,4 +296,8 @@ def native_context(layout: Layout) -> dict:
         "cpp_vectors": [naming.param_var(v) for v in layout.vectors],
         "cpp_accs": [naming.acc_var(v) for v in layout.vector_grads],
         "n_mats": len(layout.current),
+        "cpp_recurrent_forward": recurrent_gemm_forward(layout),
+        "forward_scratch_count": len(forward_scratch),
+        "backward_scratch_count": len(backward_scratch),
+        "cpp_recurrent_backward": recurrent_gemm_backward(layout),
     }

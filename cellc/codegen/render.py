@@ -29,6 +29,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,  # Python source, not HTML: safety comes from validated names and numbers
     )
     env.filters["number"] = number
+    env.filters["pad"] = lambda line, width: " " * width + line if line else ""  # a blank line stays empty
     env.filters["tuple_text"] = lambda items: _tuple([f'"{naming.checked(i)}"' for i in items])
     env.filters["tuple_numbers"] = lambda items: _tuple([number(v) for v in items])
     return env
@@ -68,6 +69,7 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
         "group_blocks": [(g, compiled.schedule.group_sizes[g]) for g in GROUPS],
         "constant_init": [(naming.checked(p.name), p.init) for p in compiled.params.values() if p.init is not None],
         "first_param": next(iter(compiled.params), ""),
+        "lowering": None,  # the torch.nn.LSTM / GRU lowering, where the backend uses it (below)
         **step_context(compiled),
     }
     if backend in ("fused", "compiled", "triton"):  # the step program (cellc/codegen/fused.py)

@@ -31,7 +31,7 @@ whatever the storage dtype (bf16 / fp16 inputs and weights keep float32 state).
 
 from __future__ import annotations
 
-from cellc.codegen import naming
+from cellc.codegen import blocks, naming
 from cellc.codegen.eager import number
 from cellc.codegen.fused import FusedPrinter
 from cellc.codegen.layout import Layout, grad_var, layout_of, paired_runs, target_var
@@ -536,6 +536,76 @@ def _vector_group(compiled: CompiledCell, layout: Layout) -> str | None:
     return group if in_order and compiled.schedule.group_sizes.get(group) == len(places) else None
 
 
+def recurrent_share(layout: Layout) -> list[str]:
+    """``_add_recurrent_share(new, dg, r)`` (preceded by its blank lines), for cells with recurrent products: the
+    recurrent GEMM's share of the carried gradient, one dense tile of r at a time."""
+    if not layout.n_s:
+        return []
+    lines = ["", "", "def _add_recurrent_share(new, dg, r):",
+             '    """new[:, operand blocks] += dg @ r: the recurrent GEMM\'s share of the carried gradient, one dense '
+             'tile of r at a time."""',
+             f"    N = new.shape[1] // {layout.K}"]
+    for row, rows, col, cols in layout.r_tiles:
+        lines += [f"    dg_tile, r_tile = dg[:, {row} * N : {row + rows} * N], "
+                  f"r[{row} * N : {row + rows} * N, {col} * N : {col + cols} * N]",
+                  "    if dg.dtype == new.dtype:",
+                  f"        new[:, {col} * N : {col + cols} * N].addmm_(dg_tile, r_tile)",
+                  "    else:",
+                  f"        new[:, {col} * N : {col + cols} * N] += torch.mm(dg_tile, r_tile)"]
+    return lines
+
+
+def recurrent_forward(layout: Layout) -> list[str]:
+    """The eager-GEMM step loop's recurrent products at step t: into xw's slot columns, one addmm per dense tile
+    of r (fused), or one GEMM into gs."""
+    if not layout.n_s:
+        return []
+    lines = [f"h = S[t, :, : {layout.n_ops} * N].to(r.dtype)"]
+    if not layout.fused:
+        return [*lines, "torch.mm(h, r_t, out=gs[t])"]
+    for row, rows, col, cols in layout.r_tiles:
+        lines += [f"xw[t, :, {row} * N : {row + rows} * N].addmm_(h[:, {col} * N : {col + cols} * N],",
+                  f"                                      r_t[{col} * N : {col + cols} * N, {row} * N : {row + rows} * N])"]
+    return lines
+
+
+def d_slots(layout: Layout, step: str) -> str:
+    """The recurrent slots' gradients at ``step``: the first n_s blocks of dXW where the recurrent GEMM adds
+    into the input GEMM's buffer, else dG's."""
+    return f"dXW[{step}, :, : {layout.n_s} * N]" if layout.fused else f"dG[{step}]"
+
+
+def forward_launches(stages: int, gemm_operands: list[tuple[int, str, int]]) -> list[str]:
+    """The per-step forward at step t: each stage's kernel, the current-step products between stages (their
+    operand read from the saved buffers SV or the stage temporaries TMP: ``gemm_operands``)."""
+    lines = []
+    for k in range(stages):
+        if k:
+            index, buffer, slot = gemm_operands[k - 1]
+            operand = f"SV[{slot}, t]" if buffer == "SV" else f"TMP[{slot}]"
+            lines += [f"operand = {operand}",
+                      f"CG[{index}] = torch.mm(operand.to(MAT.dtype), MAT[{index} * N : {index + 1} * N].t())"]
+        lines += [f'kernels["step_forward_{k}"][grid](t, T, B, N, xw, gs, S, out, SV, VEC, MASK, TMP, CG,',
+                  " " * 37 + "HAS_MASK=has_mask, I64=i64, SAVE=save, BB=BB, BN=BN)"]
+    return lines
+
+
+def backward_launches(stages: int, gemms: list[int], layout: Layout) -> list[str]:
+    """The per-step backward at step t: each stage's kernel, a current-step product's input gradient between
+    stages, then the recurrent GEMM's share of the carried gradient."""
+    lines = []
+    for k in range(stages):
+        lines += [f'kernels["step_backward_{k}"][grid](t, T, B, N, xw, gs, S, SV, VEC, MASK, TMP, DM, MG, d_out,',
+                  " " * 38 + "carry, new, dXW, dG, ACC, HAS_MASK=has_mask, I64=i64,",
+                  " " * 38 + "BB=BB, BN=BN)"]
+        if k < stages - 1:
+            i = gemms[k]
+            lines.append(f"MG[{i}] = torch.mm(DM[{i}, t].to(MAT.dtype), MAT[{i} * N : {i + 1} * N])")
+    if layout.n_s:
+        lines.append(f"_add_recurrent_share(new, {d_slots(layout, 't')}, r)")
+    return lines
+
+
 def triton_context(compiled: CompiledCell) -> dict:
     layout = layout_of(compiled)
     w = KernelWriter(compiled, layout)
@@ -571,7 +641,14 @@ def triton_context(compiled: CompiledCell) -> dict:
                                                  [layout.vector_places[v] for v in layout.vector_grads]),
             # the group that holds exactly the vector parameters, in the kernels' order (VEC is a view of it)
             "vec_group": _vector_group(compiled, layout),
+            "recurrent_share": recurrent_share(layout),
+            "forward_launches": forward_launches(len(fwd), w.fwd_gemm_operand),
+            "backward_launches": backward_launches(len(bwd), w.bwd_gemms, layout),
+            "d_slots_0": d_slots(layout, "0") if layout.n_s else "",
+            "persistent_resident_blocks": len(layout.r_blocks) + w.n_gemm,
+            "recurrent_forward": recurrent_forward(layout),
+            "weight_grads": blocks.weight_grads(layout, "DM", lambda operand: f"SV[{layout.saved.index(operand)}]",
+                                                ".to(low)", ".to(weight_c.dtype)"),
         },
-        "gemm_operand_saved": [layout.saved.index(g.operand) for g in sorted(layout.program.gemms, key=lambda g: g.index)],
     }
     return context
