@@ -6,6 +6,7 @@ import pytest
 
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.pipeline import compile_spec
 from cellc.spec.loader import spec_search_dirs
 
@@ -23,11 +24,13 @@ def test_every_spec_derives(spec):
     folded = {s.bias for s in sched.x_slots if s.bias}
     vectors = {n for n, p in compiled.params.items() if not p.kind.is_matrix and n not in folded}
     assert set(program.param_grads) == vectors
-    # Activation derivatives are taken from outputs only, never from pre-activations.
+    # Activation derivatives are taken from outputs only: the backward never evaluates an activation (a
+    # pre-activation would have to be kept for it), and what it compares (relu, hard sigmoid) is an output.
     for expr in program.backward_exprs():
-        for node in ad._walk(expr):
-            if isinstance(node, ad.Deriv):
-                assert isinstance(node.output, (ir.Value, ad.Temp))
+        for node in ir.walk(expr):
+            assert not isinstance(node, ir.Act)
+            if isinstance(node, ir.Indicator):
+                assert isinstance(node.operand, (ir.Value, ad.Temp))
     # One backward product per current-step product.
     assert len([op for op in program.backward if isinstance(op, ad.GradGemm)]) == len(sched.current)
 
@@ -55,3 +58,29 @@ def test_current_step_product_saves_its_operand():
     assert gemm.operand in program.saved
     stages = program.stages(program.forward)
     assert any(stage and isinstance(stage[0], ad.CurrentGemm) for stage in stages)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_each_activation_derivative_is_ir_that_every_printer_prints_and_torch_agrees_with(name):
+    """An activation's derivative is one IR expression of its output; printed for torch it equals autograd's
+    derivative of the activation (away from a kink), and the C++ and Triton printers print it too."""
+    import torch
+
+    from cellc.codegen.eager import TorchPrinter
+    from cellc.codegen.native import CppPrinter
+    from cellc.codegen.triton_gen import TritonPrinter
+
+    y_node = ir.Value("y")
+    derivative = ACTIVATIONS[name].derivative(y_node)
+    assert not any(isinstance(node, ir.Act) for node in ir.walk(derivative))  # from the output alone
+
+    class Printer(TorchPrinter):
+        def value(self, value_name: str) -> str:
+            return value_name
+
+    x = torch.tensor([-7.0, -2.5, -0.3, 0.4, 1.7, 2.9, 8.0], dtype=torch.float64, requires_grad=True)
+    y = eval(ACTIVATIONS[name].torch_call.format(x="x"), {"torch": torch, "x": x})  # noqa: S307 - fixed text
+    (expected,) = torch.autograd.grad(y.sum(), x)
+    got = eval(Printer({}).expr(derivative), {"torch": torch, "y": y.detach()})  # noqa: S307 - printed IR
+    torch.testing.assert_close(torch.as_tensor(got, dtype=torch.float64).expand_as(expected), expected, rtol=0, atol=1e-15)
+    assert CppPrinter(lambda node: "y").expr(derivative) and TritonPrinter({}).expr(ad.Temp("t")) == "t__t"

@@ -46,6 +46,9 @@ class TorchPrinter(Printer):
     def call(self, fn: str, arg: str) -> str:
         return ACTIVATIONS[fn].torch_call.format(x=arg)
 
+    def indicator(self, arg: str, low: float | None, high: float | None) -> str:
+        return f"({self.comparisons(arg, low, high, '&')}).to({arg if arg.isidentifier() else f'({arg})'}.dtype)"
+
     def matmul(self, node: ir.MatMul) -> str:
         return f"torch.mm({self.expr(node.operand)}, {naming.current_matrix_var(node.param)})"
 

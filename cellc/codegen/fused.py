@@ -27,8 +27,6 @@ class FusedPrinter(TorchPrinter):
             return target_var(node)
         if isinstance(node, ad.Grad):
             return grad_var(node.target)
-        if isinstance(node, ad.Deriv):
-            return "(" + ACTIVATIONS[node.fn].derivative.format(y=self.expr(node.output)) + ")"
         if isinstance(node, ad.Carry):
             return naming.carry_var(node.name)
         if isinstance(node, ad.OutGrad):

@@ -20,12 +20,13 @@ from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.printer import Printer
 
+# C++ forms of each activation (over {x}); their derivatives are IR (cellc.ir.activations), printed below.
 CPP_ACTIVATIONS = {
-    "sigmoid": ("act_sigmoid<F>({x})", "({y} * (F(1) - {y}))"),
-    "tanh": ("act_tanh({x})", "(F(1) - {y} * {y})"),
-    "identity": ("({x})", "F(1)"),
-    "relu": ("act_relu<F>({x})", "({y} > F(0) ? F(1) : F(0))"),
-    "hard_sigmoid": ("act_hard_sigmoid<F>({x})", "(({y} > F(0) && {y} < F(1)) ? F(1) / F(6) : F(0))"),
+    "sigmoid": "act_sigmoid<F>({x})",
+    "tanh": "act_tanh({x})",
+    "identity": "({x})",
+    "relu": "act_relu<F>({x})",
+    "hard_sigmoid": "act_hard_sigmoid<F>({x})",
 }
 
 
@@ -39,15 +40,16 @@ class CppPrinter(Printer):
         if isinstance(node, (ir.Value, ad.Temp, ad.Grad, ad.Carry, ad.OutGrad, ad.MatGrad, ir.State, ir.Slot,
                              ir.Param)):
             return self.ref(node)
-        if isinstance(node, ad.Deriv):
-            return CPP_ACTIVATIONS[node.fn][1].format(y=self.expr(node.output))
         return super().expr(node)
 
     def const(self, value: float) -> str:
         return f"F({number(value)})"
 
     def call(self, fn: str, arg: str) -> str:
-        return CPP_ACTIVATIONS[fn][0].format(x=arg)
+        return CPP_ACTIVATIONS[fn].format(x=arg)
+
+    def indicator(self, arg: str, low: float | None, high: float | None) -> str:
+        return f"({self.comparisons(arg, low, high, '&&')} ? F(1) : F(0))"
 
 
 def _stage_of(stages: list[list]) -> dict[int, int]:

@@ -40,14 +40,13 @@ from cellc.ir import nodes as ir
 from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.pipeline import CompiledCell
 
-# Triton forms of each activation (over {x}) and its derivative from the output (over {y}).
+# Triton forms of each activation (over {x}); their derivatives are IR (cellc.ir.activations), printed below.
 TRITON_ACTIVATIONS = {
-    "sigmoid": ("tl.sigmoid({x})", "{y} * (1.0 - {y})"),
-    "tanh": ("_tanh({x})", "(1.0 - {y} * {y})"),
-    "identity": ("({x})", "1.0"),
-    "relu": ("tl.maximum({x}, 0.0)", "tl.where({y} > 0.0, 1.0, 0.0)"),
-    "hard_sigmoid": ("tl.minimum(tl.maximum(({x}) / 6.0 + 0.5, 0.0), 1.0)",
-                     "tl.where(({y} > 0.0) & ({y} < 1.0), 1.0 / 6.0, 0.0)"),
+    "sigmoid": "tl.sigmoid({x})",
+    "tanh": "_tanh({x})",
+    "identity": "({x})",
+    "relu": "tl.maximum({x}, 0.0)",
+    "hard_sigmoid": "tl.minimum(tl.maximum(({x}) / 6.0 + 0.5, 0.0), 1.0)",
 }
 assert set(TRITON_ACTIVATIONS) == set(ACTIVATIONS), "every activation needs a Triton form"
 
@@ -57,14 +56,15 @@ PERSISTENT_MAX_N = 128
 
 class TritonPrinter(FusedPrinter):
     def expr(self, node: ir.Expr) -> str:
-        if isinstance(node, ad.Deriv):
-            return "(" + TRITON_ACTIVATIONS[node.fn][1].format(y=self.expr(node.output)) + ")"
         if isinstance(node, ir.Const):
             return number(node.value)
         return super().expr(node)
 
     def call(self, fn: str, arg: str) -> str:
-        return TRITON_ACTIVATIONS[fn][0].format(x=arg)
+        return TRITON_ACTIVATIONS[fn].format(x=arg)
+
+    def indicator(self, arg: str, low: float | None, high: float | None) -> str:
+        return f"tl.where({self.comparisons(arg, low, high, '&')}, 1.0, 0.0)"
 
 
 def _assign(var: str, expr: ir.Expr, p: TritonPrinter) -> str:

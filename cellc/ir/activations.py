@@ -1,7 +1,8 @@
 """Pointwise activation functions a spec may call, with what each backend needs to know.
 
-Derivatives are written in terms of the activation's *output* so that a backward pass only
-needs to keep outputs (never pre-activations).
+Each derivative is an IR expression of the activation's *output* (``derivative(y)``), so that a backward
+pass only keeps outputs (never pre-activations), and every backend prints it with the printer that prints the
+forward: there is no derivative written per target language.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from cellc.ir import nodes as ir
+
 
 @dataclass(frozen=True)
 class Activation:
     name: str
     torch_call: str  # format string over {x}: the eager PyTorch expression
-    derivative: str  # format string over {y}: d act / d input, from the output y
+    derivative: Callable[[ir.Expr], ir.Expr]  # d act / d input as IR, from the output y
     evaluate: Callable[[float], float]  # for constant folding
     gate_like: bool  # its output lies in [0, 1]: a gate (full gate recurrence feeds these)
     latex: str
+
+
+def _one_minus(y: ir.Expr) -> ir.Expr:
+    return ir.Sum((ir.Const(1.0), ir.Neg(y)))
 
 
 def _sigmoid(v: float) -> float:
@@ -28,16 +35,19 @@ def _sigmoid(v: float) -> float:
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("sigmoid", "torch.sigmoid({x})", "{y} * (1 - {y})", _sigmoid, True, r"\sigma"),
-        Activation("tanh", "torch.tanh({x})", "(1 - {y} * {y})", math.tanh, False, r"\tanh"),
-        Activation("identity", "{x}", "1", lambda v: v, False, r"\mathrm{id}"),
-        Activation("relu", "torch.relu({x})", "({y} > 0).to({y}.dtype)", lambda v: max(v, 0.0), False, r"\mathrm{relu}"),
+        Activation("sigmoid", "torch.sigmoid({x})", lambda y: ir.Prod((y, _one_minus(y))), _sigmoid, True,
+                   r"\sigma"),
+        Activation("tanh", "torch.tanh({x})", lambda y: ir.Sum((ir.Const(1.0), ir.Neg(ir.Prod((y, y))))), math.tanh,
+                   False, r"\tanh"),
+        Activation("identity", "{x}", lambda y: ir.Const(1.0), lambda v: v, False, r"\mathrm{id}"),
+        Activation("relu", "torch.relu({x})", lambda y: ir.Indicator(y, 0.0, None), lambda v: max(v, 0.0), False,
+                   r"\mathrm{relu}"),
         Activation(
             "hard_sigmoid",
             # hardtanh, not torch's hardsigmoid: its backward multiplies by a float32 1/6 (float64 gradients
             # off by ~1e-8), and hardtanh's is exact and zero at the corners, as the derivative below
             "torch.nn.functional.hardtanh(({x}) / 6 + 0.5, 0.0, 1.0)",
-            "(({y} > 0) & ({y} < 1)).to({y}.dtype) / 6",
+            lambda y: ir.Prod((ir.Indicator(y, 0.0, 1.0), ir.Const(1.0 / 6.0))),
             lambda v: min(max(v / 6.0 + 0.5, 0.0), 1.0),
             True,
             r"\sigma_{\mathrm{hard}}",

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cellc.ir import nodes as ir
+from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.params import Kind
 from cellc.ir.pipeline import CompiledCell
 
@@ -43,14 +44,6 @@ class Grad(ir.Expr):
     """Gradient of the loss with respect to a target (a ``Value`` or a ``Temp``) at this step."""
 
     target: ir.Expr
-
-
-@dataclass(frozen=True)
-class Deriv(ir.Expr):
-    """Derivative of activation ``fn`` at the point whose output is ``output``."""
-
-    fn: str
-    output: ir.Expr
 
 
 @dataclass(frozen=True)
@@ -221,8 +214,6 @@ def _leaves(node: ir.Expr):
 def _kids(node: ir.Expr) -> tuple[ir.Expr, ...]:
     if isinstance(node, Grad):
         return ()
-    if isinstance(node, Deriv):
-        return (node.output,)
     return ir.children(node)
 
 
@@ -309,7 +300,8 @@ def derive(compiled: CompiledCell) -> StepProgram:
             backward.append(GradGemm(op.index, op.param, op.target))
             push(op.operand, MatGrad(op.index))
         elif isinstance(op.expr, ir.Act):
-            push(op.expr.operand, _prod([g, Deriv(op.expr.fn, op.target)]))
+            # the derivative is an IR expression of the output, kept as one factor (its own rounding order)
+            push(op.expr.operand, _prod([g, ACTIVATIONS[op.expr.fn].derivative(op.target)]))
         else:
             push(op.expr, g)
 

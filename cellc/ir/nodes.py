@@ -77,6 +77,16 @@ class Act(Expr):
 
 
 @dataclass(frozen=True)
+class Indicator(Expr):
+    """1 where ``low < operand < high`` (a bound of None: unbounded on that side), else 0. Not written in specs:
+    the derivative of a piecewise-linear activation (relu, hard sigmoid) from its output, in the backward."""
+
+    operand: Expr
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
 class Slot(Expr):
     """A slice of a scheduled GEMM's result (set by the scheduling pass).
 
@@ -131,7 +141,7 @@ class Cell:
 
 
 def children(node: Expr) -> tuple[Expr, ...]:
-    if isinstance(node, (MatMul, Neg, Act)):
+    if isinstance(node, (MatMul, Neg, Act, Indicator)):
         return (node.operand,)
     if isinstance(node, Sum):
         return node.terms
@@ -155,6 +165,8 @@ def rebuild(node: Expr, kids: tuple[Expr, ...]) -> Expr:
         return Neg(kids[0], loc=node.loc)
     if isinstance(node, Act):
         return Act(node.fn, kids[0], loc=node.loc)
+    if isinstance(node, Indicator):
+        return Indicator(kids[0], node.low, node.high, loc=node.loc)
     if isinstance(node, Sum):
         return Sum(tuple(kids), loc=node.loc)
     if isinstance(node, Prod):

@@ -66,6 +66,8 @@ class Printer:
             return self.call(node.fn, self.expr(node.operand))
         if isinstance(node, ir.Slot):
             return self.slot(node)
+        if isinstance(node, ir.Indicator):
+            return self.indicator(self.expr(node.operand), node.low, node.high)
         raise AssertionError(f"unhandled IR node {node!r}")  # pragma: no cover
 
     # Leaves and products: the hooks a code generator overrides.
@@ -95,6 +97,19 @@ class Printer:
 
     def call(self, fn: str, arg: str) -> str:
         return f"{fn}({arg})"
+
+    def indicator(self, arg: str, low: float | None, high: float | None) -> str:
+        """1 where ``low < arg < high``, else 0 (an Iverson bracket here; code generators print a select)."""
+        bounds = ([self.const(low), "<"] if low is not None else []) + [arg] + (
+            ["<", self.const(high)] if high is not None else [])
+        return f"[{' '.join(bounds)}]"
+
+    def comparisons(self, arg: str, low: float | None, high: float | None, both: str) -> str:
+        """``arg > low`` and ``arg < high`` (those bounds given), joined by ``both``: the condition of an
+        indicator, for the code generators' own select."""
+        parts = ([f"{arg} > {self.const(low)}"] if low is not None else []) + (
+            [f"{arg} < {self.const(high)}"] if high is not None else [])
+        return f" {both} ".join(f"({part})" for part in parts) if len(parts) > 1 else parts[0]
 
     def equation(self, eq: ir.Equation) -> str:
         return f"{self.name(eq.name)} = {self.expr(eq.expr)}"
