@@ -30,7 +30,6 @@ from cellc.analysis.task_analysis import (
     BASELINE, MIN_FANOVA_SAMPLES, MIN_INTERACTION_SETTINGS, TaskAnalysis, analyse_task, group_by_task,
 )
 
-MARGINAL_POINTS = 60
 HEAT_CELLS = 40
 # How a task's metric counts frames, where papers differ (stated so numbers are compared like with like).
 METRIC_CONVENTIONS = {
@@ -268,16 +267,13 @@ def _display(dim: int, model_values: np.ndarray) -> np.ndarray:
 def marginal_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
     assert task.metric_forest is not None and task.time_forest is not None
     rows = []
-    for forest, values, label, colour in (
-        (task.metric_forest, task.fit.metric, f"predicted\n{task.transform.name}", fig.BLUE),
-        (task.time_forest, task.fit.seconds, "predicted training\ntime per trial (s)", fig.GREEN),
+    for curves, values, label, colour in (
+        (task.metric_marginals, task.fit.metric, f"predicted\n{task.transform.name}", fig.BLUE),
+        (task.time_marginals, task.fit.seconds, "predicted training\ntime per trial (s)", fig.GREEN),
     ):
-        curves = []
-        for dim in range(len(AXES)):
-            grid = np.linspace(task.box[dim, 0], task.box[dim, 1], MARGINAL_POINTS)
-            mean, std = forest.curve(dim, grid)
-            curves.append(fig.Curve(_display(dim, grid), mean, std, _display(dim, task.fit.x[:, dim]), values))
-        rows.append(fig.MarginalRow(label, curves, colour))
+        rows.append(fig.MarginalRow(label, [fig.Curve(_display(m.dim, m.grid), m.mean, m.std,
+                                                      _display(m.dim, task.fit.x[:, m.dim]), values)
+                                            for m in curves], colour))
     title = bundle.titled(f"{fig.data_title(task.title, task.source)}: marginal predictions (random forest, "
                           f"{_fit_size(task)})")
     note = ("Each panel averages the forest's prediction over the other three hyper-parameters under the search "
@@ -305,11 +301,8 @@ def _best_region(task: TaskAnalysis) -> str:
     """Where the marginal prediction is best on each axis, in words (from the forest, not retyped)."""
     assert task.metric_forest is not None
     parts = []
-    for dim, axis in enumerate(AXES):
-        grid = np.linspace(task.box[dim, 0], task.box[dim, 1], MARGINAL_POINTS)
-        mean, _ = task.metric_forest.curve(dim, grid)
-        k = int(np.argmin(mean) if task.lower_is_better else np.argmax(mean))
-        value = _display(dim, grid[k : k + 1])[0]
+    for axis, marginal in zip(AXES, task.metric_marginals):
+        value = _display(marginal.dim, np.array([marginal.best(task.lower_is_better)]))[0]
         if axis.key == "one_minus_momentum":
             parts.append(f"momentum {1 - value:.3g}")
         elif axis.key == "hidden":

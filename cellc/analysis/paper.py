@@ -135,11 +135,9 @@ def best_row(task: TaskAnalysis) -> FindingRow | None:
 
 def _curve_end_to_end(task: TaskAnalysis, dim: int) -> float | None:
     """Predicted metric at the top of an axis minus at the bottom (marginal over the others)."""
-    if task.metric_forest is None:
+    if not task.metric_marginals:
         return None
-    ends = np.array([task.box[dim, 0], task.box[dim, 1]])
-    mean, _ = task.metric_forest.curve(dim, ends)
-    return float(mean[1] - mean[0])
+    return task.metric_marginals[dim].end_to_end
 
 
 def _share(task: TaskAnalysis, dims: tuple[int, ...]) -> tuple[float, float, float]:

@@ -92,6 +92,41 @@ class CellSummary:
         return self.diverged + self.trivial
 
 
+MARGINAL_POINTS = 60  # points of each hyper-parameter's marginal curve (the box's ends included)
+
+
+@dataclass(frozen=True)
+class Marginal:
+    """A forest's marginal prediction over one hyper-parameter (the others averaged under the search
+    distribution): ``grid`` (the search box's coordinates, its two ends included), the trees' mean and std."""
+
+    dim: int
+    grid: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    def best(self, lower_is_better: bool) -> float:
+        """The grid point where the mean prediction is best."""
+        return float(self.grid[int(np.argmin(self.mean) if lower_is_better else np.argmax(self.mean))])
+
+    @property
+    def end_to_end(self) -> float:
+        """The prediction at the box's top minus at its bottom."""
+        return float(self.mean[-1] - self.mean[0])
+
+
+def marginals(forest: Forest | None, box: np.ndarray) -> tuple[Marginal, ...]:
+    """Every dimension's :class:`Marginal` of ``forest`` (none without a forest)."""
+    if forest is None:
+        return ()
+    out = []
+    for dim in range(box.shape[0]):
+        grid = np.linspace(box[dim, 0], box[dim, 1], MARGINAL_POINTS)
+        mean, std = forest.curve(dim, grid)
+        out.append(Marginal(dim, grid, mean, std))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class TaskAnalysis:
     task: str
@@ -127,6 +162,9 @@ class TaskAnalysis:
     secondary: dict[str, dict[str, SecondaryMedian]] = field(default_factory=dict)  # cell -> name -> median
     divergence: dict[str, DivergenceTest] = field(default_factory=dict)  # cell -> failures, Fisher test vs baseline
     settings: dict = field(default_factory=dict)  # the stored StudySettings dump (the task's profile)
+    # the forests' marginal curves, one per hyper-parameter, computed once (figures, the best region, findings)
+    metric_marginals: tuple[Marginal, ...] = ()
+    time_marginals: tuple[Marginal, ...] = ()
 
     @property
     def is_proxy(self) -> bool:
@@ -300,6 +338,8 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
         secondary={cell: secondary_medians(rs, list(secondary), facts) for cell, rs in records.items()},
         divergence=divergence,
         settings=dict(settings),
+        metric_marginals=marginals(metric_forest, box),
+        time_marginals=marginals(time_forest, box),
     )
 
 
