@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import cellc
-from cellc.spec.loader import spec_search_dirs
+from cellc.spec.loader import builtin_spec_names
 
 from backend_builds import build_fast
 
-SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
+SPECS = builtin_spec_names()
 FAST = ("fused", "compiled")
 CASES = {
     "plain": dict(num_layers=1, bidirectional=False, lengths=None),
@@ -27,43 +27,14 @@ CASES = {
 M, N, T, B = 3, 4, 5, 3
 
 
-def _grads(layer, x, state, lengths, seed):
-    x = x.clone().requires_grad_(True)
-    state = tuple(s.clone().requires_grad_(True) for s in state)
-    out, final = layer(x, state, lengths=lengths)
-    g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for f in final:
-        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
-    names = [n for n, _ in layer.named_parameters()]
-    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()])
-    return out.detach(), tuple(f.detach() for f in final), dict(zip(["x", *[f"state{k}" for k in range(len(state))], *names], grads))
-
-
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("spec", SPECS)
-def test_matches_eager(spec, backend, case):
+def test_matches_eager(spec, backend, case, assert_matches_eager):
     opts = dict(CASES[case])
     lengths = opts.pop("lengths")
-    torch.manual_seed(zlib.crc32(f"{spec}/{case}/weights".encode()))  # the same weights whatever ran before
-    eager = cellc.build(spec, backend="eager")(M, N, dtype=torch.float64, **opts)
-    fast = build_fast(spec, backend, M, N, dtype=torch.float64, **opts)
-    fast.load_state_dict(eager.state_dict())  # identical parameter names and layout
-    g = torch.Generator().manual_seed(zlib.crc32(f"{spec}/{case}".encode()))  # the same inputs every run
-    x = torch.randn(T, B, M, generator=g, dtype=torch.float64)
-    layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
-    state = tuple(0.5 * torch.randn(layers, B, N, generator=g, dtype=torch.float64) for _ in eager.state_names)
-    if lengths is not None:
-        lengths = torch.tensor(lengths)
-    out_e, fin_e, grads_e = _grads(eager, x, state, lengths, 1)
-    out_f, fin_f, grads_f = _grads(fast, x, state, lengths, 1)
-    torch.testing.assert_close(out_f, out_e, rtol=0, atol=1e-10)
-    for a, b in zip(fin_f, fin_e):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
-    assert grads_f.keys() == grads_e.keys()
-    for name in grads_e:
-        torch.testing.assert_close(grads_f[name], grads_e[name], rtol=0, atol=1e-10, msg=lambda m: f"{name}: {m}")
+    assert_matches_eager(spec, lambda spec, *args, **kw: build_fast(spec, backend, *args, **kw), lengths, seed=case,
+                         **opts)
 
 
 @pytest.mark.parametrize("backend", FAST)

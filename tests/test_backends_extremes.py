@@ -16,11 +16,11 @@ import torch
 
 import cellc
 from cellc.ir.activations import ACTIVATIONS
-from cellc.spec.loader import spec_search_dirs
+from cellc.testing import builtin_spec_names, layer_results
 
 from backend_builds import build_fast
 
-SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
+SPECS = builtin_spec_names()
 FAST = ("fused", "compiled")
 DTYPES = {"f64": torch.float64, "f32": torch.float32}
 # float64 keeps the 1e-10 of tests/test_backends.py, relative to the value's size (inputs up to 1e4);
@@ -46,18 +46,7 @@ def _layers(spec, backend, dtype):
 
 def _run(layer, x, state):
     """Output, final states and every gradient (input, initial states, parameters)."""
-    x = x.clone().requires_grad_(True)
-    state = tuple(s.clone().requires_grad_(True) for s in state)
-    out, final = layer(x, state)
-    g = torch.Generator().manual_seed(7)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for f in final:
-        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
-    names = ["x", *[f"state{k}" for k in range(len(state))], *[n for n, _ in layer.named_parameters()]]
-    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()])
-    results = {"out": out.detach(), **{f"final{k}": f.detach() for k, f in enumerate(final)}}
-    results.update({f"grad_{n}": g for n, g in zip(names, grads)})
-    return results
+    return layer_results(layer, x, state, seed=7)
 
 
 def _inputs(eager, dtype, scale, seed):
@@ -92,7 +81,7 @@ def test_huge_inputs_match_eager(spec, backend, dtype, scale):
     eager, fast = _layers(spec, backend, dtype)
     x, state = _inputs(eager, dtype, scale, seed=len(spec))
     want = _run(eager, x, state)
-    assert torch.isfinite(want["out"]).all()  # saturating gates: the reference itself stays finite
+    assert torch.isfinite(want["output"]).all()  # saturating gates: the reference itself stays finite
     _assert_matches(_run(fast, x, state), want, dtype)
 
 
@@ -128,10 +117,10 @@ def test_nan_input_stays_nan(tmp_path, spec, backend, dtype):
     x, state = _inputs(eager, dtype, 1.0, seed=5)
     x[2, 1, 0] = float("nan")
     want = _run(eager, x, state)
-    assert torch.isnan(want["out"][2:, 1]).all() and torch.isfinite(want["out"][:, [0, 2]]).all()
+    assert torch.isnan(want["output"][2:, 1]).all() and torch.isfinite(want["output"][:, [0, 2]]).all()
     got = _run(fast, x, state)
-    assert torch.isnan(got["out"][2:, 1]).all()
-    _assert_matches(got, want, dtype, values=lambda name: not name.startswith("grad_"))
+    assert torch.isnan(got["output"][2:, 1]).all()
+    _assert_matches(got, want, dtype, values=lambda name: not name.startswith("d_"))
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -14,9 +14,10 @@ import pytest
 
 import cellc
 from cellc.cli import main
+from cellc.spec.loader import builtin_spec_names
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_NAMES = sorted(p.stem for p in (REPO / "specs").glob("*.yaml"))
+SPEC_NAMES = builtin_spec_names()
 
 
 def test_compile_one_spec_writes_a_standalone_module(tmp_path, monkeypatch, capsys):

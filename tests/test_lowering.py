@@ -18,9 +18,9 @@ import torch
 import cellc
 from cellc.errors import UsageError
 from cellc.ir.pipeline import compile_spec
-from cellc.spec.loader import spec_search_dirs
+from cellc.spec.loader import builtin_spec_names
 
-SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
+SPECS = builtin_spec_names()
 CASES = {
     "plain": dict(num_layers=1, bidirectional=False, lengths=None),
     "lengths": dict(num_layers=1, bidirectional=False, lengths=[5, 2, 4]),
@@ -44,44 +44,12 @@ equations: |
 """
 
 
-def _grads(layer, x, state, lengths):
-    x = x.clone().requires_grad_(True)
-    state = tuple(s.clone().requires_grad_(True) for s in state)
-    out, final = layer(x, state, lengths=lengths)
-    g = torch.Generator().manual_seed(1)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for f in final:
-        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
-    names = ["x", *[f"state{k}" for k in range(len(state))], *[n for n, _ in layer.named_parameters()]]
-    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()])
-    return out.detach(), [f.detach() for f in final], dict(zip(names, grads))
-
-
-def _compare(spec, opts, lengths, seed=0):
-    eager = cellc.build(spec, backend="eager")(M, N, dtype=torch.float64, **opts)
-    lowered = cellc.build(spec, backend="lowered")(M, N, dtype=torch.float64, **opts)
-    lowered.load_state_dict(eager.state_dict())  # same parameter names and layout
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(T, B, M, generator=g, dtype=torch.float64)
-    layers = opts.get("num_layers", 1) * (2 if opts.get("bidirectional") else 1)
-    state = tuple(0.5 * torch.randn(layers, B, N, generator=g, dtype=torch.float64) for _ in eager.state_names)
-    lengths = None if lengths is None else torch.tensor(lengths)
-    out_e, fin_e, grads_e = _grads(eager, x, state, lengths)
-    out_l, fin_l, grads_l = _grads(lowered, x, state, lengths)
-    torch.testing.assert_close(out_l, out_e, rtol=0, atol=1e-10)
-    for a, b in zip(fin_l, fin_e):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
-    assert grads_l.keys() == grads_e.keys()
-    for name in grads_e:
-        torch.testing.assert_close(grads_l[name], grads_e[name], rtol=0, atol=1e-10, msg=lambda m: f"{name}: {m}")
-
-
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("spec", ["np", "gru"])
-def test_lowered_matches_eager(spec, case):
+def test_lowered_matches_eager(spec, case, assert_matches_eager):
     opts = dict(CASES[case])
     lengths = opts.pop("lengths")
-    _compare(spec, opts, lengths)
+    assert_matches_eager(spec, "lowered", lengths, **opts)
 
 
 def _buffer_views(layer):
@@ -158,7 +126,7 @@ def test_training_steps_and_repeated_calls_match_eager(spec):
 
 
 @pytest.mark.parametrize("spec,torch_class", [("np", torch.nn.LSTM), ("gru", torch.nn.GRU)])
-def test_layout_as_cudnn_reports_it(spec, torch_class, monkeypatch):
+def test_layout_as_cudnn_reports_it(spec, torch_class, monkeypatch, assert_matches_eager):
     """On a GPU the buffer follows the layout torch.nn.LSTM / GRU gets from cuDNN, gaps included (here a
     fake one: every tensor 3 elements after the last, the buffer 5 longer); where torch keeps its weights
     apart, the tensors lie back to back."""
@@ -172,7 +140,7 @@ def test_layout_as_cudnn_reports_it(spec, torch_class, monkeypatch):
     layer = cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True)
     _, found = _buffer_views(layer)
     assert found == offsets and layer.weight_x_l0.untyped_storage().nbytes() == 4 * size
-    _compare(spec, dict(num_layers=2, bidirectional=True), [5, 2, 4])
+    assert_matches_eager(spec, "lowered", [5, 2, 4], num_layers=2, bidirectional=True)
     monkeypatch.setattr(module, "_cudnn_weights", lambda *args: [torch.zeros(s) for s in shapes])
     _, found = _buffer_views(cellc.build(spec, backend="lowered")(M, N, num_layers=2, bidirectional=True))
     assert found == [sum(math.prod(s) for s in shapes[:k]) for k in range(len(shapes))]
@@ -201,7 +169,7 @@ def test_detection_is_structural():
     assert plans["gru"].bias_hh == (None, None, "b_Rn")
 
 
-def test_renamed_and_reordered_lstm_lowers(tmp_path):
+def test_renamed_and_reordered_lstm_lowers(tmp_path, assert_matches_eager):
     path = tmp_path / "renamed_lstm.yaml"
     path.write_text(RENAMED_LSTM)
     plan = compile_spec(path).lowering
@@ -211,7 +179,7 @@ def test_renamed_and_reordered_lstm_lowers(tmp_path):
     layout = compile_spec(path).schedule.layout
     assert [layout[w].index for w in ("W_i", "W_f", "W_g", "W_o", "R_i", "R_f", "R_g", "R_o")] == [0, 1, 2, 3] * 2
     assert [layout[b].index for b in ("b_i", "b_f", "b_g", "b_o")] == [0, 1, 2, 3]
-    _compare(path, dict(bidirectional=True), [5, 3, 4])
+    assert_matches_eager(path, "lowered", [5, 3, 4], bidirectional=True)
 
 
 @pytest.mark.parametrize("edit", [

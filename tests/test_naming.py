@@ -22,10 +22,10 @@ from cellc.codegen.render import render_module
 from cellc.fuzz.backends import check_spec
 from cellc.fuzz.cells import random_cell
 from cellc.ir.pipeline import compile_spec
-from cellc.spec.loader import builtin_specs_dir
+from cellc.spec.loader import builtin_spec_names
 
 BACKENDS = ("eager", "fused", "compiled", "triton")
-SPECS = sorted(p.stem for p in builtin_specs_dir().glob("*.yaml"))
+SPECS = builtin_spec_names()
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HASH = re.compile(r"[0-9a-f]{8,}")  # a source digest (the extension's name) differs with the source
 TEMP = re.compile(r"t[0-9]+")  # the derived backward's temporaries (cellc.ir.autodiff)

@@ -17,13 +17,13 @@ import torch
 import cellc
 from cellc.harness.online import NesterovSGD, OnlineTrainer
 from cellc.harness.train import OnlineEpoch, ReferenceEpoch, TrainConfig, data_as, initialise, train_trial
-from cellc.spec.loader import spec_search_dirs
+from cellc.spec.loader import builtin_spec_names
 from cellc.tasks.base import Sequence, TaskData
 from cellc.tasks.iam import IamOnline, LineTarget
 from cellc.tasks.jsb import JSBChorales
 from cellc.tasks.timit import Timit
 
-SPECS = sorted(p.stem for p in spec_search_dirs()[0].glob("*.yaml"))
+SPECS = builtin_spec_names()
 EPOCHS = 3
 LENGTHS = (7, 4, 9, 5, 6)
 

@@ -11,9 +11,9 @@ from cellc.codegen.render import render_module
 from cellc.ir import nodes as ir
 from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.pipeline import compile_spec
-from cellc.spec.loader import builtin_specs_dir
+from cellc.spec.loader import builtin_spec_names
 
-SPECS = sorted(p.stem for p in builtin_specs_dir().glob("*.yaml"))
+SPECS = builtin_spec_names()
 
 
 def all_nodes(cell: ir.Cell):

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from cellc.fuzz.driver import add_run_arguments, print_summary, run_in_workers, worker_seeds
+from cellc.testing import layer_results
 
 BACKENDS = ("fused", "compiled", "triton", "lowered")
 CASES = {
@@ -45,23 +46,6 @@ ROUNDING_STEPS = 16
 # A reference beyond this (or not finite) is not compared: near the end of the range, two correct backends
 # overflow at different steps. Such cases are counted ("overflow"), never passed.
 OVERFLOW = {"float64": 1e100, "float32": 1e15}
-
-
-def _run(layer, x, state, lengths, dtype):
-    import torch
-
-    x = x.clone().requires_grad_(True)
-    state = tuple(s.clone().requires_grad_(True) for s in state)
-    out, final = layer(x, state, lengths=lengths)
-    g = torch.Generator().manual_seed(1)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=dtype)).sum()
-    for f in final:
-        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=dtype)).sum()
-    names = ["output", *[f"final{k}" for k in range(len(final))], "d_input", *[f"d_state{k}" for k in range(len(state))],
-             *[f"d_{n}" for n, _ in layer.named_parameters()]]
-    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()], allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [x, *state, *layer.parameters()])]
-    return dict(zip(names, [out.detach(), *[f.detach() for f in final], *grads]))
 
 
 def _pair(eager_cls, fast_cls, seed: int, **layer_opts):
@@ -200,7 +184,7 @@ def _compare(compiled, backend: str, seed: int) -> dict:
             mode = TRITON_MODES[(seed + k) % len(TRITON_MODES)]
             os.environ["CELLC_TRITON_MODE"] = mode  # read when the layer runs, right below
             modes.append(f"{case}:{mode}")
-        cases.append((case, _run(eager, x, state, lengths, dtype), _run(fast, x, state, lengths, dtype)))
+        cases.append((case, layer_results(eager, x, state, lengths), layer_results(fast, x, state, lengths)))
     train = sys.modules[fast_cls.__module__]
     if hasattr(train, "train_forward"):  # the online trainer's path (cellc.harness.online): batch of one, both ways
         eager, fast = _pair(eager_cls, fast_cls, seed * 7 + len(CASES), bidirectional=True, dtype=dtype)

@@ -24,6 +24,11 @@ def builtin_specs_dir() -> Path:
     return installed if installed.is_dir() else PACKAGE_DIR.parent / "specs"
 
 
+def builtin_spec_names() -> list[str]:
+    """The names of the built-in specs (their files' stems), sorted."""
+    return sorted(path.stem for path in builtin_specs_dir().glob("*.yaml"))
+
+
 def searched_places() -> str:
     """Where specs are looked for, for messages when none are found."""
     return f"{Path.cwd() / 'specs'} and {builtin_specs_dir()}"

@@ -1,0 +1,48 @@
+"""Checking a layer against a reference: what cellc's own tests and fuzzers use, public for anyone who writes a
+cell or a backend ("does my fast module compute what the eager one does, gradients included?").
+
+    from cellc.testing import layer_results, assert_results_match
+    eager = cellc.build("my.yaml", backend="eager")(M, N, dtype=torch.float64)
+    fast = cellc.build("my.yaml", backend="compiled")(M, N, dtype=torch.float64)
+    fast.load_state_dict(eager.state_dict())
+    assert_results_match(layer_results(fast, x, state), layer_results(eager, x, state))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cellc.spec.loader import builtin_spec_names
+
+__all__ = ["assert_results_match", "builtin_spec_names", "layer_results"]
+
+
+def layer_results(layer: Any, x: Any, state: tuple, lengths: Any = None, seed: int = 1) -> dict[str, Any]:
+    """``layer``'s output ("output"), final states ("final0", ...) and the gradients of a fixed random projection
+    of them (drawn from ``seed``: two layers given the same inputs get the same one) with respect to the input
+    ("d_input"), the initial states ("d_state0", ...) and every parameter ("d_<name>"; zeros for a parameter
+    the cell does not use)."""
+    import torch
+
+    x = x.clone().requires_grad_(True)
+    state = tuple(s.clone().requires_grad_(True) for s in state)
+    out, final = layer(x, state) if lengths is None else layer(x, state, lengths=lengths)
+    generator = torch.Generator().manual_seed(seed)
+    loss = (out * torch.randn(out.shape, generator=generator, dtype=out.dtype)).sum()
+    for f in final:
+        loss = loss + (f * torch.randn(f.shape, generator=generator, dtype=f.dtype)).sum()
+    inputs = [x, *state, *layer.parameters()]
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    names = ["d_input", *[f"d_state{k}" for k in range(len(state))], *[f"d_{n}" for n, _ in layer.named_parameters()]]
+    results = {"output": out.detach(), **{f"final{k}": f.detach() for k, f in enumerate(final)}}
+    results.update({name: torch.zeros_like(t) if g is None else g for name, g, t in zip(names, grads, inputs)})
+    return results
+
+
+def assert_results_match(got: dict[str, Any], want: dict[str, Any], atol: float = 1e-10, rtol: float = 0.0) -> None:
+    """The same entries as ``want``, each within the tolerance (an AssertionError names the first that is not)."""
+    import torch
+
+    assert got.keys() == want.keys(), f"entries differ: {sorted(set(got) ^ set(want))}"
+    for name, expected in want.items():
+        torch.testing.assert_close(got[name], expected, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
