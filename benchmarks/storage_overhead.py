@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tabulate import tabulate  # noqa: E402
 
 from cellc.harness import storage as store  # noqa: E402
-from cellc.harness.bench import _claim, _describe, _store_outcome, _Unit  # noqa: E402
+from cellc.harness.bench import _claim, _describe, store_outcome, _Unit  # noqa: E402
 from cellc.harness.profiles import SearchSpace  # noqa: E402
 from cellc.harness.record import StudySettings  # noqa: E402
 from cellc.harness.search import SeededRandomSampler, distributions, hyperparameters  # noqa: E402
@@ -63,7 +63,7 @@ def per_trial(url: str, trials: int) -> dict[str, float]:
         started = time.perf_counter()
         trial = _claim(storage, url, unit, space)
         _describe(trial, {"seed": number, "hyperparams": hyperparameters(trial.params), "data_source": "real"})
-        assert _store_outcome(study, trial, result)
+        assert store_outcome(study, trial, result)
         times.append(time.perf_counter() - started)
         unit.finished += 1
         if number % 10 == 0:  # a heartbeat round with one trial in flight

@@ -106,13 +106,13 @@ def test_report_name_must_be_a_plain_name_and_write_errors_are_one_message(plant
 
 def test_cells_section_shows_the_stored_equations_else_says_recompiled():
     from cellc.analysis.context import gather_context
-    from cellc.analysis.document import _cells_section
+    from cellc.analysis.document import cells_section
 
     stored = {"vanilla": {"hash": "0" * 16, "equations_text": ["y = stored_text(x)"],
                           "equations_latex": ["y = \\mathrm{stored}(x)"], "formula": "1NM", "description": "what ran"}}
     context = gather_context(["vanilla", "nfg"], "cellc report", stored)
     assert context.cells["vanilla"].stored and not context.cells["nfg"].stored
-    text = "\n".join(_cells_section(["vanilla", "nfg"], context))
+    text = "\n".join(cells_section(["vanilla", "nfg"], context))
     vanilla, nfg = text.split("### nfg")
     vanilla = vanilla.split("### vanilla")[1]
     assert "y = stored_text(x)" in vanilla and "what ran" in vanilla and "Recompiled" not in vanilla

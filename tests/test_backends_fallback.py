@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import cellc
-from cellc.codegen.build import _cuda_and_triton, resolve_backend
+from cellc.codegen.build import cuda_and_triton, resolve_backend
 
 
-@pytest.mark.skipif(_cuda_and_triton(), reason="with a GPU and triton, auto picks the triton backend")
+@pytest.mark.skipif(cuda_and_triton(), reason="with a GPU and triton, auto picks the triton backend")
 def test_auto_is_compiled():
     assert resolve_backend("auto") == "compiled"
 

@@ -111,9 +111,9 @@ def test_dispatch_order_is_round_robin_over_studies_and_a_failure_is_planned_aga
 def test_duration_text():
     assert duration(None) == "unknown" and duration(40) == "40 s" and duration(12 * 60) == "12 min"
     assert duration(3900) == "1 h 05 min" and duration(3 * 86400) == "3.0 days" and duration(0.2) == "under 1 s"
-    from cellc.harness.progress import _hours
+    from cellc.harness.progress import cpu_hours_text
 
-    assert [_hours(s) for s in (0.28, 90, 5868, 486_000)] == ["< 0.01", "0.025", "1.63", "135"]
+    assert [cpu_hours_text(s) for s in (0.28, 90, 5868, 486_000)] == ["< 0.01", "0.025", "1.63", "135"]
 
 
 @pytest.mark.slow

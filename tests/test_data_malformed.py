@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from cellc.data.iam_corpus import LoadReport, read_strokes
-from cellc.data.inventory import _timit_samples
+from cellc.data.inventory import timit_samples
 from cellc.data.proxy_handwriting import form_id
 from cellc.data.sphere import read_audio, write_sphere
 from cellc.data.timit_corpus import read_phn
 from cellc.errors import DataError
 from cellc.tasks.jsb import read_pieces
-from cellc.tasks.timit import _size_notes
+from cellc.tasks.timit import size_notes
 from test_sphere import handmade_sphere
 
 
@@ -78,15 +78,15 @@ def test_inventory_reads_a_file_whose_header_does_not_match_it(tmp_path):
     """`cellc data info` counts from headers, but not a header that claims more than its file holds."""
     good = tmp_path / "good.WAV"
     write_sphere(good, np.zeros(100, dtype=np.int16), 16000)
-    assert _timit_samples(good) == (100, 16000)
+    assert timit_samples(good) == (100, 16000)
     lying = tmp_path / "lying.WAV"
     lying.write_bytes(handmade_sphere([1, 2, 3], count=10**9))
     with pytest.raises(DataError, match="truncated"):
-        _timit_samples(lying)
+        timit_samples(lying)
     odd = tmp_path / "odd.WAV"
     odd.write_bytes(handmade_sphere([1, 2, 3], extra="sample_count -s3 abc\n"))
     with pytest.raises(DataError):
-        _timit_samples(odd)
+        timit_samples(odd)
 
 
 def test_proxy_form_ids_never_collide():
@@ -100,9 +100,9 @@ def test_proxy_form_ids_never_collide():
 
 
 def test_what_a_load_skipped_reaches_the_user():
-    assert _size_notes("proxy", {"train": 4, "valid": 2, "test": 2}) == ()
-    assert _size_notes("real", {"train": 3696, "valid": 400, "test": 192}) == ()
-    (note,) = _size_notes("real", {"train": 3500, "valid": 400, "test": 192})
+    assert size_notes("proxy", {"train": 4, "valid": 2, "test": 2}) == ()
+    assert size_notes("real", {"train": 3696, "valid": 400, "test": 192}) == ()
+    (note,) = size_notes("real", {"train": 3500, "valid": 400, "test": 192})
     assert "3500/400/192 utterances" in note and "3696/400/192" in note
     report = LoadReport()
     report.skip("a01-000-01.xml", "malformed XML")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import cellc
-from cellc.analysis.document import _placement_lines, placements
+from cellc.analysis.document import placement_lines, placements
 from cellc.analysis.load import StudyData
 from cellc.cli import main
 from cellc.errors import UsageError
@@ -186,11 +186,11 @@ def test_the_report_says_where_trials_trained_and_flags_a_mixed_study():
     old = StudyData(name="b/jsb/vanilla", task="jsb", cell="vanilla", attrs={"environment": {"cpu": "Old CPU"}},
                     records=[record(0), record(1)])  # stored before devices were recorded: the study's CPU, float32
     assert placements([old]) == {("jsb", "vanilla"): {("cpu", "Old CPU", "float32"): 2}}
-    lines = _placement_lines([old])
+    lines = placement_lines([old])
     assert lines == ["- Trials trained on: 2 on cpu (Old CPU) in float32."]
     gpu = dict(device="cuda", device_name="NVIDIA H100", precision="bf16 autocast")
     mixed = dataclasses.replace(old, records=[*old.records, record(2, **gpu)])
-    text = "\n".join(_placement_lines([mixed]))
+    text = "\n".join(placement_lines([mixed]))
     assert "1 on cuda (NVIDIA H100) in bf16 autocast" in text
     assert "**Mixed devices or precisions within a study**: jsb/vanilla: 2 on cpu in float32, 1 on cuda in " \
            "bf16 autocast" in text

@@ -256,7 +256,7 @@ def test_output_dir_that_cannot_be_created_is_one_message(tmp_path, capsys):
 def test_reproducing_command_names_data_dir_and_out_never_the_storage_url():
     import argparse
 
-    from cellc.commands.harness import _reproducing_command
+    from cellc.commands.harness import reproducing_command
 
     def args(**given):
         base = dict(profile="smoke", trials=None, max_epochs=None, patience=None, warmup=None, train_subset=None,
@@ -265,11 +265,11 @@ def test_reproducing_command_names_data_dir_and_out_never_the_storage_url():
                     storage=None)
         return argparse.Namespace(**{**base, **given})
 
-    plain = _reproducing_command(args(), ["jsb"], ["vanilla"], "smoke")
+    plain = reproducing_command(args(), ["jsb"], ["vanilla"], "smoke")
     assert "--data-dir" not in plain and "--out" not in plain
-    local = _reproducing_command(args(data_dir="/d a", out="elsewhere"), ["jsb"], ["vanilla"], "smoke")
+    local = reproducing_command(args(data_dir="/d a", out="elsewhere"), ["jsb"], ["vanilla"], "smoke")
     assert local.endswith("--data-dir '/d a' --out elsewhere")
-    remote = _reproducing_command(args(storage="postgresql://u:secret@h/db", out="x"), ["jsb"], ["vanilla"], "smoke")
+    remote = reproducing_command(args(storage="postgresql://u:secret@h/db", out="x"), ["jsb"], ["vanilla"], "smoke")
     assert "secret" not in remote and remote.endswith("--storage <URL>") and "--out" not in remote
 
 

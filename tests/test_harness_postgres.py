@@ -19,7 +19,7 @@ from pgserver import PASSWORD, free_port, pg_server, pg_url  # noqa: F401 - fixt
 from cellc.cli import main
 from cellc.errors import CellcError, UsageError
 from cellc.harness import storage as store
-from cellc.harness.bench import _store_outcome
+from cellc.harness.bench import store_outcome
 from cellc.harness.profiles import SearchSpace
 from cellc.harness.record import StudySettings, owner_id
 from cellc.harness.search import SeededRandomSampler, distributions
@@ -90,7 +90,7 @@ def test_a_result_finished_while_the_server_is_down_is_stored_when_it_returns(pg
     restart = threading.Timer(3.0, pg_server.start)
     restart.start()
     try:
-        assert retry(_store_outcome, study, trial, outcome(), what="storing jsb/vanilla trial 0") is True
+        assert retry(store_outcome, study, trial, outcome(), what="storing jsb/vanilla trial 0") is True
     finally:
         restart.join()
     assert retry.outages == 1 and len(lines) == 2
@@ -100,7 +100,7 @@ def test_a_result_finished_while_the_server_is_down_is_stored_when_it_returns(pg
     assert [(t.number, t.state, t.value, t.user_attrs["status"]) for t in stored] == [
         (0, TrialState.COMPLETE, 1.2, "ok")]
     # storing it again (a retry whose first answer was lost) counts as stored, and writes nothing twice
-    assert _store_outcome(study, trial, outcome()) is True
+    assert store_outcome(study, trial, outcome()) is True
     assert len(optuna.load_study(study_name="b/jsb/vanilla", storage=storage).get_trials()) == 1
 
 

@@ -91,7 +91,7 @@ def test_trials_with_a_stale_heartbeat_fail_as_interrupted(tmp_path, monkeypatch
     live.set_user_attr("owner", "other-host:43:7")
     storage.record_heartbeat(live._trial_id)
     assert fail_abandoned_trials(study) == 0
-    assert storage_module._with_heartbeat(storage, [bare._trial_id]) == {bare._trial_id}  # its clock started
+    assert storage_module.with_heartbeat(storage, [bare._trial_id]) == {bare._trial_id}  # its clock started
     time.sleep(4.5)  # past the grace period (SQLite's clock has whole seconds)
     storage.record_heartbeat(live._trial_id)  # its process lives on
     assert fail_abandoned_trials(study) == 3
@@ -178,7 +178,7 @@ def test_bench_names_are_checked_like_spec_names():
 
 
 def test_storing_a_trial_another_process_failed_is_not_an_error(storage):
-    from cellc.harness.bench import _store_outcome
+    from cellc.harness.bench import store_outcome
     from cellc.harness.train import TrialOutcome
 
     study = make_study(storage)
@@ -186,10 +186,10 @@ def test_storing_a_trial_another_process_failed_is_not_an_error(storage):
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # e.g. failed as stale elsewhere
     outcome = TrialOutcome(status="ok", param_count=1, train_curve=[1.0], valid_curve=[1.0], best_valid=1.0,
                            best_epoch=1, test_at_best=1.0, epochs=1, wall_time_s=0.0, cpu_time_s=0.0)
-    assert _store_outcome(study, trial, outcome) is False
+    assert store_outcome(study, trial, outcome) is False
     assert study.get_trials()[0].state == TrialState.FAIL
     fresh = study.ask(distributions(SearchSpace()))
-    assert _store_outcome(study, fresh, outcome) is True
+    assert store_outcome(study, fresh, outcome) is True
     assert study.get_trials()[1].state == TrialState.COMPLETE
 
 

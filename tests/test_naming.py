@@ -161,7 +161,7 @@ def test_cells_that_collided_match_eager_on_the_cpu_backends(tmp_path, name):
 def test_cells_that_collided_match_eager_in_the_triton_kernels(tmp_path):
     pytest.importorskip("triton")
     paths = [str(write(tmp_path, name, body)) for name, body in COLLIDING.items()]
-    script = ("import json, sys\nfrom cellc.fuzz.backends import check_spec, _fast_interpreter\n"
+    script = ("import json, sys\nfrom cellc.fuzz.backends import check_spec, fast_interpreter\n"
               "for k, path in enumerate(sys.argv[1:]):\n"
               "    for seed in range(3):  # each case in each kernel mode (step, persistent, tiled)\n"
               "        print(json.dumps(check_spec(path, ('triton',), seed)))\n")

@@ -249,14 +249,14 @@ def importance_figure(task: TaskAnalysis, forest: ForestSettings, bundle: Report
     bars.append(fig.Bar("higher-order remainder", result.higher_order, rest.low if rest else result.higher_order,
                         rest.high if rest else result.higher_order, "rest"))
     title = bundle.titled(f"{fig.data_title(task.title, task.source)}: hyper-parameter importance "
-                          f"(fANOVA of {task.transform.name}, {_fit_size(task)})")
+                          f"(fANOVA of {task.transform.name}, {fit_size(task)})")
     note = (f"Random forest of {forest.trees} trees (min. {forest.min_samples_leaf} settings per leaf, seed "
             f"{forest.seed}); error bars: 95 % bootstrap interval over the settings ({task.importance_resamples} "
             "resamples).")
     return fig.png_bytes(fig.importance_bars(title, bars, note))
 
 
-def _fit_size(task: TaskAnalysis) -> str:
+def fit_size(task: TaskAnalysis) -> str:
     return f"{task.fit.trial_count} trials at {len(task.fit)} settings"
 
 
@@ -275,7 +275,7 @@ def marginal_figure(task: TaskAnalysis, bundle: ReportBundle) -> bytes:
                                                       _display(m.dim, task.fit.x[:, m.dim]), values)
                                             for m in curves], colour))
     title = bundle.titled(f"{fig.data_title(task.title, task.source)}: marginal predictions (random forest, "
-                          f"{_fit_size(task)})")
+                          f"{fit_size(task)})")
     note = ("Each panel averages the forest's prediction over the other three hyper-parameters under the search "
             "distribution; grey dots are the settings (median over the trials at each).")
     return fig.png_bytes(fig.marginal_grid(title, [a.label for a in AXES], [a.log for a in AXES], rows, note))
@@ -396,7 +396,7 @@ def _top_parameter(task: TaskAnalysis) -> str:
     return f"no single most important hyper-parameter (the top intervals overlap; {top.name} {share})"
 
 
-def _summary(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
+def summary_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = ["## Summary", ""]
     if bundle.partial:
         lines += [f"*{bundle.partial[0].upper()}{bundle.partial[1:]}*: a summary of the trials so far.", ""]
@@ -519,7 +519,7 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
     return lines
 
 
-def _importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, forest: ForestSettings) -> list[str]:
+def importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, forest: ForestSettings) -> list[str]:
     lines = [
         "## 2. Hyper-parameter importance", "",
         f"Method: {METHOD_TEXT} Inputs: log10 learning rate, log10 hidden size, log10(1 - momentum) and input "
@@ -577,7 +577,7 @@ def _marginal_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> li
     return lines
 
 
-def _interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
+def interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
     lines = [
         "## 4. Interactions", "",
         "Predicted outcome (the importance fit's scale) over learning rate x hidden size and learning rate x input "
@@ -605,7 +605,7 @@ def _interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) ->
     return lines
 
 
-def _cells_section(cells: Sequence[str], context: ReportContext) -> list[str]:
+def cells_section(cells: Sequence[str], context: ReportContext) -> list[str]:
     lines = [
         "## 5. Cells", "",
         "Each cell's equations as compiled (rendered from the cell IR after edits and passes), for one step t with "
@@ -754,7 +754,7 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
     else:
         lines.append(f"- Hardware: not recorded with the studies; the report was generated on {m.cpu}, {m.cores} "
                      f"cores, {m.system}, Python {m.python}.")
-    lines += _placement_lines(studies)
+    lines += placement_lines(studies)
     lines += [
         f"- Total CPU time of all trials: {_hours(total_cpu)}; summed trial wall time {_hours(total_wall)}.",
         "- Analysis: scipy.stats (wilcoxon, friedmanchisquare, fisher_exact, ttest_ind(equal_var=False), bootstrap) "
@@ -783,7 +783,7 @@ def placements(studies: Sequence[StudyData]) -> dict[tuple[str, str], dict[tuple
     return out
 
 
-def _placement_lines(studies: Sequence[StudyData]) -> list[str]:
+def placement_lines(studies: Sequence[StudyData]) -> list[str]:
     found = placements(studies)
     totals: dict[tuple[str, str, str], int] = {}
     for counts in found.values():
@@ -821,12 +821,12 @@ def build_report(bench: str, studies: Sequence[StudyData], context: ReportContex
     bundle = ReportBundle(markdown="", figure_dir=figure_dir, partial=partial_note(studies))
     bundle.q_values = report_q_values(tasks)
     cells = list(dict.fromkeys(c for t in tasks for c in t.cells))
-    lines = _header(bench, studies, tasks, bundle, trials_path) + _contents() + _summary(tasks, bundle)
+    lines = _header(bench, studies, tasks, bundle, trials_path) + _contents() + summary_section(tasks, bundle)
     lines += _comparison_section(tasks, bundle)
-    lines += _importance_section(tasks, bundle, forest)
+    lines += importance_section(tasks, bundle, forest)
     lines += _marginal_section(tasks, bundle)
-    lines += _interaction_section(tasks, bundle)
-    lines += _cells_section(cells, context)
+    lines += interaction_section(tasks, bundle)
+    lines += cells_section(cells, context)
     lines += _paper_section(tasks)
     lines += _reproducibility_section(bench, studies, tasks, context, forest, trials_path)
     bundle.markdown = "\n".join(lines).rstrip("\n") + "\n"

@@ -24,13 +24,13 @@ def resolve_backend(backend: str) -> str:
     kernels (torch's cuDNN kernels for cells that are exactly LSTM / GRU) and CPU tensors on the same
     compiled loops."""
     if backend == "auto":
-        return "triton" if _cuda_and_triton() else "compiled"
+        return "triton" if cuda_and_triton() else "compiled"
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}' (choose from auto, {', '.join(BACKENDS)})")
     return backend
 
 
-def _cuda_and_triton() -> bool:
+def cuda_and_triton() -> bool:
     import importlib.util
 
     import torch

@@ -253,7 +253,7 @@ def bench_options_from_args(args: argparse.Namespace):
     return BenchOptions(
         name=name, tasks=tasks, cells=cells, profile=profile, overrides=overrides, workers=args.workers, storage=storage,
         data_dir=args.data_dir, backend=args.backend, init_std=args.init_std or None, seed=args.seed,
-        verbose=args.verbose, command=_reproducing_command(args, tasks, typed_cells, name),
+        verbose=args.verbose, command=reproducing_command(args, tasks, typed_cells, name),
         cell_refs={label: ref for label, ref in refs.items() if ref != label},
         report=None if args.no_report else str(Path(args.report_dir) / f"{name}.md"),
         estimate=not args.no_estimate, placement=placement,
@@ -281,7 +281,7 @@ def _interrupt_message(stop: KeyboardInterrupt, storage: str, args: argparse.Nam
     return f"interrupted: {done}\n  storage: {storage}\n  to resume, run the same command again: {resume}"
 
 
-def _reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list[str], name: str) -> str:
+def reproducing_command(args: argparse.Namespace, tasks: list[str], cells: list[str], name: str) -> str:
     parts = ["cellc", "bench", "--tasks", ",".join(tasks), "--cells", ",".join(cells), "--profile", args.profile]
     for flag in ("trials", "max_epochs", "patience", "warmup", "train_subset", "batch_size"):
         value = getattr(args, flag)

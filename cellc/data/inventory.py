@@ -23,7 +23,7 @@ class SplitCounts(BaseModel):
     expected: int | None = None  # sequence count of the real corpus, when known
 
 
-def _timit_samples(path: Path) -> tuple[int, int]:
+def timit_samples(path: Path) -> tuple[int, int]:
     """(sample count, rate) from the SPHERE header alone where it is plain PCM and the file is as long as it
     says; anything else (RIFF, shorten, a short or odd file) is read whole, which names what is wrong."""
     try:
@@ -50,7 +50,7 @@ def timit_counts(root: Path, real: bool) -> list[SplitCounts]:
     for name, utterances in load_splits(root).items():
         frames, phones = 0, set()
         for utt in utterances:
-            samples, _rate = _timit_samples(utt.wav)
+            samples, _rate = timit_samples(utt.wav)
             frames += frame_count(samples, cfg)
             phones.update(seg.phone for seg in read_phn(utt.phn, samples))
         rows.append(

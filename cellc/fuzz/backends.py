@@ -287,7 +287,7 @@ def prebuild_compiled(seeds: list[int], workdir: Path) -> int:
     return len(modules)
 
 
-def _fast_interpreter() -> None:
+def fast_interpreter() -> None:
     """The Triton interpreter checks every 32-bit integer add, sub and mul for overflow by redoing it in
     64 bits: half of a fuzz cell's time. The fuzzer's sizes are tiny (no offset comes near 2**31; the tests
     of the 64-bit kernels keep the check), so its workers turn the check off."""
@@ -312,7 +312,7 @@ def _worker(seeds: list[int], backends: tuple[str, ...]) -> None:
     torch.set_num_threads(1)
     if "triton" in backends:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
-        _fast_interpreter()
+        fast_interpreter()
     workdir = Path(tempfile.mkdtemp(prefix="cellc-fuzz-"))
     if "compiled" in backends and os.environ.get("CELLC_FUZZ_BATCH_BUILD", "1") == "1":
         prebuild_compiled(seeds, workdir)

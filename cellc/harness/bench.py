@@ -323,7 +323,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -
                     unit.in_flight -= 1
                     if event.kind == "done":
                         outcome = TrialOutcome(**event.payload)
-                        if not retry(_store_outcome, unit.study, trial, outcome,
+                        if not retry(store_outcome, unit.study, trial, outcome,
                                      what=f"storing {unit.task}/{unit.cell} trial {trial.number}"):
                             log(f"warning: {unit.task}/{unit.cell} trial {trial.number} was already marked "
                                 "failed by another process (stale heartbeat?); its result is not stored and "
@@ -441,7 +441,7 @@ def _describe(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         trial.set_user_attr(key, value)
 
 
-def _store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
+def store_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
     """Store a finished trial; False when it was already finished elsewhere (e.g. failed as stale).
 
     Safe to call again after a lost connection: where the first call's final write reached the database

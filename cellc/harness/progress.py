@@ -212,7 +212,7 @@ def plan_text(*, name: str, finished: dict[tuple[str, str], int], targets: dict[
     return "\n".join(lines)
 
 
-def _hours(seconds: float) -> str:
+def cpu_hours_text(seconds: float) -> str:
     """CPU-hours as a reader takes them in: '135', '1.63', '0.02', '< 0.01'."""
     hours = seconds / 3600
     return "< 0.01" if hours < 0.005 else f"{hours:.3g}" if hours < 100 else f"{hours:,.0f}"
@@ -235,7 +235,7 @@ def estimate_table(model: CostModel, pending: Sequence[PlannedTrial], workers: i
         wall = model.wall_seconds(subset, startup=True)
         machines = machines_needed(model, subset, workers, target_hours * 3600)
         rows.append([task or "total", len(subset), f"{model.epochs(task):.0f}" if task else "",
-                     "unknown" if cpu is None else _hours(cpu), duration(wall),
+                     "unknown" if cpu is None else cpu_hours_text(cpu), duration(wall),
                      "unknown" if machines is None else machines])
     table = tabulate(rows, headers=["task", "trials", "epochs/trial", "CPU-hours", f"wall ({workers} workers)",
                                     f"machines for {target_hours:g} h"], tablefmt="simple")

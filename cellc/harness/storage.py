@@ -348,7 +348,7 @@ def fail_abandoned_trials(study: optuna.Study) -> int:
     # goes on recording them; if not, the trial is stale GRACE_S later. (Its start time cannot say: it is
     # the asking host's clock, compared with this one's.)
     ownerless = [t._trial_id for t in running if "owner" not in t.user_attrs]  # noqa: SLF001
-    for trial_id in set(ownerless) - _with_heartbeat(storage, ownerless):
+    for trial_id in set(ownerless) - with_heartbeat(storage, ownerless):
         storage.record_heartbeat(trial_id)
     failed = 0
     for trial in running:
@@ -358,7 +358,7 @@ def fail_abandoned_trials(study: optuna.Study) -> int:
     return failed
 
 
-def _with_heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> set[int]:
+def with_heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> set[int]:
     """Those of these trials that have a heartbeat recorded."""
     if not trial_ids:
         return set()

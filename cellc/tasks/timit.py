@@ -58,7 +58,7 @@ def load_timit_features(root: Path, progress: bool = True) -> dict[str, list[tup
     return {name: [(normalise(f), y) for f, y in items] for name, items in raw.items()}
 
 
-def _size_notes(source: str, sizes: dict[str, int]) -> tuple[str, ...]:
+def size_notes(source: str, sizes: dict[str, int]) -> tuple[str, ...]:
     """A real copy whose splits are not the study's sizes: said, not trained on in silence."""
     if source != "real" or sizes == EXPECTED_COUNTS:
         return ()
@@ -132,7 +132,7 @@ class Timit(Task):
             test=[to_seq(f, y) for f, y in data["test"]],
             source=where.source,
             location=str(where.root),
-            notes=_size_notes(where.source, {name: len(items) for name, items in data.items()}),
+            notes=size_notes(where.source, {name: len(items) for name, items in data.items()}),
         )
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
