@@ -211,177 +211,220 @@ def _settings(options: BenchOptions, p: Profile) -> StudySettings:
 def run_bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> BenchSummary:
     """Run (or resume) the bench until every study has its target number of finished trials."""
     log = log or (lambda text: tqdm.write(text, file=sys.stderr))
-    inputs = _check_inputs(options)
-    task_info = inputs.tasks
-    for info in task_info.values():
-        for note in info.notes:
+    return _Coordinator(options, log).run()
+
+
+class _Coordinator:
+    """One bench run, by responsibility: :meth:`_open` checks the inputs and opens (or resumes) the studies;
+    :meth:`_dispatch` hands idle workers new trials, round-robin over the studies that want some;
+    :meth:`_handle` stores what a worker reports; :meth:`_upkeep` sends heartbeats and takes over stale trials;
+    :meth:`_close` stops the workers and marks what was in flight as interrupted."""
+
+    def __init__(self, options: BenchOptions, log: Callable[[str], None]) -> None:
+        self.options, self.log = options, log
+        self.retry = store.StorageRetry(options.storage, log)
+        self.flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
+        self.ran = self.failed = self.consecutive_failures = self.recovered = 0
+        self.next_job = self.cursor = 0
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _open(self) -> None:
+        options, retry, log = self.options, self.retry, self.log
+        inputs = _check_inputs(options)
+        self.task_info = task_info = inputs.tasks
+        for info in task_info.values():
+            for note in info.notes:
+                log(f"note: {note}")
+        self.settings = settings = {task: _settings(options, task_info[task].profile) for task in options.tasks}
+        self.storage = storage = store.open_storage(options.storage)
+        sampler = SeededRandomSampler(options.seed)
+        machine = environment(options.workers)
+        attrs = {
+            (task, cell): {"bench": options.name, "task": task, "cell": cell, "task_info": task_info[task].info,
+                           "data_source": task_info[task].source, "data_identity": task_info[task].data_identity,
+                           "cell_identity": inputs.cells[cell], "command": options.command, "environment": machine}
+            for task in options.tasks for cell in options.cells
+        }
+        # Every study is checked before any is created or updated: a refused resume writes nothing.
+        for (task, cell), study_attrs in attrs.items():
+            retry(store.check_resumable, storage, options.name, task, cell, settings[task], study_attrs,
+                  what="reading the stored studies")
+        self.units: list[_Unit] = []
+        for task in options.tasks:
+            direction = "minimize" if task_info[task].info["lower_is_better"] else "maximize"
+            for cell in options.cells:
+                study = retry(store.open_study, storage, options.name, task, cell, settings[task], attrs[task, cell],
+                              sampler, direction, what="opening the studies")
+                self.recovered += retry(store.fail_abandoned_trials, study, what="checking for stopped trials")
+                self.units.append(retry(_Unit, task, cell, study, settings[task].trials, what="counting trials"))
+        if self.recovered:
+            log(f"marked {self.recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
+        for note in _placement_notes(self.units, options.placement):
             log(f"note: {note}")
-    settings = {task: _settings(options, task_info[task].profile) for task in options.tasks}
-    storage = store.open_storage(options.storage)
-    retry = store.StorageRetry(options.storage, log)
-    sampler = SeededRandomSampler(options.seed)
-    units: list[_Unit] = []
-    recovered = 0
-    machine = environment(options.workers)
-    attrs = {
-        (task, cell): {"bench": options.name, "task": task, "cell": cell, "task_info": task_info[task].info,
-                       "data_source": task_info[task].source, "data_identity": task_info[task].data_identity,
-                       "cell_identity": inputs.cells[cell], "command": options.command, "environment": machine}
-        for task in options.tasks for cell in options.cells
-    }
-    # Every study is checked before any is created or updated: a refused resume writes nothing.
-    for (task, cell), study_attrs in attrs.items():
-        retry(store.check_resumable, storage, options.name, task, cell, settings[task], study_attrs,
-              what="reading the stored studies")
-    for task in options.tasks:
-        direction = "minimize" if task_info[task].info["lower_is_better"] else "maximize"
-        for cell in options.cells:
-            study = retry(store.open_study, storage, options.name, task, cell, settings[task], attrs[task, cell],
-                          sampler, direction, what="opening the studies")
-            recovered += retry(store.fail_abandoned_trials, study, what="checking for stopped trials")
-            units.append(retry(_Unit, task, cell, study, settings[task].trials, what="counting trials"))
-    if recovered:
-        log(f"marked {recovered} trial(s) left running by an interrupted run as failed; they will be rerun")
-    for note in _placement_notes(units, options.placement):
-        log(f"note: {note}")
-    progress = progress_text.start(options, units, task_info, storage_shown=store.shown_url(options.storage), log=log)
+        self.progress = progress_text.start(options, self.units, task_info,
+                                            storage_shown=store.shown_url(options.storage), log=log)
+        self.spaces = {task: distributions(settings[task].space) for task in options.tasks}
+        self.total = sum(u.target for u in self.units)
 
-    spaces = {task: distributions(settings[task].space) for task in options.tasks}
-    flights: dict[int, tuple[_Unit, optuna.Trial]] = {}
+    def _heartbeat(self) -> None:
+        for _unit, trial in list(self.flights.values()):
+            self.storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
 
-    def heartbeat() -> None:
-        for _unit, trial in list(flights.values()):
-            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> BenchSummary:
+        options = self.options
+        self._open()
+        if options.workers == 0:
+            self.pool: InlinePool | ProcessPool = InlinePool(self._heartbeat, interval=store.heartbeat_s() / 2)
+        else:
+            self.pool = ProcessPool(options.workers, threads=1)
+        units = self.units
+        self.bar = progress_text.BenchProgress(options.name, self.progress.units,
+                                               sum(min(u.finished, u.target) for u in units), self.total,
+                                               self.progress.model, options.workers, self.log)
+        self.last_upkeep = time.monotonic()
+        try:
+            with _stop_on_signals() as stop:
+                self.retry.cancelled = lambda: stop.raised  # Ctrl-C / SIGTERM during an outage stops the waiting
+                while not stop.raised:
+                    self._dispatch(stop)
+                    if not self.flights and all(u.finished >= u.target or u.running_elsewhere == 0 for u in units):
+                        break  # done; or nothing left to run or to wait for (e.g. a stop at max_failures)
+                    # With nothing in flight here but trials still running elsewhere, keep waiting: they
+                    # either finish, or go stale and are taken over by the periodic upkeep.
+                    for event in self.pool.events(timeout=0.5):
+                        self._handle(event)
+                    if time.monotonic() - self.last_upkeep > store.heartbeat_s() / 2:
+                        self._upkeep()
+                    self.bar.tick()
+                interrupted = stop.raised
+        finally:
+            marked = self._close()
+        if interrupted:
+            raise progress_text.BenchInterrupted(sum(min(u.finished, u.target) for u in units), self.total, marked)
+        for unit in units:
+            self.retry(unit.refresh, what="counting trials")
+        complete = all(u.finished >= u.target for u in units)
+        note = self.bar.closing_note() if complete and self.ran else None
+        if note:
+            self.log(f"bench {options.name}: {note}")
+        return BenchSummary(ran=self.ran, failed=self.failed, recovered=self.recovered, complete=complete)
 
-    if options.workers == 0:
-        pool: InlinePool | ProcessPool = InlinePool(heartbeat, interval=store.heartbeat_s() / 2)
-    else:
-        pool = ProcessPool(options.workers, threads=1)
-    ran = failed = consecutive_failures = 0
-    next_job = 0
-    total = sum(u.target for u in units)
-    bar = progress_text.BenchProgress(options.name, progress.units, sum(min(u.finished, u.target) for u in units),
-                                      total, progress.model, options.workers, log)
-    last_heartbeat = time.monotonic()
-    cursor = 0
-    try:
-        with _stop_on_signals() as stop:
-            retry.cancelled = lambda: stop.raised  # Ctrl-C / SIGTERM during an outage stops the waiting
-            while not stop.raised:
-                # Fill idle workers round-robin over studies that still want trials.
-                for slot in pool.idle_slots():
-                    unit = trial = None
-                    for step in range(len(units)):
-                        candidate = units[(cursor + step) % len(units)]
-                        if candidate.wanted() > 0:
-                            # Counted again from storage, under the study's claim lock, just before asking:
-                            # another process sharing the storage may have started or finished trials since
-                            # the last refresh (without this, two processes ran 7 trials for a target of 4).
-                            trial = retry(_claim, storage, options.storage, candidate, spaces[candidate.task], [],
-                                          what=f"asking {candidate.task}/{candidate.cell} for a trial")
-                        if trial is not None:
-                            unit, cursor = candidate, (cursor + step + 1) % len(units)
-                            break
-                    if unit is None or trial is None:
-                        break
-                    flights[next_job] = (unit, trial)
-                    unit.in_flight += 1
-                    if stop.raised:  # came while asking: the trial is stored as interrupted below
-                        break
-                    hp = hyperparameters(trial.params)
-                    seed = options.seed + trial.number
-                    retry(_describe, trial, {"seed": seed, "hyperparams": hp,
-                                             "data_source": task_info[unit.task].source},
-                          what=f"recording {unit.task}/{unit.cell} trial {trial.number}")
-                    run = settings[unit.task]
-                    config = TrainConfig(
-                        **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
-                        warmup=run.warmup, train_subset=run.train_subset, init_std=run.init_std, seed=seed,
-                    )
-                    job = Job(job_id=next_job, task=unit.task, data_dir=options.data_dir,
-                              cell=options.cell_refs.get(unit.cell, unit.cell),
-                              backend=options.backend, config=config.model_dump(),
-                              report_epochs=options.verbose, layer_factory=options.layer_factory,
-                              placement=options.placement.model_dump())
-                    bar.started(next_job, unit.task, unit.cell, trial.number, hp["hidden"])
-                    next_job += 1
-                    pool.submit(slot, job)
-                if not flights and all(u.finished >= u.target or u.running_elsewhere == 0 for u in units):
-                    break  # done; or nothing left to run or to wait for (e.g. a stop at max_failures)
-                # With nothing in flight here but trials still running elsewhere, keep waiting: they
-                # either finish, or go stale and are taken over by the periodic check below.
-                for event in pool.events(timeout=0.5):
-                    if event.job_id not in flights:
-                        continue
-                    unit, trial = flights[event.job_id]
-                    if event.kind == "epoch":
-                        report = EpochReport(**event.payload)
-                        log(f"  {unit.task}/{unit.cell} trial {trial.number} epoch {report.epoch}: "
-                            f"train {report.train:.4f} valid {report.valid:.4f} ({report.seconds:.1f}s)")
-                        continue
-                    del flights[event.job_id]
-                    unit.in_flight -= 1
-                    if event.kind == "done":
-                        outcome = TrialOutcome(**event.payload)
-                        if not retry(store_outcome, unit.study, trial, outcome,
-                                     what=f"storing {unit.task}/{unit.cell} trial {trial.number}"):
-                            log(f"warning: {unit.task}/{unit.cell} trial {trial.number} was already marked "
-                                "failed by another process (stale heartbeat?); its result is not stored and "
-                                "the slot is run again")
-                            bar.failed(event.job_id)
-                            continue
-                        unit.finished += 1
-                        ran += 1
-                        consecutive_failures = 0
-                        bar.finished(event.job_id, outcome.status, outcome.epochs, outcome.wall_time_s)
-                        if options.verbose:
-                            log(f"{unit.task}/{unit.cell} trial {trial.number}: {outcome.status}, "
-                                f"best valid {outcome.best_valid}, test {outcome.test_at_best}, "
-                                f"{outcome.epochs} epochs, {outcome.wall_time_s:.0f}s")
-                    else:
-                        retry(_store_failure, unit.study, trial, str(event.payload),
-                              what=f"storing {unit.task}/{unit.cell} trial {trial.number}'s failure")
-                        failed += 1
-                        consecutive_failures += 1
-                        bar.failed(event.job_id)
-                        log(f"{unit.task}/{unit.cell} trial {trial.number} failed: {event.payload}")
-                        if consecutive_failures >= options.max_failures:
-                            raise CellcError(
-                                f"{consecutive_failures} trials failed in a row (last: {event.payload}); "
-                                "stopping. Finished trials are stored; fix the cause and rerun to resume"
-                            )
-                if time.monotonic() - last_heartbeat > store.heartbeat_s() / 2:
-                    retry(heartbeat, what="recording heartbeats")
-                    # Trials of a dead process or machine (no heartbeat for the grace period) are failed so
-                    # that this run takes their slots over instead of ending short of the target.
-                    taken = sum(retry(store.fail_abandoned_trials, unit.study, what="checking for stopped trials")
-                                for unit in units)
-                    if taken:
-                        recovered += taken
-                        log(f"marked {taken} trial(s) of a stopped process as failed; they will be rerun")
-                    for unit in units:
-                        retry(unit.refresh, what="counting trials")
-                    last_heartbeat = time.monotonic()
-                bar.tick()
-            interrupted = stop.raised
-    finally:
-        pool.close()
-        marked = len(flights)
-        for unit, trial in flights.values():
+    def _dispatch(self, stop: _StopFlag) -> None:
+        """Fill idle workers round-robin over the studies that still want trials."""
+        options, units = self.options, self.units
+        for slot in self.pool.idle_slots():
+            unit = trial = None
+            for step in range(len(units)):
+                candidate = units[(self.cursor + step) % len(units)]
+                if candidate.wanted() > 0:
+                    # Counted again from storage, under the study's claim lock, just before asking: another
+                    # process sharing the storage may have started or finished trials since the last refresh
+                    # (without this, two processes ran 7 trials for a target of 4).
+                    trial = self.retry(_claim, self.storage, options.storage, candidate, self.spaces[candidate.task],
+                                       [], what=f"asking {candidate.task}/{candidate.cell} for a trial")
+                if trial is not None:
+                    unit, self.cursor = candidate, (self.cursor + step + 1) % len(units)
+                    break
+            if unit is None or trial is None:
+                return
+            self.flights[self.next_job] = (unit, trial)
+            unit.in_flight += 1
+            if stop.raised:  # came while asking: the trial is stored as interrupted when closing
+                return
+            self.pool.submit(slot, self._job(unit, trial))
+
+    def _job(self, unit: _Unit, trial: optuna.Trial) -> Job:
+        """The job of a claimed trial: its setting and seed recorded, then what a worker needs to train it."""
+        options = self.options
+        hp = hyperparameters(trial.params)
+        seed = options.seed + trial.number
+        self.retry(_describe, trial, {"seed": seed, "hyperparams": hp, "data_source": self.task_info[unit.task].source},
+                   what=f"recording {unit.task}/{unit.cell} trial {trial.number}")
+        run = self.settings[unit.task]
+        config = TrainConfig(
+            **hp, batch_size=run.batch_size, max_epochs=run.max_epochs, patience=run.patience,
+            warmup=run.warmup, train_subset=run.train_subset, init_std=run.init_std, seed=seed,
+        )
+        job = Job(job_id=self.next_job, task=unit.task, data_dir=options.data_dir,
+                  cell=options.cell_refs.get(unit.cell, unit.cell),
+                  backend=options.backend, config=config.model_dump(),
+                  report_epochs=options.verbose, layer_factory=options.layer_factory,
+                  placement=options.placement.model_dump())
+        self.bar.started(self.next_job, unit.task, unit.cell, trial.number, hp["hidden"])
+        self.next_job += 1
+        return job
+
+    def _handle(self, event: Event) -> None:
+        """Store what a worker reports: an epoch (shown with -v), a finished trial, or a failure."""
+        if event.job_id not in self.flights:
+            return
+        log, retry = self.log, self.retry
+        unit, trial = self.flights[event.job_id]
+        if event.kind == "epoch":
+            report = EpochReport(**event.payload)
+            log(f"  {unit.task}/{unit.cell} trial {trial.number} epoch {report.epoch}: "
+                f"train {report.train:.4f} valid {report.valid:.4f} ({report.seconds:.1f}s)")
+            return
+        del self.flights[event.job_id]
+        unit.in_flight -= 1
+        if event.kind == "done":
+            outcome = TrialOutcome(**event.payload)
+            if not retry(store_outcome, unit.study, trial, outcome,
+                         what=f"storing {unit.task}/{unit.cell} trial {trial.number}"):
+                log(f"warning: {unit.task}/{unit.cell} trial {trial.number} was already marked "
+                    "failed by another process (stale heartbeat?); its result is not stored and "
+                    "the slot is run again")
+                self.bar.failed(event.job_id)
+                return
+            unit.finished += 1
+            self.ran += 1
+            self.consecutive_failures = 0
+            self.bar.finished(event.job_id, outcome.status, outcome.epochs, outcome.wall_time_s)
+            if self.options.verbose:
+                log(f"{unit.task}/{unit.cell} trial {trial.number}: {outcome.status}, "
+                    f"best valid {outcome.best_valid}, test {outcome.test_at_best}, "
+                    f"{outcome.epochs} epochs, {outcome.wall_time_s:.0f}s")
+            return
+        retry(_store_failure, unit.study, trial, str(event.payload),
+              what=f"storing {unit.task}/{unit.cell} trial {trial.number}'s failure")
+        self.failed += 1
+        self.consecutive_failures += 1
+        self.bar.failed(event.job_id)
+        log(f"{unit.task}/{unit.cell} trial {trial.number} failed: {event.payload}")
+        if self.consecutive_failures >= self.options.max_failures:
+            raise CellcError(
+                f"{self.consecutive_failures} trials failed in a row (last: {event.payload}); "
+                "stopping. Finished trials are stored; fix the cause and rerun to resume"
+            )
+
+    def _upkeep(self) -> None:
+        """Heartbeats for this run's trials; trials of a dead process or machine (no heartbeat for the grace
+        period) failed, so that this run takes their slots over instead of ending short of the target; counts
+        read again."""
+        retry = self.retry
+        retry(self._heartbeat, what="recording heartbeats")
+        taken = sum(retry(store.fail_abandoned_trials, unit.study, what="checking for stopped trials")
+                    for unit in self.units)
+        if taken:
+            self.recovered += taken
+            self.log(f"marked {taken} trial(s) of a stopped process as failed; they will be rerun")
+        for unit in self.units:
+            retry(unit.refresh, what="counting trials")
+        self.last_upkeep = time.monotonic()
+
+    def _close(self) -> int:
+        """Stop the workers; every trial still in flight is stored as interrupted (it runs again on resume).
+        Returns how many were."""
+        self.pool.close()
+        marked = len(self.flights)
+        for unit, trial in self.flights.values():
             try:
                 _store_failure(unit.study, trial, "interrupted", status="interrupted")
             except Exception:  # storage unreachable: the trial goes stale and is failed as interrupted later
                 pass
-        bar.close()
-    if interrupted:
-        raise progress_text.BenchInterrupted(sum(min(u.finished, u.target) for u in units), total, marked)
-    for unit in units:
-        retry(unit.refresh, what="counting trials")
-    complete = all(u.finished >= u.target for u in units)
-    note = bar.closing_note() if complete and ran else None
-    if note:
-        log(f"bench {options.name}: {note}")
-    return BenchSummary(ran=ran, failed=failed, recovered=recovered, complete=complete)
+        self.bar.close()
+        return marked
 
 
 def _placement_notes(units: list[_Unit], placement: Placement) -> list[str]:
