@@ -84,3 +84,23 @@ def test_each_activation_derivative_is_ir_that_every_printer_prints_and_torch_ag
     got = eval(Printer({}).expr(derivative), {"torch": torch, "y": y.detach()})  # noqa: S307 - printed IR
     torch.testing.assert_close(torch.as_tensor(got, dtype=torch.float64).expand_as(expected), expected, rtol=0, atol=1e-15)
     assert CppPrinter(lambda node: "y").expr(derivative) and TritonPrinter({}).expr(ad.Temp("t")) == "t__t"
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_the_stage_plan_keeps_exactly_what_a_later_stage_reads(spec):
+    """Every target read in a stage other than the one that computes it (the state updates and the output count
+    as read by the last stage) crosses; nothing else does."""
+    compiled = compile_spec(spec)
+    program = ad.step_program(compiled)
+    plan = program.stage_plan(program.forward)
+    assert sum(len(s) for s in plan.stages) == len(program.forward)
+    define = {op.target: plan.stage_of[id(op)] for op in program.forward}
+    reads = {(plan.stage_of[id(op)], leaf) for op in program.forward
+             for leaf in ir.walk(op.expr if isinstance(op, ad.Pointwise) else op.operand)}
+    reads |= {(plan.last, ir.Value(s)) for s in compiled.states} | {(plan.last, ir.Value(compiled.cell.output))}
+    assert plan.crossing == {leaf for k, leaf in reads if leaf in define and define[leaf] != k}
+    if not program.gemms:
+        assert len(plan.stages) == 1 and not plan.crossing
+    backward = program.stage_plan(program.backward)
+    assert len(backward.stages) == 2 * len(program.gemms) + 1
+    assert all(isinstance(node, ad.Grad) for node in backward.crossing)

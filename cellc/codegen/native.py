@@ -52,20 +52,6 @@ class CppPrinter(Printer):
         return f"({self.comparisons(arg, low, high, '&&')} ? F(1) : F(0))"
 
 
-def _stage_of(stages: list[list]) -> dict[int, int]:
-    return {id(op): k for k, stage in enumerate(stages) for op in stage}
-
-
-def _leaves_of(op) -> list[ir.Expr]:
-    if isinstance(op, ad.Pointwise):
-        return list(ad.forward_leaves(op.expr))
-    if isinstance(op, ad.CurrentGemm):
-        return [op.operand]
-    if isinstance(op, ad.GradAssign):
-        return list(ad.forward_leaves(op.expr))
-    return [ad.Grad(op.result)]  # GradGemm reads its result's gradient
-
-
 class _Emitter:
     def __init__(self, layout: Layout):
         self.lay = layout
@@ -93,23 +79,10 @@ class _Emitter:
     # -- forward ------------------------------------------------------------------------------
     def forward(self) -> tuple[list[str], int]:
         lay, prog = self.lay, self.prog
-        stages = self.prog.stages(prog.forward)
-        stage_of = _stage_of(stages)
-        last = len(stages) - 1
-        define: dict[ir.Expr, int] = {}
-        for op in prog.forward:
-            define[op.target] = stage_of[id(op)]
-        stored: set[ir.Expr] = set()
-        for op in prog.forward:
-            for leaf in _leaves_of(op):
-                if leaf in define and define[leaf] != stage_of[id(op)]:
-                    stored.add(leaf)
-        for s in lay.state_order:  # state updates happen in the last stage
-            if define.get(ir.Value(s), last) != last:
-                stored.add(ir.Value(s))
+        plan = prog.stage_plan(prog.forward)
+        stages, last, stored = plan.stages, plan.last, plan.crossing
+        define = {op.target: plan.stage_of[id(op)] for op in prog.forward}
         out_value = ir.Value(lay.compiled.cell.output)
-        if define.get(out_value, last) != last:
-            stored.add(out_value)
 
         def home(node: ir.Expr) -> str:
             if node in self.saved_index:
@@ -182,23 +155,10 @@ class _Emitter:
     def backward(self) -> tuple[list[str], int]:
         lay, prog = self.lay, self.prog
         self.scratch = []
-        stages = prog.stages(prog.backward)
-        stage_of = _stage_of(stages)
-        last = len(stages) - 1
-        define: dict[ir.Expr, int] = {}
-        for op in prog.backward:
-            if isinstance(op, ad.GradAssign):
-                define[ad.Grad(op.target)] = stage_of[id(op)]
-        stored: set[ir.Expr] = set()
+        plan = prog.stage_plan(prog.backward)
+        stages, last, stored = plan.stages, plan.last, plan.crossing
+        define = {ad.Grad(op.target): plan.stage_of[id(op)] for op in prog.backward if isinstance(op, ad.GradAssign)}
         gemm_inputs = {ad.Grad(op.result): op.index for op in prog.backward if isinstance(op, ad.GradGemm)}
-        tail = prog.tail_exprs()
-        uses: list[tuple[int, ir.Expr]] = []
-        for op in prog.backward:
-            uses += [(stage_of[id(op)], leaf) for leaf in _leaves_of(op)]
-        uses += [(last, leaf) for e in tail for leaf in ad.forward_leaves(e)]
-        for k, leaf in uses:
-            if leaf in define and define[leaf] != k:
-                stored.add(leaf)
 
         def grad_home(node: ad.Grad) -> str:
             if node in gemm_inputs:

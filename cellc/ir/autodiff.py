@@ -96,6 +96,41 @@ class GradGemm:
     result: Temp
 
 
+@dataclass(frozen=True)
+class StagePlan:
+    """How a step's ops split into stages at its GEMMs (:meth:`StepProgram.stages`), and what a backend that
+    runs each stage as its own pass must keep between them: ``crossing``, the targets (forward: values and
+    temporaries; backward: their gradients) that a later stage reads, the state updates and the output
+    included (they are written in the last stage)."""
+
+    stages: list[list]
+    stage_of: dict[int, int]  # id(op) -> its stage
+    crossing: frozenset[ir.Expr]
+
+    @property
+    def last(self) -> int:
+        return len(self.stages) - 1
+
+
+def _reads(op) -> list[ir.Expr]:
+    """The leaves an op reads (a current-step product reads its operand, its backward the result's gradient)."""
+    if isinstance(op, (Pointwise, GradAssign)):
+        return list(_leaves(op.expr))
+    if isinstance(op, CurrentGemm):
+        return [op.operand]
+    return [Grad(op.result)]
+
+
+def _stage_plan(program: "StepProgram", ops: list, defines, last_reads: list[ir.Expr]) -> StagePlan:
+    stages = program.stages(ops)
+    stage_of = {id(op): k for k, stage in enumerate(stages) for op in stage}
+    last = len(stages) - 1
+    define = {target: stage_of[id(op)] for op in ops for target in defines(op)}
+    uses = [(stage_of[id(op)], leaf) for op in ops for leaf in _reads(op)] + [(last, leaf) for leaf in last_reads]
+    crossing = frozenset(leaf for k, leaf in uses if leaf in define and define[leaf] != k)
+    return StagePlan(stages, stage_of, crossing)
+
+
 @dataclass
 class StepProgram:
     forward: list  # Pointwise | CurrentGemm, in evaluation order
@@ -108,6 +143,11 @@ class StepProgram:
     gemms: list[CurrentGemm] = field(default_factory=list)
     forward_states: frozenset[str] = frozenset()  # previous-step states the forward step reads
     backward_states: frozenset[str] = frozenset()  # previous-step states the backward step reads
+    _plans: dict[int, "StagePlan"] = field(default_factory=dict, repr=False, compare=False)
+
+    def stage_plan(self, ops: list) -> "StagePlan":
+        """:meth:`stages` of ``ops`` (the forward or the backward), each op's stage, and what crosses a stage."""
+        return self._plans[id(ops)]
 
     def tail_exprs(self) -> list[ir.Expr]:
         """The gradients the backward step ends with: each GEMM slot's, each vector parameter's, each previous
@@ -315,17 +355,23 @@ def derive(compiled: CompiledCell) -> StepProgram:
         saved_slots=[],
         gemms=[op for op in forward if isinstance(op, CurrentGemm)],
     )
-    _plan_saves(program)
+    _plan_saves(program, compiled.states, output)
     return program
 
 
-def _plan_saves(program: StepProgram) -> None:
-    """Keep exactly the forward values that the backward reads; note which states each direction reads."""
+def _plan_saves(program: StepProgram, states: list[str], output: str) -> None:
+    """Keep exactly the forward values that the backward reads; note which states each direction reads, and
+    each direction's stage plan."""
     exprs: list[ir.Expr] = program.backward_exprs()
     program.backward_states = frozenset(leaf.name for e in exprs for leaf in _leaves(e) if isinstance(leaf, ir.State))
     program.forward_states = frozenset(
         leaf.name for op in program.forward for leaf in _leaves(op.expr if isinstance(op, Pointwise) else op.operand)
         if isinstance(leaf, ir.State))
+    forward_end = [ir.Value(s) for s in states] + [ir.Value(output)]  # written in the last stage
+    program._plans[id(program.forward)] = _stage_plan(program, program.forward, lambda op: [op.target], forward_end)
+    program._plans[id(program.backward)] = _stage_plan(
+        program, program.backward, lambda op: [Grad(op.target)] if isinstance(op, GradAssign) else [],
+        [leaf for e in program.tail_exprs() for leaf in _leaves(e)])
     # A current-step product's weight gradient needs its operand at every step.
     exprs += [g.operand for g in program.gemms]
     saved: list[ir.Expr] = []
