@@ -63,8 +63,12 @@ def test_at_30_settings_the_report_says_the_interaction_is_undetermined():
     row = {r.finding: r for r in importance_rows(task)}["learning rate x hidden size interaction"]
     assert row.agreement is None and "undetermined below 100 settings (30 here)" in row.ours
     bundle = document.ReportBundle("", figure_dir="f")
-    text = "\n".join(document.importance_section([task], bundle, ForestSettings(resamples=50))
-                     + document.interaction_section([task], bundle))
+    importance = document.importance_section([task], bundle, ForestSettings(resamples=50))
+    interaction = document.interaction_section([task], bundle)
+    text = "\n".join(importance.lines + interaction.lines)
+    # a section returns the figures its text shows; the bundle is left alone
+    assert list(importance.figures) == ["importance_jsb.png"] and not bundle.figures
+    assert all(f"(f/{name})" in text for name in [*importance.figures, *interaction.figures])
     assert re.search(r"\| learning rate x hidden size +\| interaction \(undetermined\)", text)
     assert "Interactions are undetermined here: 30 settings, fewer than the 100 an interaction claim needs." in text
     assert "Undetermined: 30 settings" in text

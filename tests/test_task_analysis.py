@@ -54,7 +54,7 @@ def test_the_forest_sees_each_setting_once_and_one_runaway_trial_does_not_carry_
     lr = next(c for c in task.importance.main if c.dims == (0,))
     assert lr.fraction > 0.8, task.importance  # the outlier (a mean would follow it) does not move the finding
     assert document.fit_size(task) == "90 trials at 30 settings"  # what the figure titles say
-    text = "\n".join(document.importance_section([task], document.ReportBundle("", figure_dir="f"), FOREST))
+    text = "\n".join(document.importance_section([task], document.ReportBundle("", figure_dir="f"), FOREST).lines)
     assert "one point per setting" in text
 
 
@@ -63,7 +63,7 @@ def test_a_constant_metric_attributes_nothing():
     task = analyse_task("jsb", [study(c, [record(k, c, hp, 100.0) for k, hp in enumerate(points)])
                                 for c in ("vanilla", "nfg")], FOREST)
     assert task.constant_metric and task.importance is None and task.metric_forest is None
-    text = "\n".join(document.importance_section([task], document.ReportBundle("", figure_dir="f"), FOREST))
+    text = "\n".join(document.importance_section([task], document.ReportBundle("", figure_dir="f"), FOREST).lines)
     assert "does not vary over the 12 settings" in text
     bundle = document.ReportBundle("", figure_dir="f")
     assert "most important hyper-parameter" not in "\n".join(document.summary_section([task], bundle))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from tabulate import tabulate
@@ -37,6 +38,13 @@ METRIC_CONVENTIONS = {
            "first frame is never predicted and never scored, and the NLL is averaged over all predicted frames "
            "of the split.",
 }
+
+
+class Section(NamedTuple):
+    """A section of the report: its markdown lines and the figures they show (name -> PNG bytes)."""
+
+    lines: list[str]
+    figures: dict[str, bytes]
 
 
 @dataclass
@@ -462,7 +470,8 @@ def _friedman_note(task: TaskAnalysis) -> str:
             "at all).")
 
 
-def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
+def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> Section:
+    figures: dict[str, bytes] = {}  # name -> PNG bytes, returned with the text
     lines = [
         "## 1. Variant comparison", "",
         "Outcomes: a trial *fails* when it diverged (NaN/inf, no test score) or ended no better than the task's "
@@ -503,9 +512,9 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
             lines += ["No finished trials yet.", ""]
             continue
         name = f"compare_{task.task}.png"
-        bundle.figures[name] = comparison_figure(task, bundle)
+        figures[name] = comparison_figure(task, bundle)
         kname = f"best_of_k_{task.task}.png"
-        bundle.figures[kname] = best_of_k_figure(task, bundle)
+        figures[kname] = best_of_k_figure(task, bundle)
         lines += [
             f"![{task.title}: box plots of the test outcome per cell]({bundle.figure_dir}/{name})", "",
             "Outcomes per cell:", "", outcome_table(task), "",
@@ -516,10 +525,11 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
             f"![{task.title}: expected best-by-validation test outcome against trials searched]"
             f"({bundle.figure_dir}/{kname})", "",
         ]
-    return lines
+    return Section(lines, figures)
 
 
-def importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, forest: ForestSettings) -> list[str]:
+def importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, forest: ForestSettings) -> Section:
+    figures: dict[str, bytes] = {}  # name -> PNG bytes, returned with the text
     lines = [
         "## 2. Hyper-parameter importance", "",
         f"Method: {METHOD_TEXT} Inputs: log10 learning rate, log10 hidden size, log10(1 - momentum) and input "
@@ -547,16 +557,17 @@ def importance_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle, fore
                       f"{task.samples.trial_count} trials) for a forest fit.", ""]
             continue
         name = f"importance_{task.task}.png"
-        bundle.figures[name] = importance_figure(task, forest, bundle)
+        figures[name] = importance_figure(task, forest, bundle)
         lines += [f"![{task.title}: fraction of variance per hyper-parameter and pair]({bundle.figure_dir}/{name})",
                   "", importance_table(task), ""]
         if not task.interactions_determined:
             lines += [f"Interactions are undetermined here: {len(task.fit)} settings, fewer than the "
                       f"{MIN_INTERACTION_SETTINGS} an interaction claim needs.", ""]
-    return lines
+    return Section(lines, figures)
 
 
-def _marginal_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
+def _marginal_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> Section:
+    figures: dict[str, bytes] = {}  # name -> PNG bytes, returned with the text
     lines = [
         "## 3. Marginals", "",
         "Predicted outcome (top row, on the importance fit's scale) and predicted training time per trial (bottom "
@@ -570,14 +581,15 @@ def _marginal_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> li
             lines += ["No forest was fit for this task (see section 2).", ""]
             continue
         name = f"marginals_{task.task}.png"
-        bundle.figures[name] = marginal_figure(task, bundle)
+        figures[name] = marginal_figure(task, bundle)
         lines += [f"![{task.title}: predicted outcome and training time per hyper-parameter]"
                   f"({bundle.figure_dir}/{name})", "",
                   f"Best marginal predictions at: {_best_region(task)}.", ""]
-    return lines
+    return Section(lines, figures)
 
 
-def interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> list[str]:
+def interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> Section:
+    figures: dict[str, bytes] = {}  # name -> PNG bytes, returned with the text
     lines = [
         "## 4. Interactions", "",
         "Predicted outcome (the importance fit's scale) over learning rate x hidden size and learning rate x input "
@@ -590,7 +602,7 @@ def interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
             lines += ["No forest was fit for this task (see section 2).", ""]
             continue
         name = f"interactions_{task.task}.png"
-        bundle.figures[name] = interaction_figure(task, bundle)
+        figures[name] = interaction_figure(task, bundle)
         shares = []
         for dims, label in (((0, 1), "learning rate x hidden size"), ((0, 3), "learning rate x input noise")):
             c = next(c for c in task.importance.pairs if c.dims == dims)
@@ -602,7 +614,7 @@ def interaction_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
             "claim needs.")
         lines += [f"![{task.title}: heat maps of the predicted outcome]({bundle.figure_dir}/{name})", "",
                   f"Share of variance: {'; '.join(shares)}.{verdict}", ""]
-    return lines
+    return Section(lines, figures)
 
 
 def cells_section(cells: Sequence[str], context: ReportContext) -> list[str]:
@@ -822,10 +834,10 @@ def build_report(bench: str, studies: Sequence[StudyData], context: ReportContex
     bundle.q_values = report_q_values(tasks)
     cells = list(dict.fromkeys(c for t in tasks for c in t.cells))
     lines = _header(bench, studies, tasks, bundle, trials_path) + _contents() + summary_section(tasks, bundle)
-    lines += _comparison_section(tasks, bundle)
-    lines += importance_section(tasks, bundle, forest)
-    lines += _marginal_section(tasks, bundle)
-    lines += interaction_section(tasks, bundle)
+    for section in (_comparison_section(tasks, bundle), importance_section(tasks, bundle, forest),
+                    _marginal_section(tasks, bundle), interaction_section(tasks, bundle)):
+        lines += section.lines
+        bundle.figures.update(section.figures)
     lines += cells_section(cells, context)
     lines += _paper_section(tasks)
     lines += _reproducibility_section(bench, studies, tasks, context, forest, trials_path)
