@@ -197,9 +197,25 @@ def test_list_names_where_a_broken_spec_breaks(tmp_path, monkeypatch, capsys):
     (tmp_path / "specs" / "broken.yaml").write_text("name: broken\nequations: |\n  y = tanh(W_a x + R_a y[-1] + q)\n")
     monkeypatch.chdir(tmp_path)
     assert main(["list"]) == 2  # a listing with a broken spec is not a clean bill
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
-    assert "ERROR (specs/broken.yaml:3:32): undefined name 'q'" in rows["broken"]
-    assert "N(M+N)" in rows["good"]
+    captured = capsys.readouterr()
+    rows = {line.split()[0]: line for line in captured.out.splitlines()[2:] if line.strip()}
+    assert "ERROR: does not compile (below)" in rows["broken"] and "N(M+N)" in rows["good"]
+    # where it breaks goes below the table, so that a long message does not widen every row
+    assert captured.err.startswith("error: specs/broken.yaml:3:32: undefined name 'q'") and captured.err.count("\n") == 1
+    assert max(len(line) for line in captured.out.splitlines()) < 100
+
+
+def test_show_states_the_init_values_and_the_initial_state(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fb.yaml").write_text("name: fb\nextends: vanilla\ninit:\n  b_f: 1.0\ninitial:\n  c: 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "fb.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "extends vanilla <- fb\n" in out  # no empty "edits:" after it
+    assert "initial state: y = 0, c = 0.5" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1] in "WRbp" and "N" in line}
+    assert rows["b_f"][-1] == "1" and rows["b_i"][-1] == "random" and rows["W_z"][-1] == "random"
+    assert main(["show", "vanilla"]) == 0
+    assert "initial state" not in capsys.readouterr().out  # all zero: nothing to say
 
 
 def test_check_ok(monkeypatch, capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from cellc.errors import SpecError, UsageError, short_path
+from cellc.ir.printer import format_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -167,7 +168,8 @@ def cmd_show(args) -> int:
     spec = compiled.spec
     print(f"{compiled.name}: {spec.description}" if spec.description else compiled.name)
     if len(spec.lineage) > 1:
-        print(f"extends {' <- '.join(reversed(spec.lineage))}; edits: " + "; ".join(e.text for e in spec.edits))
+        edits = "; ".join(e.text for e in spec.edits)
+        print(f"extends {' <- '.join(reversed(spec.lineage))}" + (f"; edits: {edits}" if edits else ""))
     print()
     if args.latex:
         print("\\begin{aligned}")
@@ -180,8 +182,12 @@ def cmd_show(args) -> int:
             print(f"  {line}")
     print()
     print(f"state: {', '.join(compiled.states)}   output: {compiled.cell.output}   hash: {compiled.hash}")
-    rows = [(name, info.kind.value, info.kind.shape()) for name, info in compiled.params.items()]
-    print(tabulate(rows, headers=["parameter", "kind", "shape"], tablefmt="simple"))
+    initial = compiled.cell.initial
+    if any(initial.get(s, 0.0) != 0.0 for s in compiled.states):  # the spec's `initial:` (zero unless given)
+        print("initial state: " + ", ".join(f"{s} = {format_number(initial.get(s, 0.0))}" for s in compiled.states))
+    rows = [(name, info.kind.value, info.kind.shape(), "random" if info.init is None else format_number(info.init))
+            for name, info in compiled.params.items()]
+    print(tabulate(rows, headers=["parameter", "kind", "shape", "init"], tablefmt="simple"))
     m, n = args.input_size, args.hidden_size
     print()
     print(f"parameters per layer and direction: {compiled.formula_text()}"
@@ -203,16 +209,20 @@ def cmd_list(args) -> int:
 
         spec_files(extra)  # two files with one name: an error naming both
     listed = list(dict.fromkeys(p.resolve() for p in [*all_spec_paths(), *paths]))
+    errors = []
     for path in listed:
         try:
             compiled = compile_spec(path)
-        except SpecError as err:  # listed with where it breaks; `cellc check` shows the line
-            where = f" ({err.location.render()})" if err.location is not None else ""
-            rows.append((path.stem, "", "", f"ERROR{where}: {err.message}"))
+        except SpecError as err:  # listed, and where it breaks said below the table; `cellc check` shows the line
+            where = err.location.render() if err.location is not None else short_path(path)
+            rows.append((path.stem, "", "", "ERROR: does not compile (below)"))
+            errors.append(f"{where}: {err.message}")
             broken += 1
             continue
         spec = compiled.spec
         parent = spec.lineage[1] if len(spec.lineage) > 1 else ""
         rows.append((compiled.name, parent, compiled.formula_text(), spec.description))
     print(tabulate(rows, headers=["spec", "extends", "parameters", "description"], tablefmt="simple"))
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
     return 2 if broken else 0
