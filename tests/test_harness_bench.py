@@ -51,7 +51,12 @@ def test_smoke_profile_with_two_workers_writes_report(tmp_path):
     study = optuna.load_study(study_name="smoke/jsb/vanilla", storage=open_storage(default_storage_url(tmp_path / "runs")))
     assert study.user_attrs["environment"]["workers"] == 2 and study.user_attrs["data_source"] == "real"
     assert study.user_attrs["settings"]["profile"] == "smoke" and study.user_attrs["task"] == "jsb"
+    # the start-up estimate is kept with every study of the run, and the report sets it beside the cost spent
+    (estimate,) = study.user_attrs["estimates"]
+    assert estimate["trials"] == 4 and estimate["workers"] == 2 and estimate["cpu_hours"] > 0
     report = (tmp_path / "reports" / "smoke.md").read_text()
+    assert f"- Start-up estimates recorded by the bench runs (before their trials ran): {estimate['date']}" in report
+    assert "- Trial numbers: 4 trial rows in 2 studies, each trial number stored once per study; 0 trial(s)" in report
     assert "| vanilla " in report and "| nfg " in report and "**real**" in report
     assert "cellc bench --tasks jsb --cells vanilla,nfg --profile smoke" in report
 

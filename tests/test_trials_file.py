@@ -5,6 +5,7 @@ scipy, and a malformed file is one clear message."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -123,3 +124,15 @@ def test_a_version_1_file_without_devices_reads_as_the_cpu_in_float32(planted, t
     record = studies[0].records[0]
     assert record.placement("Some CPU") == ("cpu", "Some CPU", "float32")
     assert [s.records for s in studies] == [s.records for s in load_trials(out)[1]]
+
+
+def test_the_report_counts_trial_rows_and_reruns_from_the_file(planted, tmp_path):
+    from cellc.analysis.document import trial_numbering
+
+    out = tmp_path / "t.jsonl"
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 0
+    _, studies, _ = load_trials(out)
+    # planted: 12 finished trials and one interrupted (run again under a new number) per study
+    assert trial_numbering(studies) == (78, 0, 6)
+    twice = [s if k else dataclasses.replace(s, records=[*s.records, s.records[0]]) for k, s in enumerate(studies)]
+    assert trial_numbering(twice) == (79, 1, 6)

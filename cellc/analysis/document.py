@@ -696,6 +696,36 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h ({seconds:,.0f} s)"
 
 
+def _estimate_lines(studies: Sequence[StudyData]) -> list[str]:
+    """The start-up estimates the bench runs recorded (the same in every study of a run): cost predicted
+    before each chunk ran, beside the cost spent above."""
+    runs = max((s.attrs.get("estimates") or [] for s in studies), key=len, default=[])
+    if not runs:
+        return []
+    shown = [f"{e.get('date', '?')} on {e.get('host', '?')}: {e.get('trials', '?'):,} trials to run, "
+             f"{'?' if e.get('cpu_hours') is None else format(e['cpu_hours'], '.3g')} CPU-hours, "
+             f"{'?' if e.get('wall_hours') is None else format(e['wall_hours'], '.3g')} h wall on "
+             f"{e.get('workers', '?')} worker(s)" for e in runs]
+    return [f"- Start-up estimates recorded by the bench runs (before their trials ran): {'; '.join(shown)}."]
+
+
+def trial_numbering(studies: Sequence[StudyData]) -> tuple[int, int, int]:
+    """(trial rows, trial numbers stored more than once within a study, trials interrupted or failed and run
+    again under a new number): the study's record that each trial number ran once."""
+    rows = sum(len(s.records) for s in studies)
+    repeated = sum(len(s.records) - len({r.number for r in s.records}) for s in studies)
+    rerun = sum(1 for s in studies for r in s.records if r.state == "FAIL")
+    return rows, repeated, rerun
+
+
+def _numbering_line(studies: Sequence[StudyData]) -> str:
+    rows, repeated, rerun = trial_numbering(studies)
+    return (f"- Trial numbers: {rows:,} trial rows in {len(studies)} studies, "
+            + ("each trial number stored once per study" if not repeated else f"**{repeated} stored twice**")
+            + f"; {rerun} trial(s) failed or were interrupted and ran again under new numbers (their rows stay, "
+            "marked FAIL; a finished trial is never run twice).")
+
+
 def _recomputation(tasks: Sequence[TaskAnalysis], trials_path: str) -> list[str]:
     """The closing note: one p-value of the report recomputed from the trials file with scipy, step by step."""
     task = next((t for t in tasks if any(p.p is not None for p in t.paired)), None)
@@ -769,6 +799,8 @@ def _reproducibility_section(bench: str, studies: Sequence[StudyData], tasks: Se
     lines += placement_lines(studies)
     lines += [
         f"- Total CPU time of all trials: {_hours(total_cpu)}; summed trial wall time {_hours(total_wall)}.",
+        *_estimate_lines(studies),
+        _numbering_line(studies),
         "- Analysis: scipy.stats (wilcoxon, friedmanchisquare, fisher_exact, ttest_ind(equal_var=False), bootstrap) "
         "and statsmodels (multipletests holm / fdr_bh, ttost_paired, TTestPower); fANOVA forest "
         f"{forest.trees} trees, min. {forest.min_samples_leaf} per leaf, seed {forest.seed}, {forest.resamples} "

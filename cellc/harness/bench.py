@@ -263,6 +263,9 @@ class _Coordinator:
             log(f"note: {note}")
         self.progress = progress_text.start(options, self.units, task_info,
                                             storage_shown=store.shown_url(options.storage), log=log)
+        if self.progress.estimate is not None:  # kept with the studies: a report sets the cost spent beside it
+            for unit in self.units:
+                retry(_record_estimate, unit.study, self.progress.estimate, what="recording the estimate")
         self.spaces = {task: distributions(settings[task].space) for task in options.tasks}
         self.total = sum(u.target for u in self.units)
 
@@ -477,6 +480,13 @@ def _claim(storage: optuna.storages.BaseStorage, url: str, unit: _Unit,
         storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
         trial.set_user_attr("owner", owner_id())
     return trial
+
+
+def _record_estimate(study: optuna.Study, estimate: dict[str, Any]) -> None:
+    """Append this run's start-up estimate to the study's ``estimates`` (one entry per bench run that made one)."""
+    known = study.user_attrs.get("estimates", [])
+    if not known or known[-1] != estimate:  # a retry after a lost connection appends it once
+        study.set_user_attr("estimates", [*known, estimate])
 
 
 def _describe(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

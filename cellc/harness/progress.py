@@ -7,6 +7,7 @@ into text. :mod:`cellc.harness.bench` calls it at a few points (hooks), nothing 
 
 from __future__ import annotations
 
+import datetime
 import math
 import sys
 import time
@@ -29,6 +30,7 @@ from cellc.harness.cost import (
     prior_epochs,
 )
 from cellc.harness.profiles import Profile
+from cellc.harness.record import host_name
 
 ETA_REFRESH_S = 1.0  # the bar's redraw
 ETA_RECOMPUTE_S = 15.0  # the model's ETA between events (each start and end of a trial recomputes it)
@@ -289,6 +291,7 @@ class Started:
 
     units: list[UnitState]
     model: CostModel | None
+    estimate: dict[str, Any] | None = None  # the start-up estimate as stored with the studies (record.py)
 
 
 def start(options: Any, units: Sequence[Any], task_info: dict[str, Any], storage_shown: str,
@@ -332,9 +335,13 @@ def start(options: Any, units: Sequence[Any], task_info: dict[str, Any], storage
                 model.observe(unit.task, unit.cell, int(trial.params.get("hidden", 0)), int(attrs["epochs"]),
                               float(attrs["wall_time_s"]))
     pending = dispatch_order(states)
-    log(estimate_line(model.wall_seconds(pending, startup=True), model.cpu_seconds(pending), len(pending),
-                      model.contention()))
-    return Started(units=states, model=model)
+    wall, cpu = model.wall_seconds(pending, startup=True), model.cpu_seconds(pending)
+    log(estimate_line(wall, cpu, len(pending), model.contention()))
+    estimate = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "trials": len(pending), "cpu_hours": None if cpu is None else cpu / 3600,
+                "wall_hours": None if wall is None else wall / 3600, "workers": options.workers,
+                "host": host_name()}
+    return Started(units=states, model=model, estimate=estimate)
 
 
 def _memory_unmeasured(options: Any, log: Callable[[str], None]) -> None:

@@ -28,6 +28,9 @@ Study user attributes (``study.user_attrs``), written when the study is created:
                     "equations_latex", "formula", "description"}`` of the cell as compiled when the
                     study was created; resuming needs the same ``hash``. Absent in older studies
 ``command``         the ``cellc bench ...`` command that reproduces the bench
+``estimates``       one entry per bench run that made a start-up estimate (not with ``--no-estimate``):
+                    ``{"date", "trials" (still to run then), "cpu_hours", "wall_hours", "workers", "host"}``,
+                    the same for every study of the bench run; absent in older studies
 ``environment``     ``{"cpu", "cores", "system", "python", "torch", "cellc", "commit", "workers"}`` of
                     the latest run that worked on the study (updated on resume, like ``command``;
                     ``commit``: the last commit that changed cellc/, absent in older studies)
