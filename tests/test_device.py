@@ -139,15 +139,18 @@ def test_bf16_autocast_trains_through_autograd_keeps_float32_state_and_says_so(v
 def test_a_worker_job_carries_its_placement_and_keeps_the_moved_data(monkeypatch, vanilla):
     if not (DATA_ROOT / "jsb-chorales").is_dir():
         pytest.skip("../shared/data missing")
+    loads = []
+    original = JSBChorales.load
+    monkeypatch.setattr(JSBChorales, "load", lambda self: loads.append(1) or original(self))
     runner = JobRunner()
-    sent = []
-    job = Job(job_id=1, task="jsb", data_dir=str(DATA_ROOT), cell="vanilla", backend="auto",
-              config=config(train_subset=3, max_epochs=1).model_dump(),
-              placement=Placement(amp="bf16").model_dump())
-    event = runner.run(job, sent.append)
-    assert event.kind == "done" and event.payload["precision"] == "bf16 autocast"
-    assert event.payload["device"] == "cpu"
-    assert list(runner._data) == [("jsb", str(DATA_ROOT), "cpu")]  # noqa: SLF001 - loaded once per task and device
+    for job_id in (1, 2):  # two trials of one task on one device: its data loaded (and moved) once
+        job = Job(job_id=job_id, task="jsb", data_dir=str(DATA_ROOT), cell="vanilla", backend="auto",
+                  config=config(train_subset=3, max_epochs=1, seed=job_id).model_dump(),
+                  placement=Placement(amp="bf16").model_dump())
+        event = runner.run(job, lambda event: None)
+        assert event.kind == "done" and event.payload["precision"] == "bf16 autocast"
+        assert event.payload["device"] == "cpu"
+    assert len(loads) == 1
 
 
 # -- GPU workers: the memory each takes, and the refusal -----------------------------------------------------------
