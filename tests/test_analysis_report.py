@@ -157,3 +157,19 @@ def test_html_conversion_of_the_markdown_subset():
     assert "<li><strong>a</strong> and <code>b&lt;c&gt;</code></li>" in page
     assert "<th>h</th>" in page and "<td><em>i</em></td>" in page
     assert '<img alt="alt" src="d/f.png">' in page and "<pre><code>y = 1 &lt; 2</code></pre>" in page
+
+
+def test_published_results_stand_beside_the_best_trial_of_the_same_model(planted):
+    """JSB's LSTM of Chung et al. 2014 beside vanilla's best trial chosen by validation (its test score, not the
+    lowest test score); a model the bench did not run (gru here) gets no row."""
+    from cellc.analysis.paper import published_rows
+
+    studies = load_bench(f"sqlite:///{planted / 'studies.db'}", BENCH)
+    facts = facts_from_studies(studies)
+    task = analyse_task("jsb", group_by_task(studies)["jsb"], ForestSettings(trees=8, resamples=0),
+                        facts=facts.get("jsb"))
+    (row,) = published_rows(task)
+    vanilla = [r for r in task.records["vanilla"] if r.finished and r.test_at_best is not None]
+    chosen = min(vanilla, key=lambda r: (r.best_valid, r.number))
+    assert row.finding.startswith("best vanilla") and row.paper == "8.67 (LSTM, Chung et al. 2014)"
+    assert row.ours == f"{chosen.test_at_best:.3f}"

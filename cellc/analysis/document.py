@@ -24,7 +24,7 @@ from cellc.analysis.outcomes import TaskFacts
 from cellc.analysis.paired import ALPHA, MAX_TRIALS_SHOWN, MIN_EQUIVALENCE_PAIRS, POWER, PairedTest, benjamini_hochberg
 from cellc.analysis.paper import (
     AGREE, DIFFERENT_SETUP, DISAGREE, INCONCLUSIVE, PAPER, UNDETERMINED, FindingRow, best_row, comparable,
-    different_setup, importance_rows, mark, ranking, setup_differences, verdict_rows,
+    different_setup, importance_rows, mark, published_rows, ranking, setup_differences, verdict_rows,
 )
 from cellc.analysis.significance import BOOTSTRAP_RESAMPLES
 from cellc.analysis.task_analysis import (
@@ -670,6 +670,7 @@ def _paper_section(tasks: Sequence[TaskAnalysis]) -> list[str]:
         best = best_row(task)
         if best:
             rows.append(best)
+        rows += published_rows(task)
         rows += importance_rows(task)
         differences = setup_differences(task.settings)
         marks = [mark(r.agreement).strip("*") for r in rows if r.agreement != "-"]

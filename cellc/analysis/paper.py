@@ -6,7 +6,9 @@ same source); proxy corpora are not comparable and the report says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,11 @@ PAPER_VERDICTS: dict[str, dict[str, str]] = {
 }
 # Best single results (odyssey.md marks all three unconfirmed).
 PAPER_BEST: dict[str, tuple[float, str]] = {"timit": (29.6, "cifg"), "iam": (9.26, "np"), "jsb": (8.38, "niaf")}
+# Other published results on the same data (odyssey.md), set beside this study's best trial of the same
+# model: task -> (cell, model, value, source)
+PUBLISHED: dict[str, tuple[tuple[str, str, float, str], ...]] = {
+    "jsb": (("vanilla", "LSTM", 8.67, "Chung et al. 2014"), ("gru", "GRU", 8.54, "Chung et al. 2014")),
+}
 SMALL_INTERACTION = 0.05  # "small": under 5 % of the variance (the paper gives no number)
 
 
@@ -118,19 +125,37 @@ def verdict_rows(task: TaskAnalysis) -> list[FindingRow]:
     return rows
 
 
+def _best_by_validation(task: TaskAnalysis, cells: Sequence[str]) -> tuple[Any, str] | None:
+    """The usable trial of ``cells`` with the best *validation* score, as a result would be reported (the lowest
+    test score would be chosen on the test set itself), and its cell."""
+    chosen = [(r, c) for c in cells for r in task.records.get(c, []) if r.finished and failure_kind(r, task.facts) is None]
+    if not chosen:
+        return None
+    return min(chosen, key=lambda item: (_validation_key(item[0], task.facts), item[1], item[0].number))
+
+
 def best_row(task: TaskAnalysis) -> FindingRow | None:
     if task.task not in PAPER_BEST:
         return None
     value, cell = PAPER_BEST[task.task]
-    # the trial with the best *validation* score over every cell, as a result would be reported (the lowest
-    # test score would be chosen on the test set itself); its test outcome
-    chosen = [(r, c) for c, records in task.records.items() for r in records
-              if r.finished and failure_kind(r, task.facts) is None]
-    if not chosen:
+    found = _best_by_validation(task, list(task.records))
+    if found is None:
         return None
-    best, our_cell = min(chosen, key=lambda item: (_validation_key(item[0], task.facts), item[1], item[0].number))
+    best, our_cell = found
     return FindingRow(f"best single result ({task.metric_short}; the best validation trial's test)",
                       f"{value:g} ({cell.upper()}, unconfirmed)", f"{best.test_at_best:.3f} ({our_cell.upper()})", "-")
+
+
+def published_rows(task: TaskAnalysis) -> list[FindingRow]:
+    """Other published results on the task's data beside this study's best trial (by validation) of the same
+    model: e.g. JSB's LSTM and GRU of Chung et al. 2014 beside vanilla's and gru's."""
+    rows = []
+    for cell, model, value, source in PUBLISHED.get(task.task, ()):
+        found = _best_by_validation(task, [cell])
+        if found is not None:
+            rows.append(FindingRow(f"best {cell} ({task.metric_short}; its best validation trial's test)",
+                                   f"{value:g} ({model}, {source})", f"{found[0].test_at_best:.3f}", "-"))
+    return rows
 
 
 def _curve_end_to_end(task: TaskAnalysis, dim: int) -> float | None:
