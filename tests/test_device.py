@@ -301,3 +301,17 @@ def test_a_trial_trains_through_the_triton_kernels_as_on_a_gpu(tmp_path):
     for key in ("train_curve", "valid_curve"):
         assert triton[key] == pytest.approx(compiled[key], rel=1e-4)
     assert triton["wall_time_s"] > 3 * compiled["wall_time_s"]  # the kernels did run, in the (slow) interpreter
+
+
+def test_the_gpu_script_stops_at_once_with_one_message_where_there_is_no_gpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script would run")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: --device cuda:")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
