@@ -195,3 +195,16 @@ def test_equivalence_is_never_claimed_from_too_few_pairs_or_from_no_spread():
     near = enough + 0.001 * RNG.standard_normal(len(enough))
     test = task_of({"vanilla": list(enough), "np": list(near)}).test("np")
     assert test.tost == ttost_paired(near, enough, -0.1, 0.1)[0] and test.verdict == "equivalent"
+
+
+@pytest.mark.parametrize("pairs", [72, 73, 87, 92])
+def test_detectable_shift_at_sizes_where_statsmodels_answers_with_an_array(pairs):
+    """solve_power returns a one-element array at some sizes (73, 87, 92 pairs): the report must not fail there."""
+    from statsmodels.stats.power import TTestPower
+
+    from cellc.analysis.paired import minimum_detectable
+
+    d = np.random.default_rng(pairs).normal(0.1, 1.0, pairs)
+    expected = np.asarray(TTestPower().solve_power(effect_size=None, nobs=pairs, alpha=0.05, power=0.8,
+                                                   alternative="two-sided")).reshape(-1)[0] * np.std(d, ddof=1)
+    assert minimum_detectable(d) == pytest.approx(expected)

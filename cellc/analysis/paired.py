@@ -130,6 +130,11 @@ def tost_p(cell: Sequence[float], base: Sequence[float], margin: float) -> float
     return float(p)
 
 
+def _scalar(value) -> float:
+    """statsmodels' solve_power answers some sizes (nobs 73, 87, 92, ...) with a one-element array: its number."""
+    return float(np.asarray(value).reshape(-1)[0])
+
+
 def minimum_detectable(d: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """Smallest shift the paired test detects with ``power`` at these pairs (paired-t approximation)."""
     from statsmodels.stats.power import TTestPower
@@ -139,7 +144,7 @@ def minimum_detectable(d: np.ndarray, alpha: float = ALPHA, power: float = POWER
         return None
     effect = TTestPower().solve_power(effect_size=None, nobs=len(d), alpha=alpha, power=power,
                                       alternative="two-sided")
-    return float(effect) * sd
+    return _scalar(effect) * sd
 
 
 def trials_to_decide(d: np.ndarray, margin: float | None, alpha: float = ALPHA, power: float = POWER) -> int | None:
@@ -160,8 +165,8 @@ def trials_to_decide(d: np.ndarray, margin: float | None, alpha: float = ALPHA, 
             if not effect or effect <= 0:
                 continue
             try:
-                n = float(solver.solve_power(effect_size=effect, nobs=None, alpha=alpha, power=want,
-                                             alternative=alternative))
+                n = _scalar(solver.solve_power(effect_size=effect, nobs=None, alpha=alpha, power=want,
+                                               alternative=alternative))
             except (ValueError, RuntimeError):
                 continue
             if math.isfinite(n):
