@@ -11,6 +11,7 @@ from cellc.analysis.fanova import ForestSettings
 from cellc.analysis.load import facts_from_studies, load_bench
 from cellc.analysis.task_analysis import analyse_task, group_by_task
 from cellc.cli import main
+from cellc.harness.trials_file import TRIALS_FILE
 
 from planted_bench import BENCH, plant_bench
 
@@ -41,7 +42,7 @@ def test_report_regenerates_byte_identical_from_storage(planted, tmp_path, capsy
     linked = set(re.findall(r"\]\((planted/[^)]+\.png)\)", text))
     assert linked == {k for k in first if k.endswith(".png")}
     assert len(linked) == 10  # comparison, best of k, importance, marginals, interactions for two tasks
-    assert (reports / BENCH / "trials.jsonl").is_file()  # every report ships its trials
+    assert (reports / BENCH / TRIALS_FILE).is_file()  # every report ships its trials
     for section in ("## 1. Variant comparison", "## 2. Hyper-parameter importance", "## 3. Marginals",
                     "## 4. Interactions", "## 5. Cells", "## 6. Versus the paper", "## 7. Reproducibility"):
         assert section in text
@@ -53,7 +54,7 @@ def test_report_regenerates_byte_identical_from_storage(planted, tmp_path, capsy
     assert "Holm" in text and "BH q" in text and "TOST" in text and "| no difference " not in text.split("## 6.")[0]  # a verdict column never says it
     assert "**Different search setup**" in text and "different search setup (agree)" in text
     assert "first frame is never predicted and never scored" in text
-    assert f"cellc report --trials {reports / BENCH / 'trials.jsonl'}" in text  # how to rebuild it from the file
+    assert f"cellc report --trials {reports / BENCH / TRIALS_FILE}" in text  # how to rebuild it from the file
     assert main([*argv, "--format", "html"]) == 0
     page = (reports / f"{BENCH}.html").read_text()
     assert page.count("<img ") == 10 and "<table>" in page and '<h2 id="5-cells">' in page

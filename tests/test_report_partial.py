@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from cellc.cli import main
+from cellc.harness.trials_file import TRIALS_FILE
 
 from planted_bench import BENCH, plant_bench
 
@@ -47,7 +48,7 @@ def test_partial_report_is_marked_and_written_beside_a_complete_one(benches, tmp
     assert text.splitlines()[0] == f"# LSTM Odyssey report: `{BENCH}` ({note})"
     summary = text.split("## Summary")[1].split("## 1.")[0]
     assert "Partial: 20 of 32 trials" in summary
-    assert (reports / f"{BENCH}.partial" / "trials.jsonl").is_file()
+    assert (reports / f"{BENCH}.partial" / TRIALS_FILE).is_file()
     figures = sorted((reports / f"{BENCH}.partial").glob("*.png"))
     assert figures and all(f"{BENCH}.partial/{p.name}" in text for p in figures)
 

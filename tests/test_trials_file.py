@@ -15,7 +15,7 @@ import pytest
 
 from cellc.analysis.load import facts_from_studies, load_bench, load_trials
 from cellc.cli import main
-from cellc.harness.trials_file import TRIALS_SCHEMA, TRIALS_VERSION
+from cellc.harness.trials_file import TRIALS_FILE, TRIALS_SCHEMA, TRIALS_VERSION
 
 from planted_bench import BENCH, plant_bench
 
@@ -72,7 +72,7 @@ def test_report_from_the_trials_file_alone_is_byte_identical_and_its_p_value_rec
     (from_storage / f"{BENCH}.md").unlink()  # keep only the shipped trials file; the storage is never named
     for png in (from_storage / BENCH).glob("*.png"):
         png.unlink()
-    assert main(["report", "--trials", str(from_storage / BENCH / "trials.jsonl"),
+    assert main(["report", "--trials", str(from_storage / BENCH / TRIALS_FILE),
                  "--report-dir", str(from_storage)]) == 0
     assert _snapshot(from_storage) == first
     text = first[f"{BENCH}.md"].decode()
@@ -136,3 +136,68 @@ def test_the_report_counts_trial_rows_and_reruns_from_the_file(planted, tmp_path
     assert trial_numbering(studies) == (78, 0, 6)
     twice = [s if k else dataclasses.replace(s, records=[*s.records, s.records[0]]) for k, s in enumerate(studies)]
     assert trial_numbering(twice) == (79, 1, 6)
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".gz"])
+def test_a_compressed_trials_file_is_reproducible_and_reads_like_the_plain_one(planted, tmp_path, capsys, suffix):
+    import gzip
+    import lzma
+
+    plain, packed = tmp_path / "t.jsonl", tmp_path / f"t.jsonl{suffix}"
+    for out in (plain, packed):
+        assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(out)]) == 0
+    data = packed.read_bytes()
+    assert len(data) < len(plain.read_bytes()) / 4
+    if suffix == ".gz":
+        assert gzip.decompress(data) == plain.read_bytes()  # the same text, compressed
+        assert data[4:8] == b"\0\0\0\0" and not data[3] & 0x08  # no time stamp, no file name in the header
+    else:
+        assert lzma.decompress(data) == plain.read_bytes()
+    again = tmp_path / f"again.jsonl{suffix}"
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(again)]) == 0
+    assert again.read_bytes() == data  # reproducible bytes
+    assert load_trials(packed)[1] == load_trials(plain)[1]
+    misnamed = tmp_path / "misnamed.jsonl"  # the reader tells the forms apart by their bytes, not their names
+    misnamed.write_bytes(data)
+    assert load_trials(misnamed)[1] == load_trials(plain)[1]
+    # writing the same trials again leaves the file alone (whatever library this machine compresses with)
+    other = (gzip.compress(plain.read_bytes(), compresslevel=1, mtime=12345) if suffix == ".gz"
+             else lzma.compress(plain.read_bytes(), preset=0))
+    assert other != data
+    packed.write_bytes(other)
+    capsys.readouterr()
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(packed)]) == 0
+    assert "up to date" in capsys.readouterr().out and packed.read_bytes() == other
+    # a plain file under a compressed name is rewritten compressed
+    packed.write_bytes(plain.read_bytes())
+    assert main(["export", "--name", BENCH, "--out", str(planted), "--output", str(packed), "--force"]) == 0
+    assert packed.read_bytes() == data
+    # a damaged compressed file is one message
+    for damage in (data[: len(data) // 2], data[:10] + b"garbage" * 20):
+        packed.write_bytes(damage)
+        assert main(["report", "--trials", str(packed), "--report-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert "damaged compressed file" in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_a_string_holding_a_unicode_line_separator_stays_on_its_line(tmp_path):
+    from cellc.harness.trials_file import read_trials
+
+    header = {"record": "header", "schema": TRIALS_SCHEMA, "version": TRIALS_VERSION, "bench": "x", "studies": 1,
+              "trials": 0}
+    study = {"record": "study", "study": "x/jsb/vanilla", "task": "jsb", "cell": "vanilla",
+             "attrs": {"command": "cellc bench\u2028--name x\u0085"}}
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in (header, study)), encoding="utf-8")
+    assert read_trials(path).studies[0].attrs["command"] == "cellc bench\u2028--name x\u0085"
+
+
+def test_a_report_replaces_the_plain_trials_file_it_shipped_before(planted, tmp_path):
+    from cellc.harness.trials_file import LEGACY_TRIALS_FILE
+
+    reports = tmp_path / "reports"
+    assert main(["report", "--name", BENCH, "--out", str(planted), "--report-dir", str(reports)]) == 0
+    legacy = reports / BENCH / LEGACY_TRIALS_FILE  # what an older cellc wrote there (untracked: no git here)
+    legacy.write_text("old")
+    assert main(["report", "--trials", str(reports / BENCH / TRIALS_FILE), "--report-dir", str(reports)]) == 0
+    assert not legacy.exists() and (reports / BENCH / TRIALS_FILE).is_file()

@@ -30,6 +30,7 @@ from cellc.analysis.significance import BOOTSTRAP_RESAMPLES
 from cellc.analysis.task_analysis import (
     BASELINE, MIN_FANOVA_SAMPLES, MIN_INTERACTION_SETTINGS, TaskAnalysis, analyse_task, group_by_task,
 )
+from cellc.harness.trials_file import TRIALS_FILE
 
 HEAT_CELLS = 40
 # How a task's metric counts frames, where papers differ (stated so numbers are compared like with like).
@@ -360,7 +361,8 @@ def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalys
         "",
         "A rerun of the analysis of Greff et al., \"LSTM: A Search Space Odyssey\" (2017) on the trials of bench "
         f"`{bench}`: every number, table and figure below is computed by `cellc report` from those trials alone, "
-        f"which ship beside this report as `{trials_path}` (one JSON line per trial, schema `cellc-trials`).",
+        f"which ship beside this report as `{trials_path}` (one JSON line per trial, schema `cellc-trials`"
+        + {".xz": "; xz-compressed", ".gz": "; gzip-compressed"}.get(trials_path[-3:], "") + ").",
         "",
     ]
     if bundle.partial:
@@ -727,6 +729,15 @@ def _numbering_line(studies: Sequence[StudyData]) -> str:
             "marked FAIL; a finished trial is never run twice).")
 
 
+_OPENERS = {".xz": ("lzma", "lzma.open"), ".gz": ("gzip", "gzip.open")}  # a compressed trials file's Python reader
+
+
+def _opener(path: str) -> str:
+    """The Python expression that opens the trials file at ``path`` as text."""
+    reader = _OPENERS.get(path[-3:])
+    return f"{reader[1]}({path!r}, 'rt', encoding='utf-8')" if reader else f"open({path!r}, encoding='utf-8')"
+
+
 def _recomputation(tasks: Sequence[TaskAnalysis], trials_path: str) -> list[str]:
     """The closing note: one p-value of the report recomputed from the trials file with scipy, step by step."""
     task = next((t for t in tasks if any(p.p is not None for p in t.paired)), None)
@@ -744,9 +755,9 @@ def _recomputation(tasks: Sequence[TaskAnalysis], trials_path: str) -> list[str]
         f"replace the test score of every trial whose `failure` is set by {worst}, pair the two cells by trial "
         f"`number` ({len(numbers)} pairs), and test the differences (cell minus {BASELINE}: {shown}):", "",
         "```python",
-        "import json",
+        f"import {_OPENERS[trials_path[-3:]][0]}, json" if trials_path[-3:] in _OPENERS else "import json",
         "from scipy import stats",
-        f"rows = [json.loads(line) for line in open({trials_path!r})]",
+        f"rows = [json.loads(line) for line in {_opener(trials_path)}]",
         "trivial = {r['task']: r['trivial_score'] for r in rows if r['record'] == 'task'}",
         "score = {(r['task'], r['cell'], r['number']): trivial[r['task']] if r['failure'] else r['test_at_best']",
         "         for r in rows if r['record'] == 'trial' and r['state'] in ('COMPLETE', 'PRUNED')}",
@@ -856,7 +867,7 @@ def report_q_values(tasks: Sequence[TaskAnalysis]) -> dict[tuple[str, str], floa
 
 def build_report(bench: str, studies: Sequence[StudyData], context: ReportContext, figure_dir: str,
                  forest: ForestSettings = ForestSettings(), facts: dict[str, TaskFacts] | None = None,
-                 trials_path: str = "trials.jsonl") -> ReportBundle:
+                 trials_path: str = TRIALS_FILE) -> ReportBundle:
     """The whole report for ``bench``; figures are referenced as ``<figure_dir>/<name>.png``.
 
     ``facts``: per task, the trivial predictor's score and the equivalence margin (see

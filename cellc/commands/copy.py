@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "copy", help="copy a bench's studies to another storage, or merge them into the same bench there")
     copy.add_argument("--from", dest="source", required=True, metavar="URL|FILE",
                       help="storage to read (SQLAlchemy URL, e.g. sqlite:///runs/studies.db), or a trials file "
-                           "(reports/<bench>/trials.jsonl, from `cellc export`) to resume its bench from")
+                           "(reports/<bench>/trials.jsonl.xz, from `cellc export`) to resume its bench from")
     copy.add_argument("--to", dest="dest", required=True, metavar="URL",
                       help="storage to write (e.g. postgresql://user@host/db); created where it is an SQLite file")
     copy.add_argument("--name", help="the bench to copy (default: every bench in --from)")

@@ -2,7 +2,7 @@
 
 A report reads the trials from the bench's storage (``--name``, ``--out`` / ``--storage``) or from a
 trials file alone (``--trials FILE``, :mod:`cellc.harness.trials_file`); both give the same bytes. Every
-report ships its trials file beside it, in ``<report-dir>/<bench>/trials.jsonl``.
+report ships its trials file beside it, in ``<report-dir>/<bench>/trials.jsonl.xz``.
 
 A partial study (fewer finished trials than its target) is marked partial in the report's title,
 summary and every figure title. It never replaces a complete report of the same name unless
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", default="runs", help="bench output directory (default: runs)")
     export.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///<out>/studies.db)")
     export.add_argument("--output", metavar="FILE",
-                        help="the trials file to write (default: reports/<bench>/trials.jsonl)")
+                        help="the trials file to write (default: reports/<bench>/trials.jsonl.xz; compressed "
+                             "when the name ends in .xz or .gz)")
     export.add_argument("--force", action="store_true", help="replace an existing file")
     export.set_defaults(func=run_export)
 
@@ -93,7 +94,7 @@ def write_bundle(bench: str, studies: list, facts: dict, report_dir: Path, fmt: 
     from cellc.analysis.export import trials_lines
     from cellc.errors import CellcError
     from cellc.harness.record import checked_bench_name
-    from cellc.harness.trials_file import TRIALS_FILE, write_lines
+    from cellc.harness.trials_file import LEGACY_TRIALS_FILE, TRIALS_FILE, write_lines
 
     stem = checked_bench_name(bench)  # a plain folder name: the stale-PNG cleanup below stays inside it
     partial = bool(partial_note(studies))
@@ -115,6 +116,7 @@ def write_bundle(bench: str, studies: list, facts: dict, report_dir: Path, fmt: 
         figure_dir.mkdir(parents=True, exist_ok=True)
         if not partial:
             stale = [p for p in sorted(figure_dir.glob("*.png")) if p.name not in bundle.figures]
+            stale += [p for p in (figure_dir / LEGACY_TRIALS_FILE,) if p.is_file()]  # replaced by TRIALS_FILE
             for old in _untracked(stale, figure_dir):
                 old.unlink()
         for name, data in sorted(bundle.figures.items()):
@@ -167,7 +169,7 @@ def run_export(args: argparse.Namespace) -> int:
     from cellc.analysis.load import facts_from_studies, load_bench
     from cellc.errors import CellcError, UsageError
     from cellc.harness.record import checked_bench_name
-    from cellc.harness.trials_file import TRIALS_FILE, file_text, write_lines
+    from cellc.harness.trials_file import TRIALS_FILE, file_text, holds, write_lines
 
     bench = checked_bench_name(args.name)
     output = Path(args.output) if args.output else Path("reports") / bench / TRIALS_FILE
@@ -175,11 +177,7 @@ def run_export(args: argparse.Namespace) -> int:
     lines = trials_lines(bench, studies, facts_from_studies(studies))
     trials = sum(len(s.records) for s in studies)
     if output.exists() and not args.force:
-        try:
-            same = output.read_text(encoding="utf-8") == file_text(lines)
-        except (OSError, UnicodeDecodeError):
-            same = False
-        if not same:
+        if not holds(output, file_text(lines)):
             raise UsageError(f"--output {output}: exists with other trials; give --force to replace it")
         print(f"{output}: up to date ({trials} trials of {len(studies)} studies, bench {bench}; `cellc report` "
               "writes the same file beside the report)")
