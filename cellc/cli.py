@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "cellc.commands.report",
     "cellc.commands.copy",
     "cellc.commands.speed",
+    "cellc.commands.plan",
 )
 
 

@@ -135,16 +135,20 @@ def _scalar(value) -> float:
     return float(np.asarray(value).reshape(-1)[0])
 
 
-def minimum_detectable(d: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float | None:
-    """Smallest shift the paired test detects with ``power`` at these pairs (paired-t approximation)."""
+def detectable_shift(pairs: int, sd: float, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Smallest shift a paired test of ``pairs`` differences with standard deviation ``sd`` detects with
+    ``power`` (paired-t approximation, two-sided; statsmodels' TTestPower)."""
     from statsmodels.stats.power import TTestPower
 
-    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
-    if len(d) < MIN_PAIRS or sd == 0:
+    if pairs < MIN_PAIRS or not sd > 0:
         return None
-    effect = TTestPower().solve_power(effect_size=None, nobs=len(d), alpha=alpha, power=power,
-                                      alternative="two-sided")
+    effect = TTestPower().solve_power(effect_size=None, nobs=pairs, alpha=alpha, power=power, alternative="two-sided")
     return _scalar(effect) * sd
+
+
+def minimum_detectable(d: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Smallest shift the paired test detects with ``power`` at these pairs (paired-t approximation)."""
+    return detectable_shift(len(d), float(np.std(d, ddof=1)) if len(d) > 1 else 0.0, alpha, power)
 
 
 def trials_to_decide(d: np.ndarray, margin: float | None, alpha: float = ALPHA, power: float = POWER) -> int | None:

@@ -248,6 +248,15 @@ def data_source(group: Sequence[StudyData]) -> str:
     return ", ".join(sources)
 
 
+def task_outcomes(group: Sequence[StudyData], facts: TaskFacts) -> tuple[float | None, dict[str, dict[int, float]]]:
+    """What a failure counts as (:func:`cellc.analysis.outcomes.worst_score` of the task's trials) and, per cell,
+    trial number -> censored outcome (:func:`cellc.analysis.outcomes.outcome`): what every paired statistic of
+    the task reads."""
+    worst = worst_score([r for s in group for r in s.records], facts)
+    return worst, {s.cell: {r.number: o for r in s.records if (o := outcome(r, facts, worst)) is not None}
+                   for s in group}
+
+
 def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings = ForestSettings(),
                  baseline: str = BASELINE, facts: TaskFacts | None = None) -> TaskAnalysis:
     """Paired tests, failures, best-of-k and the fANOVA forests (with bootstrap intervals) of one task."""
@@ -256,9 +265,7 @@ def analyse_task(task: str, group: Sequence[StudyData], forest: ForestSettings =
     facts = facts or TaskFacts(task=task, lower_is_better=lower, trivial_score=None, note="not given")
     records = {s.cell: list(s.records) for s in group}
     everything = [r for s in group for r in s.records]
-    worst = worst_score(everything, facts)
-    outcomes = {cell: {r.number: o for r in rs if (o := outcome(r, facts, worst)) is not None}
-                for cell, rs in records.items()}
+    worst, outcomes = task_outcomes(group, facts)
     settings = group[0].attrs.get("settings", {})
     box = search_box(settings.get("space"))
     transform = metric_transform(str(info.get("metric_short", "metric")))
