@@ -30,7 +30,7 @@ from cellc.analysis.significance import BOOTSTRAP_RESAMPLES
 from cellc.analysis.task_analysis import (
     BASELINE, MIN_FANOVA_SAMPLES, MIN_INTERACTION_SETTINGS, TaskAnalysis, analyse_task, group_by_task,
 )
-from cellc.harness.trials_file import TRIALS_FILE
+from cellc.harness.trials_file import TRIALS_FILE, compression
 
 HEAT_CELLS = 40
 # How a task's metric counts frames, where papers differ (stated so numbers are compared like with like).
@@ -362,7 +362,7 @@ def _header(bench: str, studies: Sequence[StudyData], tasks: Sequence[TaskAnalys
         "A rerun of the analysis of Greff et al., \"LSTM: A Search Space Odyssey\" (2017) on the trials of bench "
         f"`{bench}`: every number, table and figure below is computed by `cellc report` from those trials alone, "
         f"which ship beside this report as `{trials_path}` (one JSON line per trial, schema `cellc-trials`"
-        + {".xz": "; xz-compressed", ".gz": "; gzip-compressed"}.get(trials_path[-3:], "") + ").",
+        + (f"; {packed[0]}-compressed" if (packed := compression(trials_path)) else "") + ").",
         "",
     ]
     if bundle.partial:
@@ -729,13 +729,12 @@ def _numbering_line(studies: Sequence[StudyData]) -> str:
             "marked FAIL; a finished trial is never run twice).")
 
 
-_OPENERS = {".xz": ("lzma", "lzma.open"), ".gz": ("gzip", "gzip.open")}  # a compressed trials file's Python reader
-
-
-def _opener(path: str) -> str:
-    """The Python expression that opens the trials file at ``path`` as text."""
-    reader = _OPENERS.get(path[-3:])
-    return f"{reader[1]}({path!r}, 'rt', encoding='utf-8')" if reader else f"open({path!r}, encoding='utf-8')"
+def _python_reader(path: str) -> tuple[str, str]:
+    """The import line and the expression that open the trials file at ``path`` as text, in Python."""
+    packed = compression(path)
+    if packed is None:
+        return "import json", f"open({path!r}, encoding='utf-8')"
+    return f"import {packed[1]}, json", f"{packed[1]}.open({path!r}, 'rt', encoding='utf-8')"
 
 
 def _recomputation(tasks: Sequence[TaskAnalysis], trials_path: str) -> list[str]:
@@ -755,9 +754,9 @@ def _recomputation(tasks: Sequence[TaskAnalysis], trials_path: str) -> list[str]
         f"replace the test score of every trial whose `failure` is set by {worst}, pair the two cells by trial "
         f"`number` ({len(numbers)} pairs), and test the differences (cell minus {BASELINE}: {shown}):", "",
         "```python",
-        f"import {_OPENERS[trials_path[-3:]][0]}, json" if trials_path[-3:] in _OPENERS else "import json",
+        _python_reader(trials_path)[0],
         "from scipy import stats",
-        f"rows = [json.loads(line) for line in {_opener(trials_path)}]",
+        f"rows = [json.loads(line) for line in {_python_reader(trials_path)[1]}]",
         "trivial = {r['task']: r['trivial_score'] for r in rows if r['record'] == 'task'}",
         "score = {(r['task'], r['cell'], r['number']): trivial[r['task']] if r['failure'] else r['test_at_best']",
         "         for r in rows if r['record'] == 'trial' and r['state'] in ('COMPLETE', 'PRUNED')}",

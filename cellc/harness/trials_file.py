@@ -131,6 +131,8 @@ def file_text(lines: Iterable[BaseModel]) -> str:
 class _Codec(NamedTuple):
     suffix: str
     magic: bytes
+    name: str  # as the report names it ("xz-compressed")
+    module: str  # the standard-library module that reads it: <module>.open(path, "rt")
     compress: Callable[[bytes], bytes]
     decompress: Callable[[bytes], bytes]
 
@@ -143,14 +145,21 @@ def _gzip(data: bytes) -> bytes:
 
 
 _CODECS = (
-    _Codec(".xz", b"\xfd7zXZ\x00", lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
-    _Codec(".gz", b"\x1f\x8b", _gzip, gzip.decompress),
+    _Codec(".xz", b"\xfd7zXZ\x00", "xz", "lzma", lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+    _Codec(".gz", b"\x1f\x8b", "gzip", "gzip", _gzip, gzip.decompress),
 )
 
 
 def _codec_named(path: Path) -> _Codec | None:
     """The compression the file's name asks for (None: plain text)."""
     return next((c for c in _CODECS if path.suffix == c.suffix), None)
+
+
+def compression(path: str | Path) -> tuple[str, str] | None:
+    """How a trials file at ``path`` is written: (the compression's name, the Python module that reads it),
+    or None for plain text."""
+    codec = _codec_named(Path(path))
+    return (codec.name, codec.module) if codec else None
 
 
 def _codec_of(data: bytes) -> _Codec | None:
