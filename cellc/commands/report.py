@@ -169,21 +169,21 @@ def run_export(args: argparse.Namespace) -> int:
     from cellc.analysis.load import facts_from_studies, load_bench
     from cellc.errors import CellcError, UsageError
     from cellc.harness.record import checked_bench_name
-    from cellc.harness.trials_file import TRIALS_FILE, file_text, holds, write_lines
+    from cellc.harness.trials_file import TRIALS_FILE, file_text, holds, write_text
 
     bench = checked_bench_name(args.name)
     output = Path(args.output) if args.output else Path("reports") / bench / TRIALS_FILE
     studies = load_bench(_storage_url(args), bench)
-    lines = trials_lines(bench, studies, facts_from_studies(studies))
+    text = file_text(trials_lines(bench, studies, facts_from_studies(studies)))
     trials = sum(len(s.records) for s in studies)
     if output.exists() and not args.force:
-        if not holds(output, file_text(lines)):
+        if not holds(output, text):
             raise UsageError(f"--output {output}: exists with other trials; give --force to replace it")
         print(f"{output}: up to date ({trials} trials of {len(studies)} studies, bench {bench}; `cellc report` "
               "writes the same file beside the report)")
         return 0
     try:
-        write_lines(output, lines)
+        write_text(output, text)
     except OSError as err:
         raise CellcError(f"--output {output}: cannot write ({err})") from None
     print(f"{output}: {trials} trials of {len(studies)} studies (bench {bench})")

@@ -167,7 +167,7 @@ def _codec_of(data: bytes) -> _Codec | None:
     return next((c for c in _CODECS if data.startswith(c.magic)), None)
 
 
-def encode(text: str, path: Path) -> bytes:
+def _encode(text: str, path: Path) -> bytes:
     """The bytes of a file at ``path`` holding ``text``: UTF-8, compressed as its name asks."""
     codec = _codec_named(path)
     data = text.encode("utf-8")
@@ -194,17 +194,21 @@ def holds(path: Path, text: str) -> bool:
         return False
 
 
-def write_lines(path: Path, lines: Iterable[BaseModel]) -> None:
-    """Write the file atomically (a temporary file beside it, then renamed): a reader never sees half a file.
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (a temporary file beside it, then renamed): a reader never sees half a file.
 
-    Compressed when the name ends in ``.xz`` or ``.gz``; left as it is when it already holds these lines."""
-    text = file_text(lines)
+    Compressed when the name ends in ``.xz`` or ``.gz``; left as it is when it already holds ``text``."""
     if holds(path, text):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")
-    partial.write_bytes(encode(text, path))
+    partial.write_bytes(_encode(text, path))
     partial.replace(path)
+
+
+def write_lines(path: Path, lines: Iterable[BaseModel]) -> None:
+    """:func:`write_text` of the lines' :func:`file_text`."""
+    write_text(path, file_text(lines))
 
 
 class TrialsFile(BaseModel):
