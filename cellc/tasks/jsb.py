@@ -49,13 +49,16 @@ class JSBChorales(Task):
     input_size = UNITS
     output_size = UNITS
     data_subdir = "jsb-chorales"
-    # Quick profile sizing (~20 min for nine cells on two workers). Measured with the default
+    # Quick profile sizing (epochs; first sized for ~20 min per task on two workers). Measured with the default
     # (compiled) backend, one torch thread, two trials running at once on the 2-core machine:
     # one epoch (80 training pieces + the validation split) takes 0.10 / 0.13 / 0.34 s at hidden
     # 20 / 60 / 200, ~0.16 s averaged over the log-uniform hidden size (E[h] = 78, E[h^2] = 8600).
     # Worst case, every trial running all epochs: 9 cells x 30 trials x 50 epochs x 0.16 s / 2
     # workers = 1080 s = 18 min; early stopping usually ends trials sooner.
-    profile_overrides = {"quick": {"trials": 30, "max_epochs": 50}}
+    # Trials: rebalanced by `cellc plan --trials reports/quick/trials.jsonl.xz --hours 1 --workers 2` (issue 21)
+    # from the measured trial times of the 504-trial quick study: the counts per task that decide the most
+    # comparisons against vanilla within one hour on two workers (IAM 12, JSB 105, TIMIT 41 trials per cell).
+    profile_overrides = {"quick": {"trials": 105, "max_epochs": 50}}
     trivial_predictor = "independent per-unit frequencies of the training frames"
     # Published LSTM results on this split differ in the first decimal (8.38-8.7 nats, odyssey.md):
     # a shift under 0.1 nat is below what papers resolve.

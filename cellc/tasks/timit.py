@@ -85,7 +85,7 @@ class Timit(Task):
     input_size = 39
     output_size = len(PHONES_61)
     data_subdir = "timit"
-    # Quick profile sizing (~20 min for nine cells on two workers). Measured on the default proxy
+    # Quick profile sizing (epochs; first sized for ~20 min per task on two workers). Measured on the default proxy
     # (192 training utterances, median 198 frames) with the default (compiled) backend, one torch
     # thread, two trials running at once on the 2-core machine: one epoch (80 training utterances
     # + the validation split) takes 0.18 / 0.31 / 1.22 s at hidden 20 / 60 / 200, ~0.43 s averaged
@@ -93,7 +93,10 @@ class Timit(Task):
     # all epochs: 9 cells x 16 trials x 40 epochs x 0.43 s / 2 workers = 1238 s = 21 min; early
     # stopping usually ends trials sooner. The real corpus (3696 utterances) costs the same per
     # epoch (80 per epoch) but its validation split is larger.
-    profile_overrides = {"quick": {"max_epochs": 40}}
+    # Trials: rebalanced by `cellc plan --trials reports/quick/trials.jsonl.xz --hours 1 --workers 2` (issue 21)
+    # from the measured trial times of the 504-trial quick study: the counts per task that decide the most
+    # comparisons against vanilla within one hour on two workers (IAM 12, JSB 105, TIMIT 41 trials per cell).
+    profile_overrides = {"quick": {"trials": 41, "max_epochs": 40}}
     secondary_metrics: ClassVar[dict[str, str]] = {"FER39 %": "frame error % after folding 61 -> 39 phones"}
     trivial_predictor = "the majority frame label of the training split"
     # cellc's choice, stated in the report: frame error is compared to whole points in practice.
