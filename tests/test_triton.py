@@ -18,6 +18,9 @@ import pytest
 from cellc.spec.loader import builtin_spec_names
 
 pytest.importorskip("triton")
+# One worker runs every test here (pytest-xdist's loadgroup, set in pyproject.toml): the module's fixture runs the
+# interpreter subprocess once, not once per worker.
+pytestmark = pytest.mark.xdist_group("triton_interpreter")
 
 SPECS = builtin_spec_names()
 CASES = ("plain", "bidir_lengths", "two_layer")
