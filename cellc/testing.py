@@ -14,7 +14,13 @@ from typing import Any
 
 from cellc.spec.loader import builtin_spec_names
 
-__all__ = ["assert_results_match", "builtin_spec_names", "layer_results"]
+__all__ = ["assert_results_match", "builtin_spec_names", "input_size", "layer_results"]
+
+
+def input_size(layer_class: Any, m: int, n: int) -> int:
+    """The input size to build ``layer_class`` with for hidden size ``n``: ``m``, or ``n`` itself where the cell
+    reads its input elementwise (its ``direct_input_at`` is set: then input_size must equal hidden_size)."""
+    return n if getattr(layer_class, "direct_input_at", None) is not None else m
 
 
 def layer_results(layer: Any, x: Any, state: tuple, lengths: Any = None, seed: int = 1) -> dict[str, Any]:

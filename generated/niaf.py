@@ -83,10 +83,19 @@ CONSTANT_INIT = {
 }
 # Parameters per layer and direction: a*N*M + b*N*N + c*N.
 FORMULA = (4, 4, 7)
+# (line, column) in the spec where the cell reads its input elementwise (so input_size must equal
+# hidden_size), or None where it reads it through matrices only.
+DIRECT_INPUT_AT = None
 
 
-def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask):
-    """One layer, one direction, over a padded batch x of shape (T, B, M)."""
+def _direct_input(x, layer, direction, N):
+    """What the cell reads elementwise of layer ``layer``'s input x (T, B, ...), or None."""
+    return None
+
+
+def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask, xd):
+    """One layer, one direction, over a padded batch x of shape (T, B, M); xd: what the cell reads of x
+    elementwise (_direct_input)."""
     T, B, M = x.shape
     N = state[0].shape[1]
     # Every product of x in one GEMM over the whole sequence, biases folded in.
@@ -137,12 +146,17 @@ class Niaf(nn.Module):
     spec_name = SPEC_NAME
     spec_hash = SPEC_HASH
     state_names = STATE_NAMES
+    direct_input_at = DIRECT_INPUT_AT
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, batch_first=False,
                  device=None, dtype=None):
         super().__init__()
         if input_size < 1 or hidden_size < 1 or num_layers < 1:
             raise ValueError("input_size, hidden_size and num_layers must be positive")
+        if DIRECT_INPUT_AT is not None and input_size != hidden_size:
+            raise ValueError(f"{SPEC_NAME} reads its input elementwise (spec line {DIRECT_INPUT_AT[0]}, column "
+                             f"{DIRECT_INPUT_AT[1]}), so input_size must equal hidden_size; got {input_size} and "
+                             f"{hidden_size}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -229,7 +243,8 @@ class Niaf(nn.Module):
                 index = layer * self.num_directions + direction
                 start = tuple(s[index] for s in state)
                 seq = _reverse(layer_input, lengths) if direction else layer_input
-                out, last = _layer(seq, start, *self._weights(layer, direction), mask)
+                xd = _direct_input(seq, layer, direction, self.hidden_size)
+                out, last = _layer(seq, start, *self._weights(layer, direction), mask, xd)
                 outputs.append(_reverse(out, lengths) if direction else out)
                 for k, value in enumerate(last):
                     finals[k].append(value)

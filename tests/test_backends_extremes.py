@@ -16,7 +16,7 @@ import torch
 
 import cellc
 from cellc.ir.activations import ACTIVATIONS
-from cellc.testing import builtin_spec_names, layer_results
+from cellc.testing import builtin_spec_names, input_size, layer_results
 
 from backend_builds import build_fast
 
@@ -38,8 +38,10 @@ def _one_activation_spec(tmp_path, act: str):
 
 def _layers(spec, backend, dtype):
     torch.manual_seed(zlib.crc32(str(spec).encode()))  # the same weights whatever ran before in this process
-    eager = cellc.build(spec, backend="eager")(M, N, dtype=dtype)
-    fast = build_fast(spec, backend, M, N, dtype=dtype)
+    eager_class = cellc.build(spec, backend="eager")
+    m = input_size(eager_class, M, N)  # N for a cell that reads its input elementwise
+    eager = eager_class(m, N, dtype=dtype)
+    fast = build_fast(spec, backend, m, N, dtype=dtype)
     fast.load_state_dict(eager.state_dict())
     return eager, fast
 
@@ -51,7 +53,7 @@ def _run(layer, x, state):
 
 def _inputs(eager, dtype, scale, seed):
     g = torch.Generator().manual_seed(seed)
-    x = scale * torch.randn(T, B, M, generator=g, dtype=torch.float64)
+    x = scale * torch.randn(T, B, eager.input_size, generator=g, dtype=torch.float64)
     state = tuple(0.5 * torch.randn(1, B, N, generator=g, dtype=torch.float64) for _ in eager.state_names)
     return x.to(dtype), tuple(s.to(dtype) for s in state)
 

@@ -28,7 +28,7 @@ def assert_all_ok(summary: dict, count: int) -> None:
 
 
 def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
-    names = set()
+    names, direct = set(), 0
     for seed in range(SEED, SEED + 60):
         cell = random_cell(seed)
         assert cell.text == random_cell(seed).text
@@ -36,6 +36,8 @@ def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
         path.write_text(cell.text)
         compiled = compile_spec(path)  # every drawn cell is valid
         names |= set(compiled.cell.values)
+        direct += compiled.direct_input is not None
+    assert 3 <= direct <= 25  # some cells read their input elementwise (about one in five), most do not
     # names that are prefixes / suffixes of each other, single letters, names ending in digits
     assert any(a != b and (b.startswith(a) or b.endswith(a)) for a in names for b in names)
     assert any(len(n) == 1 for n in names) and any(n[-1].isdigit() for n in names)
@@ -45,6 +47,29 @@ def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
 def test_random_cells_match_eager_on_fused_and_lowered():
     assert_all_ok(backends.run(list(range(SEED, SEED + 150)), ("fused", "lowered"), chunk=75, report=quiet,
                                progress=False), 150)
+
+
+def _elementwise_input_seeds(count: int, tmp_path) -> list[int]:
+    """The first ``count`` seeds from SEED whose cells read their input elementwise."""
+    seeds = []
+    for seed in range(SEED, SEED + 500):
+        cell = random_cell(seed)
+        path = tmp_path / f"{cell.name}.yaml"
+        path.write_text(cell.text)
+        if compile_spec(path).direct_input is not None:
+            seeds.append(seed)
+            if len(seeds) == count:
+                return seeds
+    raise AssertionError("too few cells read their input elementwise")  # pragma: no cover
+
+
+@pytest.mark.slow
+def test_random_cells_reading_their_input_elementwise_match_eager_everywhere(tmp_path):
+    """Input size = hidden size for these (cellc.testing.input_size); the triton backend under the interpreter."""
+    pytest.importorskip("triton")
+    seeds = _elementwise_input_seeds(4, tmp_path)
+    assert_all_ok(backends.run(seeds, ("fused", "compiled"), chunk=4, report=quiet, progress=False), 4)
+    assert_all_ok(backends.run(seeds[:2], ("triton",), chunk=2, report=quiet, progress=False), 2)
 
 
 @pytest.mark.slow

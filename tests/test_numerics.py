@@ -17,6 +17,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import cellc
 
 SPECS = ["vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "mgu", "mut3"]
+# Cells that read their input elementwise (tests/test_direct_input.py has their hand-written references).
+DIRECT_SPECS = ["sru", "mut1"]
 DT = torch.float64
 TOL = dict(rtol=0, atol=1e-10)
 
@@ -27,7 +29,7 @@ torch.set_num_threads(1)
 def classes():
     # The eager backend is the reference (and what `cellc compile` writes to generated/); the
     # fast backends are checked against it in test_backends.py.
-    return {name: cellc.build(name, backend="eager") for name in SPECS}
+    return {name: cellc.build(name, backend="eager") for name in SPECS + DIRECT_SPECS}
 
 
 def make(classes, name, m=3, n=4, seed=0, **kw):
@@ -281,8 +283,8 @@ def test_module_has_no_extra_parameters_beyond_torch(classes):
 # --- gradcheck ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SPECS)
-def test_gradcheck(classes, name):
+@pytest.mark.parametrize("name", SPECS + DIRECT_SPECS)
+def test_gradcheck(classes, name):  # input size 2 = hidden size 2, as DIRECT_SPECS need
     module = make(classes, name, m=2, n=2, seed=4, bidirectional=True)
     names = [k for k, _ in module.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in module.parameters()]

@@ -22,6 +22,7 @@ from cellc.tasks.base import Sequence, TaskData
 from cellc.tasks.iam import IamOnline, LineTarget
 from cellc.tasks.jsb import JSBChorales
 from cellc.tasks.timit import Timit
+from cellc.testing import input_size
 
 SPECS = builtin_spec_names()
 EPOCHS = 3
@@ -60,7 +61,9 @@ TASKS = {"jsb": (JSBChorales, _jsb_data), "timit": (Timit, _timit_data), "iam": 
 
 def _trajectory(task, data, layer_class, runner_class, *, momentum=0.9, noise=0.3, seed=5):
     """Per-epoch (score numerator, denominator) and the final weights, float64, EPOCHS epochs."""
-    config = TrainConfig(hidden=6, lr=0.05, momentum=momentum, noise=noise, seed=seed)
+    # hidden 6, or the task's input size for a cell that reads its input elementwise
+    config = TrainConfig(hidden=input_size(layer_class, 6, task.input_size), lr=0.05, momentum=momentum, noise=noise,
+                         seed=seed)
     generator = torch.Generator().manual_seed(seed)
     order_rng = random.Random(seed)
     network = task.build_network(layer_class, config.hidden)

@@ -112,12 +112,6 @@ CASES = [
         "only the previous step can be read",
     ),
     (
-        "input-without-matrix",
-        GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1]) * x\n",
-        (3, 33),
-        "the input 'x' can only be read through a matrix",
-    ),
-    (
         "parameter-twice",
         GOOD_HEAD + "equations: |\n  y = tanh(W_a x + R_a y[-1] + R_a y[-1])\n",
         (3, 32),

@@ -15,6 +15,7 @@ import warnings
 import torch
 
 import cellc
+from cellc.testing import input_size
 
 RTOL = 1e-4
 CASES = {
@@ -48,11 +49,12 @@ def error(fast, ref) -> float:
 
 
 def layers(spec, opts):
-    eager = cellc.build(spec, backend="eager")(M, opts["N"], num_layers=opts["num_layers"],
-                                              bidirectional=opts["bidirectional"])
+    eager_class = cellc.build(spec, backend="eager")
+    m = input_size(eager_class, M, opts["N"])  # N for a cell that reads its input elementwise
+    eager = eager_class(m, opts["N"], num_layers=opts["num_layers"], bidirectional=opts["bidirectional"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = cellc.build(spec, backend="triton")(M, opts["N"], num_layers=opts["num_layers"],
+        fast = cellc.build(spec, backend="triton")(m, opts["N"], num_layers=opts["num_layers"],
                                                   bidirectional=opts["bidirectional"])
     fast.load_state_dict(eager.state_dict())
     return eager, fast
@@ -116,7 +118,7 @@ def fake_graphs(layer) -> None:
 def main(specs: list[str]) -> None:
     # On CPU without the interpreter the triton module runs the compiled loops and never imports triton.
     eager, fast = layers(specs[0], CASES["plain"])
-    fast(torch.randn(T, B, M))
+    fast(torch.randn(T, B, eager.input_size))
     print(json.dumps({"check": "cpu_without_triton", "ok": "triton" not in sys.modules}), flush=True)
 
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is first imported (by the kernels' first use)
@@ -124,7 +126,7 @@ def main(specs: list[str]) -> None:
         for case, opts in CASES.items():
             eager, fast = layers(spec, opts)
             g = torch.Generator().manual_seed(len(spec) + len(case))
-            x = torch.randn(T, B, M, generator=g)
+            x = torch.randn(T, B, eager.input_size, generator=g)
             n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
             state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
             lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
@@ -156,7 +158,7 @@ def main(specs: list[str]) -> None:
         eager, fast = layers(spec, CASES["bidir_lengths"])
         for steps in (1, 2):
             g = torch.Generator().manual_seed(steps)
-            x = torch.randn(steps, B, M, generator=g)
+            x = torch.randn(steps, B, eager.input_size, generator=g)
             state = tuple(0.5 * torch.randn(2, B, 5, generator=g) for _ in eager.state_names)
             lengths = torch.tensor([steps, 1])
             err = error(run(fast, x, state, lengths), run(eager, x, state, lengths))
@@ -165,7 +167,7 @@ def main(specs: list[str]) -> None:
     for spec in ("vanilla", "gru"):
         eager, fast = layers(spec, CASES["bidir_lengths"])
         g = torch.Generator().manual_seed(11)
-        x = torch.randn(T, B, M, generator=g)
+        x = torch.randn(T, B, eager.input_size, generator=g)
         lengths = torch.tensor([T, 2])
         for mode in ("step", "persistent", "tiled"):
             os.environ["CELLC_TRITON_MODE"] = mode
@@ -187,7 +189,7 @@ def main(specs: list[str]) -> None:
             module = sys.modules[type(fast).__module__]
             saved, module.PERSISTENT_SHARE = module.PERSISTENT_SHARE, 0.0
             g = torch.Generator().manual_seed(7)
-            x = torch.randn(T, B, M, generator=g)
+            x = torch.randn(T, B, eager.input_size, generator=g)
             state = tuple(0.5 * torch.randn(opts["num_layers"], B, opts["N"], generator=g) for _ in eager.state_names)
             err = error(run(fast, x, state, None), run(eager, x, state, None))
             stages = module._persistent_config(opts["N"], "ieee", torch.float32)["STAGES"]
@@ -200,7 +202,7 @@ def main(specs: list[str]) -> None:
         eager, fast = layers(spec, CASES["bidir_lengths"])
         module = sys.modules[type(fast).__module__]
         g = torch.Generator().manual_seed(13)
-        x = torch.randn(T, B, M, generator=g)
+        x = torch.randn(T, B, eager.input_size, generator=g)
         state = tuple(0.5 * torch.randn(2, B, 5, generator=g) for _ in eager.state_names)
         lengths = torch.tensor([T, 2])
         ref = run(eager, x, state, lengths)
@@ -225,7 +227,7 @@ def main(specs: list[str]) -> None:
         worst = 0.0
         for call in range(6):  # plain loop, capture, replay: training, then inference (its own graph)
             g = torch.Generator().manual_seed(100 + call)
-            x = torch.randn(T, B, M, generator=g)
+            x = torch.randn(T, B, eager.input_size, generator=g)
             n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
             state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
             lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
@@ -262,7 +264,7 @@ def main(specs: list[str]) -> None:
     for call in range(16):
         steps = (T, T - 1)[call % 2]
         g = torch.Generator().manual_seed(200 + call)
-        x = torch.randn(steps, B, M, generator=g)
+        x = torch.randn(steps, B, eager.input_size, generator=g)
         state = tuple(0.5 * torch.randn(1, B, 5, generator=g) for _ in eager.state_names)
         worst = max(worst, error(run(fast, x, state, None), run(eager, x, state, None)))
     print(json.dumps({"spec": "vanilla", "mode": "step", "case": "graph_churn", "error": worst,
@@ -271,7 +273,7 @@ def main(specs: list[str]) -> None:
     # float64 runs the loops (the kernels compute in float32), on any device
     eager, fast = layers("vanilla", CASES["plain"])
     eager, fast = eager.double(), fast.double()
-    x = torch.randn(T, B, M, dtype=torch.float64)
+    x = torch.randn(T, B, eager.input_size, dtype=torch.float64)
     state = tuple(0.5 * torch.randn(1, B, 5, dtype=torch.float64) for _ in eager.state_names)
     launches = count_launches(fast)
     err = error(run(fast, x, state, None), run(eager, x, state, None))
@@ -281,7 +283,7 @@ def main(specs: list[str]) -> None:
     for mode in ("step", "persistent"):
         os.environ["CELLC_TRITON_MODE"] = mode
         eager, fast = layers("vanilla", CASES["plain"])
-        x = torch.randn(T, B, M)
+        x = torch.randn(T, B, eager.input_size)
         ref = torch.autograd.grad(eager(x)[0].sum(), list(eager.parameters()))
         out = fast(x)[0].sum()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -292,7 +294,7 @@ def main(specs: list[str]) -> None:
     os.environ["CELLC_TRITON_MODE"] = "lowered"
     for spec in ("np", "gru"):
         eager, fast = layers(spec, CASES["plain"])
-        x = torch.randn(T, B, M)
+        x = torch.randn(T, B, eager.input_size)
         state = tuple(0.5 * torch.randn(1, B, 5) for _ in eager.state_names)
         ref_out, ref_final = eager(x, state)
         out, final = fast.to(torch.bfloat16)(x.to(torch.bfloat16), state)
@@ -304,7 +306,7 @@ def main(specs: list[str]) -> None:
     # for bf16 (numpy has no bf16), so the persistent kernel is checked with fp16 here, bf16 on GPU.
     for spec in ("vanilla", "gru"):
         eager, fast = layers(spec, CASES["plain"])
-        x = torch.randn(T, B, M)
+        x = torch.randn(T, B, eager.input_size)
         ref = eager(x)[0]
         ref.sum().backward()
         ref = ref.detach()

@@ -17,26 +17,63 @@ from cellc.ir.schedule import Schedule
 
 
 def x_bias_blocks(sched: Schedule) -> list[int | None]:
-    """The input GEMM's bias, slot by slot: the bias block of each x-slot, None where a slot has no bias."""
-    return [sched.layout[s.bias].index if s.bias else None for s in sched.x_slots]
+    """The input GEMM's bias, slot by slot: the bias block of each product's x-slot, None where it has none."""
+    return [sched.layout[s.bias].index if s.bias else None for s in sched.x_slots[: sched.n_w]]
 
 
-def input_gemm(sched: Schedule, head: str, out: str = "") -> list[str]:
+def input_gemm(sched: Schedule, head: str, out: str = "", direct: bool = True) -> list[str]:
     """``x @ weight_x.T`` over the whole sequence with the slots' biases folded in, as ``{head}<call>`` viewed
-    as (T, B, n_x*N); ``out``: the buffer the call writes into (none: a new tensor)."""
-    n_x = len(sched.x_slots)
+    as (T, B, n_x*N); ``out``: the buffer the call writes into (none: a new tensor). Where the cell reads its
+    input elementwise, the last block holds ``xd`` (the input the cell reads so) itself, copied beside the
+    products; ``direct=False``: the products alone (the eager loop reads ``xd`` where it is)."""
+    n_w = sched.n_w
     blocks = x_bias_blocks(sched)
     biased = any(b is not None for b in blocks)
     lines = []
     if sched.x_bias_direct:
-        lines.append(f"x_bias = bias[: {n_x} * N]")
+        lines.append(f"x_bias = bias[: {n_w} * N]")
     elif biased:
         parts = ", ".join("x.new_zeros(N)" if b is None else f"bias[{b} * N : {b + 1} * N]" for b in blocks)
         lines.append(f"x_bias = torch.cat([{parts}])")
-    into = f", out={out}" if out else ""
-    call = (f"torch.addmm(x_bias, x.reshape(T * B, M), weight_x.t(){into})" if biased
-            else f"torch.mm(x.reshape(T * B, M), weight_x.t(){into})")
-    return [*lines, f"{head}{call}.view(T, B, {n_x} * N)"]
+
+    def product(into: str) -> str:
+        return (f"torch.addmm(x_bias, x.reshape(T * B, M), weight_x.t(){into})" if biased
+                else f"torch.mm(x.reshape(T * B, M), weight_x.t(){into})")
+
+    if sched.direct is None or not direct:
+        into = f", out={out}" if out else ""
+        return [*lines, f"{head}{product(into)}.view(T, B, {n_w} * N)"]
+    n_x = len(sched.x_slots)
+    lines.append(f"xw = x.new_empty(T * B, {n_x} * N) if {out or 'None'} is None else {out}")
+    if n_w:
+        lines.append(product(f", out=xw[:, : {n_w} * N]"))
+    lines.append(f"xw[:, {n_w} * N :].copy_(xd.reshape(T * B, N))")
+    return [*lines, f"{head}xw.view(T, B, {n_x} * N)"]
+
+
+def input_grads(sched: Schedule, need_d_x: str) -> list[str]:
+    """The input GEMM's backward from ``dXW`` (T, B, n_x*N): ``flat`` (dXW as one matrix), ``d_x`` (only where
+    ``need_d_x``, an expression, holds), ``d_weight_x`` and ``d_xd`` (the direct block's gradient: what the
+    cell's elementwise reads of its input add to it; None where it reads none)."""
+    n_w, n_x = sched.n_w, len(sched.x_slots)
+    lines = [f"flat = dXW.view(T * B, {n_x} * N)"]
+    if not n_w:
+        lines += ["d_x = d_weight_x = None"]
+    else:
+        products = "flat" if n_w == n_x else f"flat[:, : {n_w} * N]"
+        lines += [f"d_x = torch.mm({products}, weight_x).view(T, B, M) if {need_d_x} else None",
+                  f"d_weight_x = torch.mm({products}.t(), x.reshape(T * B, M))"]
+    lines.append("d_xd = None" if sched.direct is None else f"d_xd = dXW[:, :, {n_w} * N :]")
+    return lines
+
+
+def direct_input(sched: Schedule) -> list[str]:
+    """The body of ``_direct_input(x, layer, direction, N)``: what the cell reads elementwise of a layer's input
+    x: x itself in the first layer, the direction's own block of the layer below's output above it (the SRU
+    convention for stacks); None for a cell that reads its input through matrices only."""
+    if sched.direct is None:
+        return ["return None"]
+    return ["if layer == 0:", "    return x", "return x[:, :, direction * N : (direction + 1) * N]"]
 
 
 def weight_s_blocks(sched: Schedule) -> list[list[str]]:
@@ -94,11 +131,11 @@ def eager_products(sched: Schedule) -> list[str]:
     """The eager layer's set-up of its products: the input GEMM over the whole sequence, the recurrent matrix
     (transposed, as the loop multiplies by it) and, where the recurrent GEMM adds into the input GEMM's
     buffer, that buffer's recurrent columns."""
-    n_x, n_s = len(sched.x_slots), len(sched.s_slots)
+    n_x, n_s = sched.n_w, len(sched.s_slots)
     lines = []
     if n_x:
         lines += ["# Every product of x in one GEMM over the whole sequence, biases folded in.",
-                  *input_gemm(sched, "xw = ")]
+                  *input_gemm(sched, "xw = ", direct=False)]
     if n_s:
         lines += ["# Every product of previous-step values in one GEMM per step.",
                   *recurrent_matrix(sched, "r_t = ", ".t()")]

@@ -66,6 +66,8 @@ def step_context(compiled: CompiledCell) -> dict:
         slot_vars[("xs" if sched.fused else "s", j)] = f"g{j}"
     for k in range(n_x):
         slot_vars[("x", k)] = f"x{k}[t]"
+    if sched.direct is not None:
+        slot_vars[("x", sched.direct)] = "xd[t]"  # x itself, where it is: not through the input GEMM's buffer
     printer = TorchPrinter(slot_vars)
 
     vectors = [
@@ -79,7 +81,10 @@ def step_context(compiled: CompiledCell) -> dict:
     return {
         "eager_products": blocks.eager_products(sched),
         "recurrent_step": blocks.recurrent_step(sched, [naming.state_var(s) for s in sched.s_operands]),
-        "x_views": [k for k in range(paired_x, n_x)],
+        "x_views": [k for k in range(paired_x, sched.n_w)],
+        "direct_input": blocks.direct_input(sched),
+        "direct_input_at": (None if compiled.direct_input is None
+                            else (int(compiled.direct_input.line), int(compiled.direct_input.column))),
         "vectors": vectors,
         "current": current,
         "equations": [(naming.value_var(eq.name), _batched(eq.expr, printer, compiled)) for eq in sched.equations],

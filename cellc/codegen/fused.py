@@ -149,6 +149,7 @@ def backend_context(compiled: CompiledCell) -> dict:
         "recurrent_matrix": blocks.recurrent_matrix(sched, "return "),
         "recurrent_grad": blocks.recurrent_grad(layout),
         "input_gemm": blocks.input_gemm(sched, "return ", out="out"),
+        "input_grads": blocks.input_grads(sched, "need_d_x"),
         "weight_grads": blocks.weight_grads(layout, "dM", lambda operand: f"saved[{layout.saved.index(operand)}]"),
         "vector_grads_lines": blocks.vector_grads(layout),
         # blocks of N per step in each buffer, and how many buffers and vectors (module constants)

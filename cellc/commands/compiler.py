@@ -190,6 +190,9 @@ def cmd_show(args) -> int:
     print(tabulate(rows, headers=["parameter", "kind", "shape", "init"], tablefmt="simple"))
     m, n = args.input_size, args.hidden_size
     print()
+    if compiled.direct_input is not None:  # its modules need M = N
+        print(f"input: read elementwise at {compiled.direct_input.render()}, so input_size must equal hidden_size")
+        m = n
     print(f"parameters per layer and direction: {compiled.formula_text()}"
           f" = {compiled.parameter_count(m, n):,} at M={m}, N={n}")
     return 0

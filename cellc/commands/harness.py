@@ -145,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValidationError as err:
         raise UsageError(f"bad training setting: {flag_errors(err)}") from None
-    from cellc.harness.cells import resolve_cell, user_spec_dirs
+    from cellc.harness.cells import elementwise_input_at, resolve_cell, user_spec_dirs
 
     from cellc.harness.device import resolve_placement
     from cellc.harness.train import data_as
@@ -153,6 +153,10 @@ def run_train(args: argparse.Namespace) -> int:
     placement = resolve_placement(args.device, args.amp)
     label, target = resolve_cell(args.cell, user_spec_dirs(args.specs_dir))
     task = get_task(args.task, args.data_dir)
+    direct = elementwise_input_at(target)
+    if direct is not None and config.hidden != task.input_size:
+        raise UsageError(f"--hidden {config.hidden}: '{label}' reads its input elementwise ({direct}), so its hidden "
+                         f"size must equal the task's input size, {task.input_size}")
     data = task.load()
     layer = layer_class(target, args.backend)
     where = placement.describe()
@@ -198,10 +202,11 @@ def bench_options_from_args(args: argparse.Namespace):
         if task not in known:
             raise UsageError(f"--tasks: unknown task {task!r}{did_you_mean(task, list(known))}; known tasks: "
                              f"{', '.join(known)}")
-    from cellc.harness.cells import resolve_cells, user_spec_dirs
+    from cellc.harness.cells import refuse_elementwise_input, resolve_cells, user_spec_dirs
 
     typed_cells = _split(args.cells) or list(PAPER_CELLS)
     refs = resolve_cells(typed_cells, user_spec_dirs(args.specs_dir))
+    refuse_elementwise_input(refs, "--cells", "cellc bench searches hidden sizes, so it cannot run this cell")
     cells = list(refs)  # labelled by each spec's name:
     overrides: dict = {}
     for key, flag in (("trials", "trials"), ("max_epochs", "max_epochs"), ("patience", "patience"),

@@ -128,6 +128,10 @@ def _train_benchmark(args) -> int:
         raise UsageError(f"{given[0]} does not apply to --train")
     if args.cells is not None and len(args.cells) != 1:
         raise UsageError("--train times one cell: give --cells NAME once")
+    from cellc.harness.cells import refuse_elementwise_input
+
+    refuse_elementwise_input({cell: cell for cell in args.cells or []}, "--cells",
+                             "cellc speed --train times it on the tasks' networks, whose sizes differ")
     _check_counts(args)
     rows = train.parse_rows(args.rows or ",".join(f"{t}:{n}" for t, n in train.ROWS))
     place = resolve_placement(args.device)
@@ -159,6 +163,10 @@ def cmd_speed(args) -> int:
     from cellc.speed.report import write_report
 
     args.cells = args.cells or list(CELLS)
+    from cellc.harness.cells import refuse_elementwise_input
+
+    refuse_elementwise_input({cell: cell for cell in args.cells}, "--cells",
+                             "cellc speed times each cell beside torch.nn.LSTM at sizes where the two differ")
     args.backends = args.backends or list(BACKENDS)
     args.jsb_sequences = JSB_SEQUENCES if args.jsb_sequences is None else args.jsb_sequences
     args.jsb_hidden = JSB_HIDDEN if args.jsb_hidden is None else args.jsb_hidden

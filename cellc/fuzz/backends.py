@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from cellc.fuzz.driver import add_run_arguments, print_summary, run_in_workers, worker_seeds
-from cellc.testing import layer_results
+from cellc.testing import input_size, layer_results
 
 BACKENDS = ("fused", "compiled", "triton", "lowered")
 CASES = {
@@ -54,11 +54,12 @@ def _pair(eager_cls, fast_cls, seed: int, **layer_opts):
     import torch
 
     torch.manual_seed(seed)
-    eager = eager_cls(M, N, **layer_opts)
+    m = input_size(eager_cls, M, N)  # N for a cell that reads its input elementwise
+    eager = eager_cls(m, N, **layer_opts)
     with torch.no_grad():
         for p in eager.parameters():
             p.copy_(0.6 * torch.randn_like(p))
-    fast = fast_cls(M, N, **layer_opts)
+    fast = fast_cls(m, N, **layer_opts)
     fast.load_state_dict(eager.state_dict())
     return eager, fast
 
@@ -176,7 +177,7 @@ def _compare(compiled, backend: str, seed: int) -> dict:
         eager, fast = _pair(eager_cls, fast_cls, seed * 7 + k, num_layers=opts["num_layers"],
                             bidirectional=opts["bidirectional"], dtype=dtype)
         g = torch.Generator().manual_seed(seed * 7 + k)
-        x = torch.randn(T, B, M, generator=g, dtype=dtype)
+        x = torch.randn(T, B, eager.input_size, generator=g, dtype=dtype)
         n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
         state = tuple(0.5 * torch.randn(n_layers, B, N, generator=g, dtype=dtype) for _ in eager.state_names)
         lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
@@ -189,7 +190,7 @@ def _compare(compiled, backend: str, seed: int) -> dict:
     if hasattr(train, "train_forward"):  # the online trainer's path (cellc.harness.online): batch of one, both ways
         eager, fast = _pair(eager_cls, fast_cls, seed * 7 + len(CASES), bidirectional=True, dtype=dtype)
         g = torch.Generator().manual_seed(seed * 7 + len(CASES))
-        x = torch.randn(T + 2, 1, M, generator=g, dtype=dtype)
+        x = torch.randn(T + 2, 1, eager.input_size, generator=g, dtype=dtype)
         d_out = torch.randn(T + 2, 1, 2 * N, generator=g, dtype=dtype)
         cases.append(("online", _run_online(eager, x, d_out), _run_online(fast, x, d_out, train)))
     worst, where, overflowed, loosened = 0.0, "", [], []

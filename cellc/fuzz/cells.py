@@ -3,7 +3,8 @@
 A cell is drawn from a seed alone (same seed, same spec text): 1 to 6 values in an order where each reads
 only earlier values at the current step, terms of every kind the language has (input products, previous-step
 products, current-step products of a value or of an expression, peepholes, biases, plain reads, ``1 - g``,
-constants), every activation, constant initial states and vector initialisations. Names are drawn to stress
+constants, and in about one cell in five the input read elementwise: ``x``, ``tanh(x)``, ``(1 - g) * x``,
+``p * x``, ``R (g * x)``), every activation, constant initial states and vector initialisations. Names are drawn to stress
 the code generators' naming: prefixes and suffixes of each other and of the names the generators produce
 (``v``, ``y_out``, ``t0``, ``sv_y``, ``k``, ``mg0``, ...), names equal to parameters' stems (``i`` beside
 ``W_i``), single letters, long names and names ending in digits.
@@ -72,6 +73,7 @@ class _Builder:
     params: dict[str, str] = field(default_factory=dict)  # name -> 'W' | 'R' | 'p' | 'b'
     reads: list[set[tuple[str, bool]]] = field(default_factory=list)  # per value: (name, previous step?)
     reads_input: list[bool] = field(default_factory=list)
+    direct: bool = False  # may read the input elementwise (then the cell's modules have input_size == hidden_size)
 
     def param(self, letter: str, stem_hint: str) -> str:
         rng = self.rng
@@ -103,8 +105,21 @@ class _Builder:
 
     def term(self, j: int, reads: set, flags: dict) -> str:
         rng, target = self.rng, self.values[j]
-        kind = rng.choices(["in", "prev", "cur", "expr", "peep", "bias", "atom", "scaled", "one_minus"],
-                           [5, 4, 1.2, 1.2, 1.5, 2.5, 1.5, 0.6, 0.8])[0]
+        kinds = ["in", "prev", "cur", "expr", "peep", "bias", "atom", "scaled", "one_minus"]
+        weights = [5, 4, 1.2, 1.2, 1.5, 2.5, 1.5, 0.6, 0.8]
+        kind = rng.choices(kinds + ["direct"], weights + [2.0])[0] if self.direct else rng.choices(kinds, weights)[0]
+        if kind == "direct":  # the input itself, elementwise
+            flags["input"] = True
+            x, form = self.input, rng.random()
+            if form < 0.25:
+                return x
+            if form < 0.45:
+                return f"{rng.choice(ACTIVATION_NAMES)}({x})"
+            if form < 0.65:
+                return f"(1 - {self.atom(j, reads)}) * {x}"
+            if form < 0.85:
+                return f"{self.param('p', target)} * {x}"
+            return f"{self.param('R', target)} ({self.atom(j, reads)} * {x})"
         if kind == "in":
             flags["input"] = True
             return f"{self.param('W', target)} {self.input}"
@@ -190,7 +205,8 @@ def random_cell(seed: int, prefix: str = "fz") -> RandomCell:
         taken.add(values[-1])
     input_name = "x" if rng.random() < 0.6 else _draw_name(rng, taken | {"x"}, values)
     taken.add(input_name)
-    b = _Builder(rng, values, input_name, taken)
+    # Drawn apart from the cell's stream, so that a cell without elementwise input reads are what they were.
+    b = _Builder(rng, values, input_name, taken, direct=random.Random(f"{seed}:direct").random() < 0.2)
     lines = [b.equation(j) for j in range(n_values)]
     output = values[-1]
     # Keep it live: every value feeds a later one or the output; the input and a state are read.

@@ -109,3 +109,22 @@ def resolve_cells(refs: list[str], dirs: list[Path]) -> dict[str, str]:
         out.setdefault(label, target)
         typed.setdefault(label, ref)
     return out
+
+
+def elementwise_input_at(target: str) -> str | None:
+    """Where the cell ``target`` (a spec name or path) reads its input elementwise ("file:line:col"), or None:
+    such a cell's hidden size must equal its input size."""
+    import cellc
+
+    where = cellc.compile_spec(target).direct_input
+    return None if where is None else where.render()
+
+
+def refuse_elementwise_input(refs: dict[str, str], flag: str, why: str) -> None:
+    """Refuse, before anything runs, each cell of ``refs`` (label -> target) that reads its input elementwise,
+    where the command (``why``) cannot give it hidden size == input size."""
+    for label, target in refs.items():
+        where = elementwise_input_at(target)
+        if where is not None:
+            raise UsageError(f"{flag}: '{label}' reads its input elementwise ({where}), so its hidden size must "
+                             f"equal its input size; {why}")

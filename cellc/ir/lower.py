@@ -1,8 +1,9 @@
 """Semantic analysis: a resolved ``Spec`` (syntax trees) -> ``Cell`` IR.
 
 Decides what every name is and rejects what cannot be computed: undefined names,
-redefinitions, states never produced, unknown activations, the input used other than
-through a matrix, and cycles within a step. Equations are sorted into evaluation order.
+redefinitions, states never produced, unknown activations and cycles within a step. The input
+may be read through a matrix or elementwise (then the module needs input_size == hidden_size).
+Equations are sorted into evaluation order.
 """
 
 from __future__ import annotations
@@ -89,21 +90,20 @@ class _Resolver:
         )
 
 
-def _check_input_use(cell_equations: list[ir.Equation]) -> None:
-    """The input has another size (M) than every value (N): it may only be read through a matrix."""
+def elementwise_input(equations) -> ir.Input | None:
+    """The first place the input is read other than as a matrix's whole operand (``tanh(x)``, ``(1 - r) * x``,
+    ``W (r * x)``), or None: such a cell needs its input to have the size of the value it meets."""
 
-    def visit(node: ir.Expr, direct_operand: bool) -> None:
-        if isinstance(node, ir.Input) and not direct_operand:
-            raise SpecError(
-                f"the input '{node.name}' can only be read through a matrix (e.g. W_a {node.name}): "
-                "it has the input size, not the hidden size",
-                node.loc,
-            )
+    def visit(node: ir.Expr, matrix_operand: bool) -> ir.Input | None:
+        if isinstance(node, ir.Input):
+            return None if matrix_operand else node
         for child in ir.children(node):
-            visit(child, isinstance(node, ir.MatMul))
+            found = visit(child, isinstance(node, ir.MatMul))
+            if found is not None:
+                return found
+        return None
 
-    for eq in cell_equations:
-        visit(eq.expr, False)
+    return next((found for eq in equations if (found := visit(eq.expr, False)) is not None), None)
 
 
 def _sort(equations: list[ir.Equation]) -> list[ir.Equation]:
@@ -156,7 +156,6 @@ def lower(spec: Spec) -> ir.Cell:
 
     resolver = _Resolver(spec)
     equations = [ir.Equation(eq.target, resolver.expr(eq.expr), loc=_loc(eq)) for eq in spec.equations]
-    _check_input_use(equations)
     equations = _sort(equations)
     return ir.Cell(
         name=spec.name,

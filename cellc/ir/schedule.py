@@ -26,7 +26,7 @@ GROUPS = ("weight_x", "weight_s", "weight_c", "bias", "diag")
 
 @dataclass(frozen=True)
 class XSlot:
-    matrix: str
+    matrix: str | None  # None: the direct slot, x itself (read elementwise, no matrix)
     bias: str | None
 
 
@@ -53,6 +53,14 @@ class Schedule:
     equations: tuple[ir.Equation, ...]  # with Slot nodes in place of scheduled products
     layout: dict[str, Placement] = field(default_factory=dict)
     group_sizes: dict[str, int] = field(default_factory=dict)  # blocks per group
+    # Where the cell reads its input elementwise (``tanh(x)``, ``(1 - r) * x``): the last x-slot holds x itself,
+    # copied into the input GEMM's buffer beside the products (no matrix, no bias, never fused); None if nowhere.
+    direct: int | None = None
+
+    @property
+    def n_w(self) -> int:
+        """x-slots with a matrix: the input GEMM's blocks (the direct slot, if any, follows them)."""
+        return len(self.x_slots) - (self.direct is not None)
 
     @property
     def s_direct(self) -> bool:
@@ -61,8 +69,8 @@ class Schedule:
 
     @property
     def x_bias_direct(self) -> bool:
-        """bias[: len(x_slots)] is already the input GEMM's bias vector."""
-        return bool(self.x_slots) and all(s.bias is not None for s in self.x_slots)
+        """bias[: n_w] is already the input GEMM's bias vector."""
+        return self.n_w > 0 and all(s.bias is not None for s in self.x_slots[: self.n_w])
 
 
 class _Collector:
@@ -173,8 +181,18 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
             return ir.Sum(tuple(terms), loc=node.loc)
         return None
 
+    # The input where it is read elementwise (every product of x is a Slot by now): one more x-slot, last.
+    direct = None
+    if any(isinstance(n, ir.Input) for eq in equations for n in ir.walk(eq.expr)):
+        direct = len(x_slots)
+        x_slots.append(XSlot(None, None))
+
+    def direct_slot(node: ir.Expr) -> ir.Expr | None:
+        return ir.Slot("x", direct, loc=node.loc) if isinstance(node, ir.Input) else None
+
     equations = [
-        ir.Equation(eq.name, ir.transform(ir.transform(eq.expr, resolve), flatten), loc=eq.loc)
+        ir.Equation(eq.name, ir.transform(ir.transform(ir.transform(eq.expr, resolve), flatten), direct_slot),
+                    loc=eq.loc)
         for eq in equations
     ]
 
@@ -186,7 +204,7 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
     current = [p.name for p in params.values() if p.kind is Kind.CURRENT_MATRIX]
 
     layout: dict[str, Placement] = {}
-    for k, slot in enumerate(x_slots):
+    for k, slot in enumerate(x_slots[: len(x_slots) - (direct is not None)]):
         layout[slot.matrix] = Placement("weight_x", k, Kind.INPUT_MATRIX)
     k = 0
     for slot in s_slots:
@@ -214,4 +232,5 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
         equations=tuple(equations),
         layout=layout,
         group_sizes=sizes,
+        direct=direct,
     )
