@@ -147,6 +147,12 @@ def test_paper_verdict_agreement_rules():
     assert agrees("not worse", "better") == "agree" and agrees("not better", "worse") == "agree"
     assert agrees("not worse", "equivalent") == "agree"
     assert agrees("worse", "not tested") is None
+    # a significant shift the equivalence test shows to lie within the margin is negligible: no difference of
+    # practical size, which is what a "no difference" / "not worse" / "not better" finding claims
+    assert agrees("no difference", "better", within_margin=True) == "agree"
+    assert agrees("not worse", "worse", within_margin=True) == "agree"
+    assert agrees("no difference", "better") == "disagree"  # a shift not shown negligible
+    assert agrees("better", "worse", within_margin=True) == "disagree"  # the paper's direction findings: as before
 
 
 def test_html_conversion_of_the_markdown_subset():
@@ -174,3 +180,19 @@ def test_published_results_stand_beside_the_best_trial_of_the_same_model(planted
     chosen = min(vanilla, key=lambda r: (r.best_valid, r.number))
     assert row.finding.startswith("best vanilla") and row.paper == "8.67 (LSTM, Chung et al. 2014)"
     assert row.ours == f"{chosen.test_at_best:.3f}"
+
+
+def test_a_significant_shift_within_the_margin_is_said_so():
+    from cellc.analysis.document import _verdict_cell
+    from cellc.analysis.paired import PairedTest
+    from cellc.analysis.paper import verdict_text
+
+    both = PairedTest(cell="np", pairs=199, shift=-0.006, shift_ci=None, p=0.01, p_holm=0.04, tost=1e-15,
+                      tost_holm=1e-14, verdict="better")
+    assert both.within_margin and verdict_text(both, 0.1) == "better, within ±0.1 (TOST)"
+    assert _verdict_cell(both) == "**better**, within the margin"
+    shift_only = both.model_copy(update={"tost_holm": 0.2})
+    assert not shift_only.within_margin and verdict_text(shift_only, 0.1) == "better"
+    assert _verdict_cell(shift_only) == "**better**"
+    equivalent = both.model_copy(update={"p_holm": 0.3, "verdict": "equivalent"})
+    assert verdict_text(equivalent, 0.1) == "equivalent" and _verdict_cell(equivalent) == "equivalent"

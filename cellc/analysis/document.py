@@ -107,7 +107,9 @@ def _interval(value: float | None, low: float | None, high: float | None, digits
 
 
 def _verdict_cell(test: PairedTest) -> str:
-    return f"**{test.verdict}**" if test.significant else test.verdict
+    if not test.significant:
+        return test.verdict
+    return f"**{test.verdict}**, within the margin" if test.within_margin else f"**{test.verdict}**"
 
 
 def _secondary_cell(task: TaskAnalysis, cell: str, name: str) -> str:
@@ -492,7 +494,10 @@ def _comparison_section(tasks: Sequence[TaskAnalysis], bundle: ReportBundle) -> 
         f"{MIN_EQUIVALENCE_PAIRS} pairs or where every pair differs by the same amount (no spread: e.g. both "
         "cells failed every trial alike, which shows nothing).", "",
         f"Verdicts: *worse* / *better* when the Holm-adjusted Wilcoxon p < {ALPHA}; *equivalent* when the "
-        f"Holm-adjusted TOST p < {ALPHA}; otherwise *inconclusive*, never \"no difference\": the table then gives the "
+        f"Holm-adjusted TOST p < {ALPHA}; *worse* / *better* *within the margin* when both hold (a shift the paired "
+        "test detects, and the TOST shows smaller than the margin: negligible, and counted as no difference of "
+        "practical size in section 6); "
+        f"otherwise *inconclusive*, never \"no difference\": the table then gives the "
         f"shift the paired test could have detected with {100 * POWER:.0f} % power at these pairs and the pairs that "
         "would decide (detect the observed shift, or show equivalence were the true shift zero; paired-t "
         "approximation, statsmodels TTestPower, α = 0.05 unadjusted). *Welch p* is the paper's unpaired test on the "
@@ -659,7 +664,8 @@ def _paper_section(tasks: Sequence[TaskAnalysis]) -> list[str]:
         "## 6. Versus the paper", "",
         f"{PAPER}'s findings (see `odyssey.md`) beside this study's, for tasks run on the paper's data. A verdict "
         "agrees only when this study's paired test is significant in the paper's direction, or shows equivalence "
-        f"where the paper found no difference; an *{INCONCLUSIVE}* verdict (neither) is not counted as agreement, "
+        "where the paper found no difference (the TOST within the task's margin; beside a significant shift too, which "
+        f"is then negligible: *within ±margin*); an *{INCONCLUSIVE}* verdict (neither) is not counted as agreement, "
         f"whatever the paper found. Importance findings are compared only where the bootstrap intervals decide "
         f"(else *{UNDETERMINED}*). The paper tested 200 trials per cell and task; this study's counts are in "
         "section 7.",

@@ -199,6 +199,12 @@ class PairedTest(BaseModel):
     def significant(self) -> bool:
         return self.verdict in ("better", "worse")
 
+    @property
+    def within_margin(self) -> bool:
+        """The equivalence test (Holm-adjusted TOST) shows the shift lies within the task's margin, whatever
+        the verdict: with many pairs a shift can be significant and still negligible."""
+        return self.tost_holm is not None and self.tost_holm < ALPHA
+
 
 def paired_outcomes(cell: Mapping[int, float], base: Mapping[int, float]) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Trial numbers both finished (sorted) and the two cells' outcomes on them."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from cellc.analysis.hyperspace import AXES
 from cellc.analysis.outcomes import failure_kind
+from cellc.analysis.paired import PairedTest
 from cellc.analysis.task_analysis import MIN_INTERACTION_SETTINGS, TaskAnalysis, _validation_key
 
 PAPER = "Greff et al. 2017"
@@ -41,16 +42,19 @@ SMALL_INTERACTION = 0.05  # "small": under 5 % of the variance (the paper gives 
 AGREE, DISAGREE, INCONCLUSIVE, UNDETERMINED = "agree", "disagree", "inconclusive", "undetermined"
 
 
-def agrees(paper: str, ours: str) -> str | None:
+def agrees(paper: str, ours: str, within_margin: bool = False) -> str | None:
     """Our verdict against the paper's: agree, disagree, or inconclusive (None when not tested).
 
     Agreement counts only a significant verdict in the paper's direction or a shown equivalence where
-    the paper found none; a disagreement is a significant or equivalence result the paper rules out.
+    the paper found none (``within_margin``: the equivalence test passed, also beside a significant shift,
+    which is then negligible); a disagreement is a significant or equivalence result the paper rules out.
     Our *inconclusive* (neither significant nor shown equivalent) is never read as agreement."""
     if ours in ("not tested", "baseline"):
         return None
     if ours == "inconclusive":
         return INCONCLUSIVE
+    if within_margin and paper in ("no difference", "not worse", "not better"):
+        return AGREE
     allowed = {
         "worse": {"worse"},
         "better": {"better"},
@@ -111,6 +115,13 @@ def comparable(task: TaskAnalysis) -> bool:
     return task.task in PAPER_VERDICTS and not task.is_proxy and not task.mixed_sources and task.source != "?"
 
 
+def verdict_text(test: PairedTest, margin: float | None) -> str:
+    """The verdict, and where a significant shift is also shown to lie within the equivalence margin, that it does."""
+    if test.significant and test.within_margin:
+        return f"{test.verdict}, within ±{margin:g} (TOST)" if margin is not None else f"{test.verdict}, within the margin"
+    return test.verdict
+
+
 def verdict_rows(task: TaskAnalysis) -> list[FindingRow]:
     rows = []
     for cell in PAPER_CELLS:
@@ -119,8 +130,8 @@ def verdict_rows(task: TaskAnalysis) -> list[FindingRow]:
             continue
         paper = PAPER_VERDICTS[task.task][cell]
         p = "" if test.p_holm is None else f" (Holm p = {test.p_holm:.3g})"
-        agreement = agrees(paper, test.verdict)
-        rows.append(FindingRow(f"{cell.upper()} vs V", paper, test.verdict + p,
+        agreement = agrees(paper, test.verdict, test.within_margin)
+        rows.append(FindingRow(f"{cell.upper()} vs V", paper, verdict_text(test, task.facts.margin) + p,
                                "-" if agreement is None else agreement))
     return rows
 
