@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and importlib.uti
                                 reason="needs a CUDA device and triton")
 
 
-@pytest.mark.parametrize("cell", ["vanilla", "gru", "mgu", "fgr"])  # plain, lowerable, staged, gate recurrence
+# plain, lowerable, staged, gate recurrence; the input read elementwise (the check's layers have M = N)
+@pytest.mark.parametrize("cell", ["vanilla", "gru", "mgu", "fgr", "sru", "mut1"])
 def test_gpu_backends_match_eager(cell):
     from cellc.speed import gpu
     from cellc.speed.gpu_report import Run
