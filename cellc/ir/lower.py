@@ -90,22 +90,6 @@ class _Resolver:
         )
 
 
-def elementwise_input(equations) -> ir.Input | None:
-    """The first place the input is read other than as a matrix's whole operand (``tanh(x)``, ``(1 - r) * x``,
-    ``W (r * x)``), or None: such a cell needs its input to have the size of the value it meets."""
-
-    def visit(node: ir.Expr, matrix_operand: bool) -> ir.Input | None:
-        if isinstance(node, ir.Input):
-            return None if matrix_operand else node
-        for child in ir.children(node):
-            found = visit(child, isinstance(node, ir.MatMul))
-            if found is not None:
-                return found
-        return None
-
-    return next((found for eq in equations if (found := visit(eq.expr, False)) is not None), None)
-
-
 def _sort(equations: list[ir.Equation]) -> list[ir.Equation]:
     """Evaluation order: written order where possible, dependencies first; cycles are errors."""
     by_name = {eq.name: eq for eq in equations}

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from pathlib import Path
 
-from cellc.errors import SpecError
+from cellc.errors import Location, SpecError
 from cellc.ir import nodes as ir
-from cellc.errors import Location
-from cellc.ir.lower import elementwise_input, lower
+from cellc.ir.lower import lower
 from cellc.ir.lowering import LoweringPlan, plan_lowering
 from cellc.ir.params import ParamInfo, format_formula, infer_parameters, parameter_formula
 from cellc.ir.passes import eliminate_dead_code, fold_constants
@@ -31,8 +30,6 @@ class CompiledCell:
     schedule: Schedule
     hash: str
     lowering: LoweringPlan | None = None  # how the cell maps onto torch.nn.LSTM / GRU, when it is exactly one
-    # Where the cell first reads its input elementwise (so its modules need input_size == hidden_size), or None.
-    direct_input: Location | None = None
     # Things the spec's author should hear about that are not errors (shown by `cellc check` / `compile`).
     notes: list[str] = field(default_factory=list)
     # Facts later stages derive from this cell, each computed once and kept here (the step program and its
@@ -42,6 +39,11 @@ class CompiledCell:
     @property
     def name(self) -> str:
         return self.cell.name
+
+    @property
+    def direct_input(self) -> Location | None:
+        """Where the cell reads its input elementwise (its modules need input_size == hidden_size), or None."""
+        return self.schedule.direct_at
 
     @property
     def states(self) -> list[str]:
@@ -125,12 +127,12 @@ def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     lowering = plan_lowering(cell, params)
     # A cell that is torch's stores its gates in torch's order, so torch's weights are views of its storage.
     sched = schedule(cell, params, gate_order=lowering.weight_ih if lowering else ())
-    direct = elementwise_input(cell.equations)
-    if direct is not None:
-        notes.append(f"{'' if direct.loc is None else direct.loc.render() + ': '}reads the input '{cell.input}' "
+    if sched.direct is not None:
+        where = sched.direct_at
+        notes.append(f"{'' if where is None else where.render() + ': '}reads the input '{cell.input}' "
                      "elementwise, not through a matrix: its modules need input_size == hidden_size")
     return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params),
-                        lowering=lowering, notes=notes, direct_input=None if direct is None else direct.loc)
+                        lowering=lowering, notes=notes)
 
 
 def _unused_equations(cell: ir.Cell) -> list[str]:

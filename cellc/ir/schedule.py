@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cellc.errors import Location
 from cellc.ir import nodes as ir
 from cellc.ir.params import Kind, ParamInfo
 
@@ -56,6 +57,7 @@ class Schedule:
     # Where the cell reads its input elementwise (``tanh(x)``, ``(1 - r) * x``): the last x-slot holds x itself,
     # copied into the input GEMM's buffer beside the products (no matrix, no bias, never fused); None if nowhere.
     direct: int | None = None
+    direct_at: Location | None = None  # where the spec first reads its input so
 
     @property
     def n_w(self) -> int:
@@ -182,9 +184,10 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
         return None
 
     # The input where it is read elementwise (every product of x is a Slot by now): one more x-slot, last.
-    direct = None
-    if any(isinstance(n, ir.Input) for eq in equations for n in ir.walk(eq.expr)):
-        direct = len(x_slots)
+    direct, direct_at = None, None
+    elementwise = [n for eq in equations for n in ir.walk(eq.expr) if isinstance(n, ir.Input)]
+    if elementwise:
+        direct, direct_at = len(x_slots), elementwise[0].loc
         x_slots.append(XSlot(None, None))
 
     def direct_slot(node: ir.Expr) -> ir.Expr | None:
@@ -233,4 +236,5 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
         layout=layout,
         group_sizes=sizes,
         direct=direct,
+        direct_at=direct_at,
     )
