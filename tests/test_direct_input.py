@@ -173,13 +173,15 @@ def test_input_size_must_equal_hidden_size():
     layer_class(4, 4, num_layers=3, bidirectional=True)  # layers above read 2N; each direction its own N
 
 
-def test_compile_notes_where_the_input_is_read(tmp_path, capsys):
+def test_check_notes_where_the_input_is_read_and_compile_stays_quiet(tmp_path, capsys):
     from cellc.cli import main
 
-    assert main(["compile", "mut2", "--out", str(tmp_path)]) == 0
+    assert main(["check", "specs/mut2.yaml"]) == 0
     err = capsys.readouterr().err
-    assert "mut2.yaml:8:15: reads the input 'x' elementwise, not through a matrix: its modules need " \
+    assert "note: specs/mut2.yaml:8:15: reads the input 'x' elementwise, not through a matrix: its modules need " \
            "input_size == hidden_size" in err
+    assert main(["compile", "mut2", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""  # a fact about a valid cell, not a warning
 
 
 def test_bench_refuses_the_cell_before_running(tmp_path, capsys):

@@ -153,6 +153,8 @@ def cmd_check(args) -> int:
     for target in args.specs:
         compiled = compile_spec(target)
         _warn(compiled)
+        for remark in compiled.remarks:
+            print(f"note: {remark}", file=sys.stderr)
         print(f"{compiled.spec.file}: ok ({compiled.name}: {len(compiled.cell.equations)} equations, "
               f"{len(compiled.params)} parameters, states {', '.join(compiled.states)})")
     return 0

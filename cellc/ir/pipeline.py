@@ -46,6 +46,15 @@ class CompiledCell:
         return self.schedule.direct_at
 
     @property
+    def remarks(self) -> list[str]:
+        """Facts about a valid cell worth a line in `cellc check` (``notes`` are what its author should fix)."""
+        where = self.direct_input
+        if self.schedule.direct is None:
+            return []
+        return [f"{'' if where is None else where.render() + ': '}reads the input '{self.cell.input}' elementwise, "
+                "not through a matrix: its modules need input_size == hidden_size"]
+
+    @property
     def states(self) -> list[str]:
         return self.cell.states
 
@@ -127,10 +136,6 @@ def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     lowering = plan_lowering(cell, params)
     # A cell that is torch's stores its gates in torch's order, so torch's weights are views of its storage.
     sched = schedule(cell, params, gate_order=lowering.weight_ih if lowering else ())
-    if sched.direct is not None:
-        where = sched.direct_at
-        notes.append(f"{'' if where is None else where.render() + ': '}reads the input '{cell.input}' "
-                     "elementwise, not through a matrix: its modules need input_size == hidden_size")
     return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params),
                         lowering=lowering, notes=notes)
 
