@@ -5,7 +5,9 @@
 
 - ``xw`` (T, B, n_x*N): the hoisted input GEMM with biases folded in. When the schedule is
   fused, the recurrent GEMM is added in place into its first n_s*N columns, so after the
-  forward loop xw holds the pre-activations the backward reads.
+  forward loop xw holds the pre-activations the backward reads. Where the cell reads its input
+  elementwise, the last block (``Schedule.direct``) holds that input itself, copied in, and its
+  gradient block in dXW is the gradient of that input.
 - ``gs`` (T, B, n_s*N): the recurrent GEMM's result when it is not fused with xw.
 - ``S`` (T+1, B, K*N): every state, previous-step GEMM operands first, so that S[t, :, :n_ops*N]
   is the recurrent GEMM's operand and S[:T] is the operand of its weight gradient.

@@ -7,6 +7,8 @@
   over the concatenated previous-step values). When every such sum also holds an input
   product, the two are fused: ``addmm(xw[t], h, R^T)``.
 - Products of current-step values (``R (r * y[-1])``) are computed where their operand is.
+- The input read elementwise (``tanh(x)``, ``(1 - r) * x``) is one more x-slot, the last, with
+  no matrix: the input itself, copied beside the GEMM's products (``Schedule.direct``).
 
 Parameter storage per layer and direction follows this schedule, so the common cells need
 no copying at all: ``weight_x`` (input matrices, slot order), ``weight_s`` (previous-step
