@@ -213,3 +213,13 @@ def test_show_counts_parameters_at_input_size_equal_to_hidden_size(capsys):
     out = capsys.readouterr().out
     assert "input: read elementwise at " in out and "sru.yaml:12:25, so input_size must equal hidden_size" in out
     assert "3NM + 4N = 30,400 at M=100, N=100" in out  # 3 * 100 * 100 + 4 * 100
+
+
+def test_the_input_gemm_block_compiles_with_and_without_an_output_buffer():
+    from cellc.codegen.blocks import input_gemm
+
+    sched = cellc.compile_spec("sru").schedule
+    for out in ("", "out"):
+        lines = input_gemm(sched, "return ", out=out)
+        compile("def f(x, xd, weight_x, bias, N, out=None):\n    T, B, M = x.shape\n"
+                + "".join(f"    {line}\n" for line in lines), "<block>", "exec")

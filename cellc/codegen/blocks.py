@@ -44,7 +44,8 @@ def input_gemm(sched: Schedule, head: str, out: str = "", direct: bool = True) -
         into = f", out={out}" if out else ""
         return [*lines, f"{head}{product(into)}.view(T, B, {n_w} * N)"]
     n_x = len(sched.x_slots)
-    lines.append(f"xw = x.new_empty(T * B, {n_x} * N) if {out or 'None'} is None else {out}")
+    new = f"x.new_empty(T * B, {n_x} * N)"
+    lines.append(f"xw = {new} if {out} is None else {out}" if out else f"xw = {new}")
     if n_w:
         lines.append(product(f", out=xw[:, : {n_w} * N]"))
     lines.append(f"xw[:, {n_w} * N :].copy_(xd.reshape(T * B, N))")

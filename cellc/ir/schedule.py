@@ -209,7 +209,7 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
     current = [p.name for p in params.values() if p.kind is Kind.CURRENT_MATRIX]
 
     layout: dict[str, Placement] = {}
-    for k, slot in enumerate(x_slots[: len(x_slots) - (direct is not None)]):
+    for k, slot in enumerate(s for s in x_slots if s.matrix is not None):
         layout[slot.matrix] = Placement("weight_x", k, Kind.INPUT_MATRIX)
     k = 0
     for slot in s_slots:
