@@ -12,6 +12,8 @@ import cellc
 from cellc.fuzz import backends, frontend
 from cellc.fuzz.cells import random_cell
 from cellc.fuzz.driver import run_in_workers
+from cellc.ir import autodiff as ad
+from cellc.ir import nodes as ir
 from cellc.ir.pipeline import compile_spec
 
 # Seeds away from the acceptance runs' 0..9,999, so that the suite looks at other cells.
@@ -28,7 +30,7 @@ def assert_all_ok(summary: dict, count: int) -> None:
 
 
 def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
-    names, direct = set(), 0
+    names, direct, norms = set(), 0, 0
     for seed in range(SEED, SEED + 60):
         cell = random_cell(seed)
         assert cell.text == random_cell(seed).text
@@ -37,7 +39,9 @@ def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
         compiled = compile_spec(path)  # every drawn cell is valid
         names |= set(compiled.cell.values)
         direct += compiled.direct_input is not None
+        norms += any(isinstance(n, ir.Norm) for eq in compiled.cell.equations for n in ir.walk(eq.expr))
     assert 3 <= direct <= 25  # some cells read their input elementwise (about one in five), most do not
+    assert 2 <= norms <= 25  # some normalise over the units (about one in eight), most do not
     # names that are prefixes / suffixes of each other, single letters, names ending in digits
     assert any(a != b and (b.startswith(a) or b.endswith(a)) for a in names for b in names)
     assert any(len(n) == 1 for n in names) and any(n[-1].isdigit() for n in names)
@@ -49,18 +53,22 @@ def test_random_cells_match_eager_on_fused_and_lowered():
                                progress=False), 150)
 
 
-def _elementwise_input_seeds(count: int, tmp_path) -> list[int]:
-    """The first ``count`` seeds from SEED whose cells read their input elementwise."""
+def _seeds_where(count: int, tmp_path, holds) -> list[int]:
+    """The first ``count`` seeds from SEED whose compiled cells satisfy ``holds``."""
     seeds = []
     for seed in range(SEED, SEED + 500):
         cell = random_cell(seed)
         path = tmp_path / f"{cell.name}.yaml"
         path.write_text(cell.text)
-        if compile_spec(path).direct_input is not None:
+        if holds(compile_spec(path)):
             seeds.append(seed)
             if len(seeds) == count:
                 return seeds
-    raise AssertionError("too few cells read their input elementwise")  # pragma: no cover
+    raise AssertionError("too few cells of the kind asked for")  # pragma: no cover
+
+
+def _elementwise_input_seeds(count: int, tmp_path) -> list[int]:
+    return _seeds_where(count, tmp_path, lambda compiled: compiled.direct_input is not None)
 
 
 @pytest.mark.slow
@@ -68,6 +76,15 @@ def test_random_cells_reading_their_input_elementwise_match_eager_everywhere(tmp
     """Input size = hidden size for these (cellc.testing.input_size); the triton backend under the interpreter."""
     pytest.importorskip("triton")
     seeds = _elementwise_input_seeds(4, tmp_path)
+    assert_all_ok(backends.run(seeds, ("fused", "compiled"), chunk=4, report=quiet, progress=False), 4)
+    assert_all_ok(backends.run(seeds[:2], ("triton",), chunk=2, report=quiet, progress=False), 2)
+
+
+@pytest.mark.slow
+def test_random_cells_with_normalisations_match_eager_everywhere(tmp_path):
+    """The C++ loops' reduction passes and the Triton kernels' whole-row means, under the interpreter."""
+    pytest.importorskip("triton")
+    seeds = _seeds_where(4, tmp_path, lambda compiled: ad.step_program(compiled).row_means)
     assert_all_ok(backends.run(seeds, ("fused", "compiled"), chunk=4, report=quiet, progress=False), 4)
     assert_all_ok(backends.run(seeds[:2], ("triton",), chunk=2, report=quiet, progress=False), 2)
 

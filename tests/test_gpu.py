@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and importlib.uti
                                 reason="needs a CUDA device and triton")
 
 
-# plain, lowerable, staged, gate recurrence; the input read elementwise (the check's layers have M = N)
-@pytest.mark.parametrize("cell", ["vanilla", "gru", "mgu", "fgr", "sru", "mut1"])
+# plain, lowerable, staged, gate recurrence; the input read elementwise (the check's layers have M = N); layer norm
+@pytest.mark.parametrize("cell", ["vanilla", "gru", "mgu", "fgr", "sru", "mut1", "lnlstm"])
 def test_gpu_backends_match_eager(cell):
     from cellc.speed import gpu
     from cellc.speed.gpu_report import Run

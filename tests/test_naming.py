@@ -28,7 +28,7 @@ BACKENDS = ("eager", "fused", "compiled", "triton")
 SPECS = builtin_spec_names()
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HASH = re.compile(r"[0-9a-f]{8,}")  # a source digest (the extension's name) differs with the source
-TEMP = re.compile(r"t[0-9]+")  # the derived backward's temporaries (cellc.ir.autodiff)
+TEMP = re.compile(r"t[0-9]+|r[fb][0-9]+")  # the derived backward's temporaries and hoisted row means (cellc.ir.autodiff)
 
 # The collisions the scheme removed (each made a backend compute wrong numbers or corrupt memory before):
 # the C++ loops named the per-step pointer of value a's saved buffer like the buffer of value a_t (the inner

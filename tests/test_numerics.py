@@ -19,6 +19,8 @@ import cellc
 SPECS = ["vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "mgu", "mut3"]
 # Cells that read their input elementwise (tests/test_direct_input.py has their hand-written references).
 DIRECT_SPECS = ["sru", "mut1"]
+# Cells that normalise over the units (tests/test_layer_norm.py has the hand-written reference).
+NORM_SPECS = ["lnlstm"]
 DT = torch.float64
 TOL = dict(rtol=0, atol=1e-10)
 
@@ -29,7 +31,7 @@ torch.set_num_threads(1)
 def classes():
     # The eager backend is the reference (and what `cellc compile` writes to generated/); the
     # fast backends are checked against it in test_backends.py.
-    return {name: cellc.build(name, backend="eager") for name in SPECS + DIRECT_SPECS}
+    return {name: cellc.build(name, backend="eager") for name in SPECS + DIRECT_SPECS + NORM_SPECS}
 
 
 def make(classes, name, m=3, n=4, seed=0, **kw):
@@ -283,7 +285,7 @@ def test_module_has_no_extra_parameters_beyond_torch(classes):
 # --- gradcheck ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SPECS + DIRECT_SPECS)
+@pytest.mark.parametrize("name", SPECS + DIRECT_SPECS + NORM_SPECS)
 def test_gradcheck(classes, name):  # input size 2 = hidden size 2, as DIRECT_SPECS need
     module = make(classes, name, m=2, n=2, seed=4, bidirectional=True)
     names = [k for k, _ in module.named_parameters()]

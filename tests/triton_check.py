@@ -39,12 +39,25 @@ def run(layer, x, state, lengths):
     return [out.detach(), *[f.detach() for f in final], *grads]
 
 
+def run64(layer, x, state, lengths):
+    """``run`` on a float64 copy of ``layer`` (the eager reference): what the float32 kernels should compute,
+    without the float32 reference's own rounding. A layer-normalised cell at N = 5 is ill-conditioned enough
+    (rows with little variance) that float32 eager is 1e-4 off float64 where the kernels are 3e-6 off."""
+    import copy
+
+    return run(copy.deepcopy(layer).double(), x.double(), tuple(s.double() for s in state), lengths)
+
+
 def error(fast, ref) -> float:
-    """Worst excess over the tolerance; NaN anywhere (where the reference has none) counts as infinite."""
+    """Worst excess over the tolerance, in units of the tensor's scale where that exceeds 1 (a gradient summed
+    over steps and batch rows carries the rounding of its largest terms: a layer-normalised cell's weight
+    gradients reach 50-150 at these sizes, and float32 eager itself is 5e-5 off float64 there); NaN anywhere
+    (where the reference has none) counts as infinite."""
     worst = []
     for a, b in zip(fast, ref):
         excess = (a.float() - b.float()).abs() - RTOL * b.float().abs()
-        worst.append(float("inf") if excess.isnan().any() else excess.max().item())
+        scale = max(1.0, b.float().abs().max().item()) if b.numel() else 1.0
+        worst.append(float("inf") if excess.isnan().any() else excess.max().item() / scale)
     return max(worst)
 
 
@@ -130,7 +143,7 @@ def main(specs: list[str]) -> None:
             n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
             state = tuple(0.5 * torch.randn(n_layers, B, opts["N"], generator=g) for _ in eager.state_names)
             lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
-            ref = run(eager, x, state, lengths)
+            ref = run64(eager, x, state, lengths)
             for mode in ("step", "persistent", "tiled"):
                 os.environ["CELLC_TRITON_MODE"] = mode
                 saves: list = []
@@ -161,7 +174,7 @@ def main(specs: list[str]) -> None:
             x = torch.randn(steps, B, eager.input_size, generator=g)
             state = tuple(0.5 * torch.randn(2, B, 5, generator=g) for _ in eager.state_names)
             lengths = torch.tensor([steps, 1])
-            err = error(run(fast, x, state, lengths), run(eager, x, state, lengths))
+            err = error(run(fast, x, state, lengths), run64(eager, x, state, lengths))
             print(json.dumps({"spec": spec, "mode": "persistent", "case": f"steps_{steps}", "error": err}), flush=True)
     # Losses that read part of the outputs: their other gradients reach the backward as None
     for spec in ("vanilla", "gru"):

@@ -11,7 +11,7 @@ import math
 from cellc.codegen import blocks, naming
 from cellc.ir import nodes as ir
 from cellc.ir.autodiff import reads_per_batch
-from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.activations import FUNCTIONS, NORM_EPS
 from cellc.ir.pipeline import CompiledCell
 from cellc.ir.printer import Printer
 
@@ -44,7 +44,15 @@ class TorchPrinter(Printer):
         return naming.param_var(name)
 
     def call(self, fn: str, arg: str) -> str:
-        return ACTIVATIONS[fn].torch_call.format(x=arg)
+        return FUNCTIONS[fn].torch_call.format(x=arg)
+
+    def norm(self, arg: str) -> str:
+        """torch's own layer norm (autograd differentiates it): the eager backend does not use the expansion the
+        other backends derive their backward from, so it stays an independent reference."""
+        return f"torch.nn.functional.layer_norm({arg}, (N,), eps={number(NORM_EPS)})"
+
+    def row_mean(self, arg: str) -> str:
+        return f"({arg}).mean(1, keepdim=True)"
 
     def indicator(self, arg: str, low: float | None, high: float | None) -> str:
         return f"({self.comparisons(arg, low, high, '&')}).to({arg if arg.isidentifier() else f'({arg})'}.dtype)"

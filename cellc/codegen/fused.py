@@ -14,7 +14,6 @@ from cellc.codegen.eager import TorchPrinter, number, step_context
 from cellc.codegen.layout import Layout, grad_var, layout_of, saved_var, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
-from cellc.ir.activations import ACTIVATIONS
 from cellc.ir.pipeline import CompiledCell
 
 
@@ -37,6 +36,9 @@ class FusedPrinter(TorchPrinter):
 
     def matmul(self, node: ir.MatMul) -> str:  # pragma: no cover - flattened into CurrentGemm
         raise AssertionError("current-step products are separate ops in the step program")
+
+    def norm(self, arg: str) -> str:  # pragma: no cover - expanded by the step program
+        raise AssertionError("normalisations are expanded into row means in the step program")
 
 
 def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:

@@ -18,6 +18,7 @@ from cellc.codegen.eager import number
 from cellc.codegen.layout import Layout, grad_var, saved_var, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
+from cellc.ir.activations import FUNCTIONS, NORM_EPS
 from cellc.ir.printer import Printer
 
 # C++ forms of each activation (over {x}); their derivatives are IR (cellc.ir.activations), printed below.
@@ -27,7 +28,9 @@ CPP_ACTIVATIONS = {
     "identity": "({x})",
     "relu": "act_relu<F>({x})",
     "hard_sigmoid": "act_hard_sigmoid<F>({x})",
+    "rstd": f"(F(1) / std::sqrt({{x}} + F({number(NORM_EPS)})))",
 }
+assert set(CPP_ACTIVATIONS) == set(FUNCTIONS), "every function needs a C++ form"
 
 
 class CppPrinter(Printer):
@@ -79,9 +82,12 @@ class _Emitter:
     # -- forward ------------------------------------------------------------------------------
     def forward(self) -> tuple[list[str], int]:
         lay, prog = self.lay, self.prog
-        plan = prog.stage_plan(prog.forward)
+        reduced = prog.reduced("forward")
+        plan = reduced.plan
         stages, last, stored = plan.stages, plan.last, plan.crossing
-        define = {op.target: plan.stage_of[id(op)] for op in prog.forward}
+        define = {op.target: plan.stage_of[id(op)] for op in reduced.ops}
+        # what a product or a reduction writes whole (never a variable of an element loop)
+        whole = {op.target for op in reduced.ops if isinstance(op, (ad.CurrentGemm, ad.Reduce))}
         out_value = ir.Value(lay.compiled.cell.output)
 
         def home(node: ir.Expr) -> str:
@@ -92,7 +98,7 @@ class _Emitter:
         def make_ref(k: int):
             def ref(node: ir.Expr) -> str:
                 if isinstance(node, (ir.Value, ad.Temp)):
-                    if define[node] == k and not self._is_gemm_result(node):
+                    if define[node] == k and node not in whole:
                         return target_var(node)
                     return home(node)
                 return self.leaf(node)
@@ -100,6 +106,9 @@ class _Emitter:
 
         lines: list[str] = []
         for k, stage in enumerate(stages):
+            if stage and isinstance(stage[0], ad.Reduce):
+                lines += self._reduce_loop(stage, CppPrinter(make_ref(k)), home)
+                continue
             if stage and isinstance(stage[0], ad.CurrentGemm):
                 op = stage[0]
                 operand = home(op.operand).replace("[e]", "")
@@ -134,31 +143,50 @@ class _Emitter:
             return self.param(node.name)
         raise AssertionError(node)
 
-    def _is_gemm_result(self, node: ir.Expr) -> bool:
-        return any(isinstance(op, ad.CurrentGemm) and op.target == node for op in self.prog.forward)
-
-    def _element_loop(self, body: list[str]) -> list[str]:
+    @staticmethod
+    def _unit_loop(body: list[str]) -> list[str]:
+        """One row's loop over the units (inside the loop over the batch)."""
         return [
-            "for (int64_t b = 0; b < B; ++b) {",
-            "    const bool m = MASK ? mask_t[b] != 0 : true;",
-            "    (void)m;",
             "    #pragma GCC ivdep",  # buffers never overlap: lets gcc vectorize (libmvec exp/tanh)
             "    for (int64_t n = 0; n < N; ++n) {",
             "        const int64_t e = b * N + n;",
             "        (void)e;",
             *[f"        {line}" for line in body],
             "    }",
+        ]
+
+    def _element_loop(self, body: list[str], after: list[str] | None = None) -> list[str]:
+        return [
+            "for (int64_t b = 0; b < B; ++b) {",
+            "    const bool m = MASK ? mask_t[b] != 0 : true;",
+            "    (void)m;",
+            *self._unit_loop(body),
+            *(after or []),
             "}",
         ]
+
+    def _reduce_loop(self, stage: list, p: CppPrinter, home) -> list[str]:
+        """A stage of row means: per batch row, one pass sums every operand over the units, a second writes
+        each mean to every unit of its target's home."""
+        sums = [f"F rsum{j} = F(0);" for j in range(len(stage))]
+        add = [f"rsum{j} += {p.expr(op.operand)};" for j, op in enumerate(stage)]
+        write = [f"{home(op.target)} = rsum{j} / F(N);" for j, op in enumerate(stage)]
+        loop = self._element_loop(add, after=self._unit_loop(write))
+        return loop[:3] + [f"    {line}" for line in sums] + loop[3:]
 
     # -- backward -----------------------------------------------------------------------------
     def backward(self) -> tuple[list[str], int]:
         lay, prog = self.lay, self.prog
         self.scratch = []
-        plan = prog.stage_plan(prog.backward)
+        reduced = prog.reduced("backward")
+        plan = reduced.plan
         stages, last, stored = plan.stages, plan.last, plan.crossing
-        define = {ad.Grad(op.target): plan.stage_of[id(op)] for op in prog.backward if isinstance(op, ad.GradAssign)}
-        gemm_inputs = {ad.Grad(op.result): op.index for op in prog.backward if isinstance(op, ad.GradGemm)}
+        define = {ad.Grad(op.target): plan.stage_of[id(op)] for op in reduced.ops if isinstance(op, ad.GradAssign)}
+        gemm_inputs = {ad.Grad(op.result): op.index for op in reduced.ops if isinstance(op, ad.GradGemm)}
+        means = {op.target for op in reduced.ops if isinstance(op, ad.Reduce)}
+
+        def mean_home(node: ad.Temp) -> str:
+            return f"{self.scratch_slot(target_var(node))}[e]"
 
         def grad_home(node: ad.Grad) -> str:
             if node in gemm_inputs:
@@ -171,6 +199,8 @@ class _Emitter:
                     if define[node] == k:
                         return grad_var(node.target)
                     return grad_home(node)
+                if node in means:
+                    return mean_home(node)
                 if isinstance(node, (ir.Value, ad.Temp)):
                     return f"{naming.suffixed(saved_var(node), 't')}[e]"
                 if isinstance(node, ad.Carry):
@@ -184,6 +214,9 @@ class _Emitter:
 
         lines: list[str] = []
         for k, stage in enumerate(stages):
+            if stage and isinstance(stage[0], ad.Reduce):
+                lines += self._reduce_loop(stage, CppPrinter(make_ref(k)), mean_home)
+                continue
             if stage and isinstance(stage[0], ad.GradGemm):
                 op = stage[0]
                 mg = self.scratch_slot(f"mg{op.index}")
@@ -200,15 +233,15 @@ class _Emitter:
                 if g in stored or g in gemm_inputs:
                     body.append(f"{grad_home(g)} = {var};")
             if k == last:
-                for (stage_name, idx), expr in prog.slot_grads.items():
+                for (stage_name, idx), expr in reduced.slot_grads.items():
                     home, col = lay.slot_home[(stage_name, idx)]
                     target = f"dxw_t[b * XN + {col} * N + n]" if home == "dxw" else f"dg_t[b * SN + {col} * N + n]"
                     body.append(f"{target} = {p.expr(expr)};")
                 for name in lay.vector_grads:
-                    body.append(f"{naming.acc_var(name)}[e] += {p.expr(prog.param_grads[name])};")
+                    body.append(f"{naming.acc_var(name)}[e] += {p.expr(reduced.param_grads[name])};")
                 for s in lay.state_order:
                     keep = f"(m ? F(0) : {self.state(s, 'carry')})"
-                    expr = prog.prev_grads.get(s)
+                    expr = reduced.prev_grads.get(s)
                     value = keep if expr is None else f"{p.expr(expr)} + {keep}"
                     body.append(f"{self.state(s, 'carry_new')} = {value};")
             lines += self._element_loop(body)

@@ -37,7 +37,7 @@ from cellc.codegen.fused import FusedPrinter
 from cellc.codegen.layout import Layout, grad_var, layout_of, paired_runs, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
-from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.activations import FUNCTIONS, NORM_EPS
 from cellc.ir.pipeline import CompiledCell
 
 # Triton forms of each activation (over {x}); their derivatives are IR (cellc.ir.activations), printed below.
@@ -47,8 +47,9 @@ TRITON_ACTIVATIONS = {
     "identity": "({x})",
     "relu": "tl.maximum({x}, 0.0)",
     "hard_sigmoid": "tl.minimum(tl.maximum(({x}) / 6.0 + 0.5, 0.0), 1.0)",
+    "rstd": f"tl.rsqrt({{x}} + {number(NORM_EPS)})",
 }
-assert set(TRITON_ACTIVATIONS) == set(ACTIVATIONS), "every activation needs a Triton form"
+assert set(TRITON_ACTIVATIONS) == set(FUNCTIONS), "every function needs a Triton form"
 
 # Largest hidden size the persistent kernels take (R resident on chip; see the module docstring).
 PERSISTENT_MAX_N = 128
@@ -65,6 +66,11 @@ class TritonPrinter(FusedPrinter):
 
     def indicator(self, arg: str, low: float | None, high: float | None) -> str:
         return f"tl.where({self.comparisons(arg, low, high, '&')}, 1.0, 0.0)"
+
+    def row_mean(self, arg: str) -> str:
+        """Over the program's whole rows (a cell with row means runs its per-step kernels one row tile wide,
+        and the persistent ones hold all N units anyway), units past N left out; broadcast to the tile."""
+        return f"(zero + tl.sum(tl.where(c < N, {arg}, 0.0), axis=1)[:, None] / N)"
 
 
 def _assign(var: str, expr: ir.Expr, p: TritonPrinter) -> str:
@@ -612,7 +618,8 @@ def triton_context(compiled: CompiledCell) -> dict:
     fwd = w.step_forward()
     bwd = w.step_backward()
     persistent_fwd = w.persistent_forward()
-    tiled = bool(layout.n_s) and not w.n_gemm  # one launch a step, recurrent products included
+    # one launch a step, recurrent products included; a tile of units cannot take a row's mean
+    tiled = bool(layout.n_s) and not w.n_gemm and not layout.program.row_means
     context = {
         "tk": {
             "lay": layout,
@@ -629,7 +636,8 @@ def triton_context(compiled: CompiledCell) -> dict:
             "persistent_fwd_prologue": persistent_fwd[0],
             "persistent_fwd": persistent_fwd[1],
             "persistent_bwd": w.persistent_backward(),
-            "tiled": tiled,  # cells without current-step products
+            "tiled": tiled,  # cells without current-step products or row means
+            "whole_rows": layout.program.row_means,  # the per-step kernels' programs hold whole rows
             "tiled_fwd": w.tiled_forward() if tiled else [],
             "tiled_bwd": w.tiled_backward() if tiled else [],
             # (S column block, the state's variable, its carried gradient's variable) per state

@@ -4,7 +4,8 @@ A cell is drawn from a seed alone (same seed, same spec text): 1 to 6 values in 
 only earlier values at the current step, terms of every kind the language has (input products, previous-step
 products, current-step products of a value or of an expression, peepholes, biases, plain reads, ``1 - g``,
 constants, and in about one cell in five the input read elementwise: ``x``, ``tanh(x)``, ``(1 - g) * x``,
-``p * x``, ``R (g * x)``), every activation, constant initial states and vector initialisations. Names are drawn to stress
+``p * x``, ``R (g * x)``; in about one in five, independently, normalisations ``p * norm(<terms>)`` and
+``norm(<atom>)``), every activation, constant initial states and vector initialisations. Names are drawn to stress
 the code generators' naming: prefixes and suffixes of each other and of the names the generators produce
 (``v``, ``y_out``, ``t0``, ``sv_y``, ``k``, ``mg0``, ...), names equal to parameters' stems (``i`` beside
 ``W_i``), single letters, long names and names ending in digits.
@@ -74,6 +75,7 @@ class _Builder:
     reads: list[set[tuple[str, bool]]] = field(default_factory=list)  # per value: (name, previous step?)
     reads_input: list[bool] = field(default_factory=list)
     direct: bool = False  # may read the input elementwise (then the cell's modules have input_size == hidden_size)
+    norms: bool = False  # may normalise over the units: ``p * norm(<sum>)``, ``norm(<atom>)``
 
     def param(self, letter: str, stem_hint: str) -> str:
         rng = self.rng
@@ -103,11 +105,25 @@ class _Builder:
         reads.add((name, True))
         return f"{name}[-1]"
 
-    def term(self, j: int, reads: set, flags: dict) -> str:
+    def term(self, j: int, reads: set, flags: dict, nested: bool = False) -> str:
         rng, target = self.rng, self.values[j]
         kinds = ["in", "prev", "cur", "expr", "peep", "bias", "atom", "scaled", "one_minus"]
         weights = [5, 4, 1.2, 1.2, 1.5, 2.5, 1.5, 0.6, 0.8]
-        kind = rng.choices(kinds + ["direct"], weights + [2.0])[0] if self.direct else rng.choices(kinds, weights)[0]
+        if self.direct:
+            kinds, weights = kinds + ["direct"], weights + [2.0]
+        if self.norms and not nested:
+            kinds, weights = kinds + ["norm"], weights + [2.5]
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "norm":  # a gain times the normalised sum, or an atom normalised alone
+            if rng.random() < 0.7:  # led by a term that changes per step: norm(b) alone is refused
+                if rng.random() < 0.5:
+                    flags["input"] = True
+                    lead = f"{self.param('W', target)} {self.input}"
+                else:
+                    lead = self.atom(j, reads)
+                terms = [lead] + [self.term(j, reads, flags, nested=True) for _ in range(rng.randint(0, 2))]
+                return f"{self.param('p', target)} * norm({' + '.join(terms)})"
+            return f"norm({self.atom(j, reads)})"
         if kind == "direct":  # the input itself, elementwise
             flags["input"] = True
             x, form = self.input, rng.random()
@@ -206,7 +222,8 @@ def random_cell(seed: int, prefix: str = "fz") -> RandomCell:
     input_name = "x" if rng.random() < 0.6 else _draw_name(rng, taken | {"x"}, values)
     taken.add(input_name)
     # Drawn apart from the cell's stream, so that a cell without elementwise input reads are what they were.
-    b = _Builder(rng, values, input_name, taken, direct=random.Random(f"{seed}:direct").random() < 0.2)
+    b = _Builder(rng, values, input_name, taken, direct=random.Random(f"{seed}:direct").random() < 0.2,
+                 norms=random.Random(f"{seed}:norm").random() < 0.2)
     lines = [b.equation(j) for j in range(n_values)]
     output = values[-1]
     # Keep it live: every value feeds a later one or the output; the input and a state are read.

@@ -40,6 +40,7 @@ TOKENS = [
     "&a", "*a", "!!python/object:os.system", "\x00", "é", "\r\n", "\x1b[31m", "\x07", "\x1b]0;title\x07",
     "\u202e", "\u2028", "\ufeff", "\x7f", "<<: ", "? ", "!!binary ", "%YAML 1.1\n", "---\n", "...\n",
     "v__y", "y_out", "sv_v_y", "t0", "mg0", "acc_b_q", "ZqCell", "input: ", "output: ", "name: ",
+    "norm", "norm(", "norm(b_q)", "norm(2)", "a_q * norm(W_q x)", "rf0", "rb1",
 ]
 KEYS = ["name", "description", "reference", "extends", "edits", "equations", "input", "output", "initial", "init"]
 _SPEC_TEXTS: list[str] | None = None

@@ -56,5 +56,25 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+# Layer normalisation, ``norm(v)``: a spec's builtin beside the activations (not pointwise: cellc.ir.nodes.Norm).
+NORM = "norm"
+
+# Layer normalisation's epsilon, inside the square root (torch.nn.LayerNorm's default).
+NORM_EPS = 1e-5
+
+# Functions the derived code uses that a spec cannot call: ``rstd(v) = 1 / sqrt(v + NORM_EPS)``, the
+# reciprocal standard deviation of a normalisation's expansion (cellc.ir.autodiff), derivative -y^3 / 2.
+DERIVED: dict[str, Activation] = {
+    "rstd": Activation(
+        "rstd", f"torch.rsqrt({{x}} + {NORM_EPS!r})",
+        lambda y: ir.Prod((ir.Const(-0.5), y, y, y)),
+        lambda v: 1.0 / math.sqrt(v + NORM_EPS) if v + NORM_EPS > 0 else math.inf,
+        False, r"\mathrm{rstd}"),
+}
+
+# Every function a backend prints: the activations specs call and the derived ones.
+FUNCTIONS: dict[str, Activation] = {**ACTIVATIONS, **DERIVED}
+
+
 def is_activation(name: str) -> bool:
     return name in ACTIVATIONS

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cellc.ir import nodes as ir
-from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.activations import FUNCTIONS
 from cellc.ir.params import Kind
 from cellc.ir.pipeline import CompiledCell
 
@@ -97,6 +97,33 @@ class GradGemm:
 
 
 @dataclass(frozen=True)
+class Reduce:
+    """``target = mean(operand)`` over the units, the same in every unit: a row mean hoisted out of the
+    expressions (:meth:`StepProgram.reduced`) for a backend that evaluates a stage element by element (C++),
+    which must finish the whole row before any unit reads its mean. Like a current-step product, it splits
+    the step into stages."""
+
+    target: Temp
+    operand: ir.Expr
+
+
+BARRIERS = (CurrentGemm, GradGemm, Reduce)  # ops that need a whole row (or batch) of what precedes them
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """A direction's ops with every row mean hoisted into :class:`Reduce` ops (their operands first), and
+    what the backward's tail sums to with those means read from their targets; ``plan`` splits them into
+    stages at products and reductions alike."""
+
+    ops: list
+    plan: "StagePlan"
+    slot_grads: dict[tuple[str, int], ir.Expr]
+    param_grads: dict[str, ir.Expr]
+    prev_grads: dict[str, ir.Expr]
+
+
+@dataclass(frozen=True)
 class StagePlan:
     """How a step's ops split into stages at its GEMMs (:meth:`StepProgram.stages`), and what a backend that
     runs each stage as its own pass must keep between them: ``crossing``, the targets (forward: values and
@@ -118,14 +145,26 @@ def _reads(op) -> list[ir.Expr]:
         return list(_leaves(op.expr))
     if isinstance(op, CurrentGemm):
         return [op.operand]
+    if isinstance(op, Reduce):
+        return list(_leaves(op.operand))
     return [Grad(op.result)]
 
 
-def _stage_plan(program: "StepProgram", ops: list, defines, last_reads: list[ir.Expr]) -> StagePlan:
+def _defines(op) -> list[ir.Expr]:
+    """What an op defines, as the leaves that read it: a gradient for a backward assignment, nothing for a
+    product's backward (its MatGrad lives in its own buffer), the target otherwise."""
+    if isinstance(op, GradAssign):
+        return [Grad(op.target)]
+    if isinstance(op, GradGemm):
+        return []
+    return [op.target]
+
+
+def _stage_plan(program: "StepProgram", ops: list, last_reads: list[ir.Expr]) -> StagePlan:
     stages = program.stages(ops)
     stage_of = {id(op): k for k, stage in enumerate(stages) for op in stage}
     last = len(stages) - 1
-    define = {target: stage_of[id(op)] for op in ops for target in defines(op)}
+    define = {target: stage_of[id(op)] for op in ops for target in _defines(op)}
     uses = [(stage_of[id(op)], leaf) for op in ops for leaf in _reads(op)] + [(last, leaf) for leaf in last_reads]
     crossing = frozenset(leaf for k, leaf in uses if leaf in define and define[leaf] != k)
     return StagePlan(stages, stage_of, crossing)
@@ -143,7 +182,16 @@ class StepProgram:
     gemms: list[CurrentGemm] = field(default_factory=list)
     forward_states: frozenset[str] = frozenset()  # previous-step states the forward step reads
     backward_states: frozenset[str] = frozenset()  # previous-step states the backward step reads
+    forward_end: list[ir.Expr] = field(default_factory=list)  # what the forward's last stage writes: states, output
     _plans: dict[int, "StagePlan"] = field(default_factory=dict, repr=False, compare=False)
+    _reduced: dict[str, "Reduced"] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def row_means(self) -> bool:
+        """Does the step take means over the units (a normalisation)? Then each row must be whole where they
+        are taken."""
+        return any(isinstance(node, ir.RowMean) for op in self.forward if isinstance(op, Pointwise)
+                   for node in _walk(op.expr))
 
     def stage_plan(self, ops: list) -> "StagePlan":
         """:meth:`stages` of ``ops`` (the forward or the backward), each op's stage, and what crosses a stage."""
@@ -159,15 +207,36 @@ class StepProgram:
         return [op.expr for op in self.backward if isinstance(op, GradAssign)] + self.tail_exprs()
 
     def stages(self, ops: list) -> list[list]:
-        """Split a list of ops at every GEMM: [pointwise..., gemm, pointwise..., ...]."""
+        """Split a list of ops at every GEMM: [pointwise..., gemm, pointwise..., ...]; consecutive row
+        reductions (:meth:`reduced`) share a stage of their own where none reads another's result. The last
+        stage is pointwise (perhaps empty)."""
         out: list[list] = [[]]
         for op in ops:
             if isinstance(op, (CurrentGemm, GradGemm)):
                 out.append([op])
                 out.append([])
+            elif isinstance(op, Reduce):
+                stage = out[-1]
+                defined = {op.target for op in stage} if stage and isinstance(stage[0], Reduce) else None
+                if defined is not None and not defined.intersection(_leaves(op.operand)):
+                    stage.append(op)
+                else:
+                    out.append([op])
             else:
+                if out[-1] and isinstance(out[-1][0], Reduce):
+                    out.append([])
                 out[-1].append(op)
+        if out[-1] and isinstance(out[-1][0], Reduce):
+            out.append([])
         return out
+
+    def reduced(self, direction: str) -> Reduced:
+        """The forward's or the backward's ops with their row means hoisted (:class:`Reduce`), ordered so that
+        independent reductions share a stage, and their stage plan. A direction without row means keeps its
+        ops and plan as they are."""
+        if direction not in self._reduced:
+            self._reduced[direction] = _reduce(self, direction)
+        return self._reduced[direction]
 
 
 def _zero() -> ir.Const:
@@ -224,10 +293,25 @@ class _Flattener:
             t = self.temp()
             self.ops.append(Pointwise(t, ir.Act(node.fn, self.leafify(node.operand))))
             return t
+        if isinstance(node, ir.Norm):
+            return self.norm(self.leafify(node.operand))
         kids = ir.children(node)
         if kids:
             return ir.rebuild(node, tuple(self.leafify(k) for k in kids))
         return node
+
+    def norm(self, u: ir.Expr) -> ir.Expr:
+        """``norm(u)`` as the step computes it: d = u - mean(u), r = rstd(mean(d * d)), then d * r. Its
+        backward is derived through these operations, so it is exact with no derivative written for it."""
+        if ir.children(u):
+            t = self.temp()
+            self.ops.append(Pointwise(t, u))
+            u = t
+        mean, centred, rstd = self.temp(), self.temp(), self.temp()
+        self.ops.append(Pointwise(mean, ir.RowMean(u)))
+        self.ops.append(Pointwise(centred, ir.Sum((u, ir.Neg(mean)))))
+        self.ops.append(Pointwise(rstd, ir.Act("rstd", ir.RowMean(ir.Prod((centred, centred))))))
+        return ir.Prod((centred, rstd))
 
     def equation(self, eq: ir.Equation) -> None:
         expr = eq.expr
@@ -323,6 +407,10 @@ def derive(compiled: CompiledCell) -> StepProgram:
                 push(term, g)
         elif isinstance(node, ir.Neg):
             push(node.operand, _prod([ir.Const(-1.0), g]))
+        elif isinstance(node, ir.RowMean):
+            # a row mean is the same in every unit; each unit's copy gets its own gradient term, and the
+            # operand's gradient is their mean (the row mean is its own adjoint)
+            push(node.operand, ir.RowMean(g))
         elif isinstance(node, ir.Prod):
             for i, factor in enumerate(node.factors):
                 if isinstance(factor, ir.Const):
@@ -341,7 +429,7 @@ def derive(compiled: CompiledCell) -> StepProgram:
             push(op.operand, MatGrad(op.index))
         elif isinstance(op.expr, ir.Act):
             # the derivative is an IR expression of the output, kept as one factor (its own rounding order)
-            push(op.expr.operand, _prod([g, ACTIVATIONS[op.expr.fn].derivative(op.target)]))
+            push(op.expr.operand, _prod([g, FUNCTIONS[op.expr.fn].derivative(op.target)]))
         else:
             push(op.expr, g)
 
@@ -367,11 +455,10 @@ def _plan_saves(program: StepProgram, states: list[str], output: str) -> None:
     program.forward_states = frozenset(
         leaf.name for op in program.forward for leaf in _leaves(op.expr if isinstance(op, Pointwise) else op.operand)
         if isinstance(leaf, ir.State))
-    forward_end = [ir.Value(s) for s in states] + [ir.Value(output)]  # written in the last stage
-    program._plans[id(program.forward)] = _stage_plan(program, program.forward, lambda op: [op.target], forward_end)
+    program.forward_end = [ir.Value(s) for s in states] + [ir.Value(output)]  # written in the last stage
+    program._plans[id(program.forward)] = _stage_plan(program, program.forward, program.forward_end)
     program._plans[id(program.backward)] = _stage_plan(
-        program, program.backward, lambda op: [Grad(op.target)] if isinstance(op, GradAssign) else [],
-        [leaf for e in program.tail_exprs() for leaf in _leaves(e)])
+        program, program.backward, [leaf for e in program.tail_exprs() for leaf in _leaves(e)])
     # A current-step product's weight gradient needs its operand at every step.
     exprs += [g.operand for g in program.gemms]
     saved: list[ir.Expr] = []
@@ -384,6 +471,61 @@ def _plan_saves(program: StepProgram, states: list[str], output: str) -> None:
                 slots.append((leaf.stage, leaf.index))
     program.saved = saved
     program.saved_slots = slots
+
+
+def _reduce(program: StepProgram, direction: str) -> Reduced:
+    ops = program.forward if direction == "forward" else program.backward
+    tails = (program.slot_grads, program.param_grads, program.prev_grads)
+    prefix = "rf" if direction == "forward" else "rb"
+    means: dict[ir.Expr, Temp] = {}  # a row mean -> the temporary that holds it (each computed once)
+    out: list = []
+
+    def lift(expr: ir.Expr, target: ir.Expr | None = None) -> ir.Expr:
+        def hoist(node: ir.Expr) -> ir.Expr | None:
+            if not isinstance(node, ir.RowMean):
+                return None
+            if node not in means:
+                # ``t = mean(u)`` reduces straight into t
+                means[node] = target if node == expr and isinstance(target, Temp) else Temp(f"{prefix}{len(means)}")
+                out.append(Reduce(means[node], node.operand))
+            return means[node]
+        return ir.transform(expr, hoist)
+
+    for op in ops:
+        if isinstance(op, Pointwise):
+            expr = lift(op.expr, op.target)
+            if expr != op.target:
+                out.append(Pointwise(op.target, expr))
+        elif isinstance(op, GradAssign):
+            out.append(GradAssign(op.target, lift(op.expr)))
+        else:
+            out.append(op)
+    lifted = [{k: lift(v) for k, v in tail.items()} if direction == "backward" else dict(tail) for tail in tails]
+    if means:
+        out = _by_phase(out)
+    if direction == "forward":
+        plan = _stage_plan(program, out, program.forward_end)
+    else:
+        plan = _stage_plan(program, out, [leaf for tail in lifted for e in tail.values() for leaf in _leaves(e)])
+    return Reduced(out, plan, *lifted)
+
+
+def _by_phase(ops: list) -> list:
+    """``ops`` in an order that keeps every dependency and puts each op in the earliest stage it can take:
+    an op's phase is the number of reductions or products on its longest chain of inputs; within a phase
+    pointwise ops come first, then that phase's reductions and products. Independent normalisations then
+    share their stages (a layer-normalised LSTM's nine make four reduction stages, not eighteen)."""
+    phase_of: dict[ir.Expr, int] = {}  # a defined leaf -> phase at which a reader may use it
+    keyed = []
+    for index, op in enumerate(ops):
+        phase = max((phase_of[leaf] for leaf in _reads(op) if leaf in phase_of), default=0)
+        barrier = isinstance(op, BARRIERS)
+        for leaf in _defines(op):
+            phase_of[leaf] = phase + barrier
+        if isinstance(op, GradGemm):
+            phase_of[MatGrad(op.index)] = phase + 1
+        keyed.append(((phase, barrier, index), op))
+    return [op for _, op in sorted(keyed, key=lambda item: item[0])]
 
 
 def forward_leaves(expr: ir.Expr):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cellc.errors import Location, SpecError
 from cellc.ir import nodes as ir
-from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.activations import ACTIVATIONS, NORM
 from cellc.spec import ast
 from cellc.spec.identifiers import is_parameter_name
 from cellc.spec.model import Spec
@@ -56,8 +56,9 @@ class _Resolver:
             return ir.Input(name, loc=loc)
         if is_parameter_name(name):
             return ir.Param(name, loc=loc)
-        if name in ACTIVATIONS:
-            raise SpecError(f"activation '{name}' needs an argument: {name}(...)", loc)
+        if name in ACTIVATIONS or name == NORM:
+            raise SpecError(f"{'activation' if name in ACTIVATIONS else 'normalisation'} '{name}' needs an argument: "
+                            f"{name}(...)", loc)
         known = ", ".join(sorted(self.values | {self.spec.input}))
         raise SpecError(
             f"undefined name '{name}' (values: {known}; parameters have an underscore, e.g. b_{name})", loc
@@ -74,6 +75,12 @@ class _Resolver:
 
     def apply(self, node: ast.Apply, loc) -> ir.Expr:
         operand = self.expr(node.operand)
+        if node.head == NORM:
+            if not any(isinstance(n, (ir.Input, ir.State, ir.Value, ir.MatMul)) for n in ir.walk(operand)):
+                raise SpecError(
+                    "norm(...) normalises a value over its units, and this argument reads only parameters and "
+                    "constants (it would be the same at every step: write norm(W_a x) or norm(c), say)", loc)
+            return ir.Norm(operand, loc=loc)
         if node.head in ACTIVATIONS:
             return ir.Act(node.head, operand, loc=loc)
         if node.head in self.values or node.head == self.spec.input:

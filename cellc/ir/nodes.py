@@ -87,6 +87,22 @@ class Indicator(Expr):
 
 
 @dataclass(frozen=True)
+class Norm(Expr):
+    """``norm(v)``: v normalised over its units, (v - mean(v)) / sqrt(var(v) + eps) with the biased variance,
+    per sequence and step (layer normalisation without gain or bias: the spec writes those as vectors)."""
+
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class RowMean(Expr):
+    """The mean of ``operand`` over the units, the same in every unit. Not written in specs: the backward's
+    expansion of :class:`Norm` (cellc.ir.autodiff), and the adjoint of itself."""
+
+    operand: Expr
+
+
+@dataclass(frozen=True)
 class Slot(Expr):
     """A slice of a scheduled GEMM's result (set by the scheduling pass).
 
@@ -141,7 +157,7 @@ class Cell:
 
 
 def children(node: Expr) -> tuple[Expr, ...]:
-    if isinstance(node, (MatMul, Neg, Act, Indicator)):
+    if isinstance(node, (MatMul, Neg, Act, Indicator, Norm, RowMean)):
         return (node.operand,)
     if isinstance(node, Sum):
         return node.terms
@@ -167,6 +183,10 @@ def rebuild(node: Expr, kids: tuple[Expr, ...]) -> Expr:
         return Act(node.fn, kids[0], loc=node.loc)
     if isinstance(node, Indicator):
         return Indicator(kids[0], node.low, node.high, loc=node.loc)
+    if isinstance(node, Norm):
+        return Norm(kids[0], loc=node.loc)
+    if isinstance(node, RowMean):
+        return RowMean(kids[0], loc=node.loc)
     if isinstance(node, Sum):
         return Sum(tuple(kids), loc=node.loc)
     if isinstance(node, Prod):

@@ -5,6 +5,8 @@
 - ``R (r * y[-1])``  matrix on a current-step value  N x N
 - ``p * c[-1]``      elementwise vector (peephole)   N
 - ``... + b``        bias                            N
+
+A vector multiplying a ``norm(...)`` (its gain) starts at 1 unless the spec's ``init`` says otherwise.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def _kind_of_matmul(node: ir.MatMul) -> Kind:
 
 def infer_parameters(cell: ir.Cell, init: dict[str, float], init_locations: dict) -> dict[str, ParamInfo]:
     found: dict[str, tuple[Kind, object]] = {}
+    gains: set[str] = set()  # vectors multiplying a norm(...): they start at 1, as nn.LayerNorm's weight
 
     def record(name: str, kind: Kind, loc) -> None:
         if name in found:
@@ -70,6 +73,8 @@ def infer_parameters(cell: ir.Cell, init: dict[str, float], init_locations: dict
             record(node.param, _kind_of_matmul(node), node.loc)
         elif isinstance(node, ir.Param):
             record(node.name, Kind.ELEMENTWISE if in_product else Kind.BIAS, node.loc)
+        if isinstance(node, ir.Prod) and any(isinstance(f, ir.Norm) for f in node.factors):
+            gains.update(f.name for f in node.factors if isinstance(f, ir.Param))
         for child in ir.children(node):
             visit(child, isinstance(node, ir.Prod))
 
@@ -83,7 +88,8 @@ def infer_parameters(cell: ir.Cell, init: dict[str, float], init_locations: dict
         if found[name][0].is_matrix:
             raise SpecError(f"init: '{name}' is a matrix; only vectors take a constant initial value",
                             init_locations.get(f"init.{name}"))
-    return {name: ParamInfo(name, kind, init.get(name)) for name, (kind, _) in found.items()}
+    return {name: ParamInfo(name, kind, init.get(name, 1.0 if name in gains else None))
+            for name, (kind, _) in found.items()}
 
 
 def parameter_formula(params: dict[str, ParamInfo]) -> tuple[int, int, int]:

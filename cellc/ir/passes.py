@@ -75,6 +75,13 @@ def _fold(node: ir.Expr) -> ir.Expr | None:
             value = ACTIVATIONS[node.fn].evaluate(node.operand.value)
             return ir.Const(value, loc=node.loc)
         return None
+    if isinstance(node, ir.Norm):
+        if isinstance(node.operand, ir.Const):
+            return ir.Const(0.0, loc=node.loc)  # a constant row minus its mean
+        if not any(isinstance(n, (ir.Input, ir.State, ir.Value, ir.MatMul)) for n in ir.walk(node.operand)):
+            raise SpecError("after edits, this norm(...) reads only parameters and constants; remove it with an "
+                            "'override' edit", node.loc)
+        return None
     if isinstance(node, ir.MatMul) and isinstance(node.operand, ir.Const):
         if node.operand.value == 0.0:
             return ir.Const(0.0, loc=node.loc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cellc.ir import nodes as ir
-from cellc.ir.activations import ACTIVATIONS
+from cellc.ir.activations import FUNCTIONS, NORM
 
 # Binding strength: sums < products < unary minus < products by juxtaposition / atoms.
 _SUM, _PROD, _NEG, _ATOM = 1, 2, 3, 4
@@ -68,6 +68,10 @@ class Printer:
             return self.slot(node)
         if isinstance(node, ir.Indicator):
             return self.indicator(self.expr(node.operand), node.low, node.high)
+        if isinstance(node, ir.Norm):
+            return self.norm(self.expr(node.operand))
+        if isinstance(node, ir.RowMean):
+            return self.row_mean(self.expr(node.operand))
         raise AssertionError(f"unhandled IR node {node!r}")  # pragma: no cover
 
     # Leaves and products: the hooks a code generator overrides.
@@ -85,7 +89,7 @@ class Printer:
 
     def matmul(self, node: ir.MatMul) -> str:
         text = self.expr(node.operand)
-        if not isinstance(node.operand, (ir.Input, ir.Value, ir.State, ir.Act)):
+        if not isinstance(node.operand, (ir.Input, ir.Value, ir.State, ir.Act, ir.Norm)):
             text = self.paren(text)
         return f"{self.name(node.param)} {text}"
 
@@ -97,6 +101,13 @@ class Printer:
 
     def call(self, fn: str, arg: str) -> str:
         return f"{fn}({arg})"
+
+    def norm(self, arg: str) -> str:
+        return f"{NORM}({arg})"
+
+    def row_mean(self, arg: str) -> str:
+        """The mean over the units (only in derived code)."""
+        return f"mean({arg})"
 
     def indicator(self, arg: str, low: float | None, high: float | None) -> str:
         """1 where ``low < arg < high``, else 0 (an Iverson bracket here; code generators print a select)."""
@@ -143,7 +154,10 @@ class _LatexPrinter(Printer):
         return super().matmul(node)
 
     def call(self, fn: str, arg: str) -> str:
-        return rf"{ACTIVATIONS[fn].latex}\left({arg}\right)"
+        return rf"{FUNCTIONS[fn].latex}\left({arg}\right)"
+
+    def norm(self, arg: str) -> str:
+        return rf"\mathrm{{LN}}\left({arg}\right)"
 
     def equation(self, eq: ir.Equation) -> str:
         return f"{self.value(eq.name)} = {self.expr(eq.expr)}"
