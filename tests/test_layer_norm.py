@@ -123,6 +123,23 @@ def test_independent_reductions_share_a_stage():
     assert vanilla.reduced("forward").ops == vanilla.forward  # nothing to hoist: the program as it is
 
 
+def test_the_cpp_loops_run_a_step_of_reductions_row_by_row():
+    """Between two products, a step's stages with reductions run as one loop over the batch rows, a row's means
+    are scalars there, and only what the backward reads is written per unit (lnlstm has no current-step
+    product: one loop over the rows each way)."""
+    from cellc.codegen.layout import layout_of
+    from cellc.codegen.native import native_context
+
+    context = native_context(layout_of(cellc.compile_spec("lnlstm")))
+    for direction in ("cpp_forward", "cpp_backward"):
+        code = "\n".join(context[direction])
+        assert code.count("for (int64_t b = 0; b < B; ++b)") == 1, direction
+        assert code.count("rsum") and "F(N);" in code
+    # the forward's eighteen means and their temporaries stay in the row: its one scratch row is the cell state
+    # c, which the normalisation of c reads back in a later pass over the units
+    assert context["forward_scratch"] == ["v__c__scr"]
+
+
 def test_gains_start_at_one_unless_init_says_otherwise(tmp_path):
     params = cellc.compile_spec("lnlstm").params
     assert {name for name, p in params.items() if p.init == 1.0} == {

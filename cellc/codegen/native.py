@@ -95,9 +95,13 @@ class _Emitter:
                 return f"{naming.suffixed(saved_var(node), 't')}[e]"
             return f"{self.scratch_slot(target_var(node))}[e]"
 
+        rows = _RowBlocks(plan, reduced.ops, prog.forward_end, set(self.saved_index))
+
         def make_ref(k: int):
             def ref(node: ir.Expr) -> str:
                 if isinstance(node, (ir.Value, ad.Temp)):
+                    if rows.scalar(node, k):
+                        return target_var(node)
                     if define[node] == k and node not in whole:
                         return target_var(node)
                     return home(node)
@@ -107,7 +111,7 @@ class _Emitter:
         lines: list[str] = []
         for k, stage in enumerate(stages):
             if stage and isinstance(stage[0], ad.Reduce):
-                lines += self._reduce_loop(stage, CppPrinter(make_ref(k)), home)
+                lines += rows.wrap(k, self._reduce_rows(k, stage, CppPrinter(make_ref(k)), home, rows))
                 continue
             if stage and isinstance(stage[0], ad.CurrentGemm):
                 op = stage[0]
@@ -130,7 +134,7 @@ class _Emitter:
                     v = ref(ir.Value(s))
                     body.append(f"{self.state(s, 'S_n')} = m ? {v} : {self.state(s)};")
                 body.append(f"out_t[e] = m ? {ref(out_value)} : F(0);")
-            lines += self._element_loop(body)
+            lines += rows.wrap(k, self._unit_loop(body))
         return lines, len(self.scratch)
 
     def leaf(self, node: ir.Expr) -> str:
@@ -155,24 +159,15 @@ class _Emitter:
             "    }",
         ]
 
-    def _element_loop(self, body: list[str], after: list[str] | None = None) -> list[str]:
-        return [
-            "for (int64_t b = 0; b < B; ++b) {",
-            "    const bool m = MASK ? mask_t[b] != 0 : true;",
-            "    (void)m;",
-            *self._unit_loop(body),
-            *(after or []),
-            "}",
-        ]
-
-    def _reduce_loop(self, stage: list, p: CppPrinter, home) -> list[str]:
-        """A stage of row means: per batch row, one pass sums every operand over the units, a second writes
-        each mean to every unit of its target's home."""
-        sums = [f"F rsum{j} = F(0);" for j in range(len(stage))]
-        add = [f"rsum{j} += {p.expr(op.operand)};" for j, op in enumerate(stage)]
-        write = [f"{home(op.target)} = rsum{j} / F(N);" for j, op in enumerate(stage)]
-        loop = self._element_loop(add, after=self._unit_loop(write))
-        return loop[:3] + [f"    {line}" for line in sums] + loop[3:]
+    def _reduce_rows(self, k: int, stage: list, p: CppPrinter, home, rows: "_RowBlocks") -> list[str]:
+        """A stage of row means, inside the loop over the batch: one pass over the units sums every operand,
+        then each mean is a scalar of the row; one that a later part of the step reads outside the row block
+        (or the backward reads) is also written to every unit of its home."""
+        sums = [f"    F rsum{k}_{j} = F(0);" for j in range(len(stage))]
+        add = [f"rsum{k}_{j} += {p.expr(op.operand)};" for j, op in enumerate(stage)]
+        means = [f"    const F {target_var(op.target)} = rsum{k}_{j} / F(N);" for j, op in enumerate(stage)]
+        write = [f"{home(op.target)} = {target_var(op.target)};" for op in stage if op.target in rows.stored]
+        return sums + self._unit_loop(add) + means + (self._unit_loop(write) if write else [])
 
     # -- backward -----------------------------------------------------------------------------
     def backward(self) -> tuple[list[str], int]:
@@ -184,6 +179,9 @@ class _Emitter:
         define = {ad.Grad(op.target): plan.stage_of[id(op)] for op in reduced.ops if isinstance(op, ad.GradAssign)}
         gemm_inputs = {ad.Grad(op.result): op.index for op in reduced.ops if isinstance(op, ad.GradGemm)}
         means = {op.target for op in reduced.ops if isinstance(op, ad.Reduce)}
+        rows = _RowBlocks(plan, reduced.ops, [leaf for tail in (reduced.slot_grads, reduced.param_grads,
+                                                                 reduced.prev_grads)
+                                              for e in tail.values() for leaf in ad.forward_leaves(e)], set())
 
         def mean_home(node: ad.Temp) -> str:
             return f"{self.scratch_slot(target_var(node))}[e]"
@@ -200,7 +198,7 @@ class _Emitter:
                         return grad_var(node.target)
                     return grad_home(node)
                 if node in means:
-                    return mean_home(node)
+                    return target_var(node) if rows.scalar(node, k) else mean_home(node)
                 if isinstance(node, (ir.Value, ad.Temp)):
                     return f"{naming.suffixed(saved_var(node), 't')}[e]"
                 if isinstance(node, ad.Carry):
@@ -215,7 +213,7 @@ class _Emitter:
         lines: list[str] = []
         for k, stage in enumerate(stages):
             if stage and isinstance(stage[0], ad.Reduce):
-                lines += self._reduce_loop(stage, CppPrinter(make_ref(k)), mean_home)
+                lines += rows.wrap(k, self._reduce_rows(k, stage, CppPrinter(make_ref(k)), mean_home, rows))
                 continue
             if stage and isinstance(stage[0], ad.GradGemm):
                 op = stage[0]
@@ -244,8 +242,53 @@ class _Emitter:
                     expr = reduced.prev_grads.get(s)
                     value = keep if expr is None else f"{p.expr(expr)} + {keep}"
                     body.append(f"{self.state(s, 'carry_new')} = {value};")
-            lines += self._element_loop(body)
+            lines += rows.wrap(k, self._unit_loop(body))
         return lines, len(self.scratch)
+
+
+class _RowBlocks:
+    """Runs of stages between two products that hold a reduction (a normalisation's row means): the C++ loops
+    run such a run as ONE loop over the batch rows, with a pass over the units per stage, so a row's means
+    are scalars of the row and what a stage hands on to the next is still in cache when it is read. Every
+    other stage keeps its own loop over the batch (the code of cells without reductions is unchanged).
+
+    ``last_reads``: what the last stage reads besides its ops (the backward's tail); ``saved``: what the
+    backward reads of the forward (written per unit)."""
+
+    def __init__(self, plan: ad.StagePlan, ops: list, last_reads: list[ir.Expr], saved: set):
+        stages = plan.stages
+        emitted = [k for k, stage in enumerate(stages) if stage or k == plan.last]
+        self.run_of: dict[int, int] = {}
+        self.first: set[int] = set()
+        self.end: set[int] = set()
+        run: list[int] = []
+        for k in emitted + [None]:
+            if k is None or isinstance(stages[k][0] if stages[k] else None, (ad.CurrentGemm, ad.GradGemm)):
+                if any(stages[j] and isinstance(stages[j][0], ad.Reduce) for j in run):
+                    self.run_of.update({j: run[0] for j in run})
+                    self.first.add(run[0])
+                    self.end.add(run[-1])
+                run = []
+            else:
+                run.append(k)
+        self.defined = {op.target: plan.stage_of[id(op)] for op in ops if isinstance(op, ad.Reduce)}
+        reads = [(plan.stage_of[id(op)], leaf) for op in ops for leaf in ad.op_reads(op)]
+        reads += [(plan.last, leaf) for leaf in last_reads]
+        # means read outside their own run (or kept for the backward): written to every unit of their home
+        self.stored = {leaf for k, leaf in reads if leaf in self.defined and not self.scalar(leaf, k)}
+        self.stored |= saved & set(self.defined)
+
+    def scalar(self, node: ir.Expr, k: int) -> bool:
+        """Is ``node`` a row mean that stage k reads as its run's scalar?"""
+        j = self.defined.get(node)
+        return j is not None and k in self.run_of and self.run_of.get(j) == self.run_of[k]
+
+    def wrap(self, k: int, row: list[str]) -> list[str]:
+        """Stage k's lines for one batch row (``b``), inside its run's loop over the rows or in its own."""
+        head = ["for (int64_t b = 0; b < B; ++b) {", "    const bool m = MASK ? mask_t[b] != 0 : true;", "    (void)m;"]
+        if k not in self.run_of:
+            return head + row + ["}"]
+        return (head if k in self.first else []) + row + (["}"] if k in self.end else [])
 
 
 def recurrent_gemm_forward(layout: Layout) -> list[str]:

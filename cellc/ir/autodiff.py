@@ -139,7 +139,7 @@ class StagePlan:
         return len(self.stages) - 1
 
 
-def _reads(op) -> list[ir.Expr]:
+def op_reads(op) -> list[ir.Expr]:
     """The leaves an op reads (a current-step product reads its operand, its backward the result's gradient)."""
     if isinstance(op, (Pointwise, GradAssign)):
         return list(_leaves(op.expr))
@@ -165,7 +165,7 @@ def _stage_plan(program: "StepProgram", ops: list, last_reads: list[ir.Expr]) ->
     stage_of = {id(op): k for k, stage in enumerate(stages) for op in stage}
     last = len(stages) - 1
     define = {target: stage_of[id(op)] for op in ops for target in _defines(op)}
-    uses = [(stage_of[id(op)], leaf) for op in ops for leaf in _reads(op)] + [(last, leaf) for leaf in last_reads]
+    uses = [(stage_of[id(op)], leaf) for op in ops for leaf in op_reads(op)] + [(last, leaf) for leaf in last_reads]
     crossing = frozenset(leaf for k, leaf in uses if leaf in define and define[leaf] != k)
     return StagePlan(stages, stage_of, crossing)
 
@@ -518,7 +518,7 @@ def _by_phase(ops: list) -> list:
     phase_of: dict[ir.Expr, int] = {}  # a defined leaf -> phase at which a reader may use it
     keyed = []
     for index, op in enumerate(ops):
-        phase = max((phase_of[leaf] for leaf in _reads(op) if leaf in phase_of), default=0)
+        phase = max((phase_of[leaf] for leaf in op_reads(op) if leaf in phase_of), default=0)
         barrier = isinstance(op, BARRIERS)
         for leaf in _defines(op):
             phase_of[leaf] = phase + barrier
