@@ -156,7 +156,7 @@ def backend_context(compiled: CompiledCell) -> dict:
         "vector_grads_lines": blocks.vector_grads(layout),
         # blocks of N per step in each buffer, and how many buffers and vectors (module constants)
         "counts": {"xw": layout.n_x, "gs": layout.n_s if layout.gs_needed else 0, "s": layout.K,
-                   "saved": len(layout.saved), "mats": len(layout.current), "vectors": len(layout.vectors),
+                   "mats": len(layout.current), "vectors": len(layout.vectors),
                    "accs": len(layout.vector_grads)},
         # for each state of the module's order (STATE_NAMES): its column block in S; for each block: its state
         "state_target": [layout.state_block[s] for s in compiled.states],
@@ -164,6 +164,7 @@ def backend_context(compiled: CompiledCell) -> dict:
         "forward_loop": fwd,
         "backward_loop": bwd,
         "saved_names": [saved_var(n) for n in layout.saved],
+        "saved_rows": tuple(layout.saved_rows),
         "vector_vars": [naming.param_var(v) for v in layout.vectors],
         "vector_grads": layout.vector_grads,
         "vector_places": [(naming.param_var(v), *layout.vector_places[v]) for v in layout.vectors],

@@ -11,7 +11,8 @@
 - ``gs`` (T, B, n_s*N): the recurrent GEMM's result when it is not fused with xw.
 - ``S`` (T+1, B, K*N): every state, previous-step GEMM operands first, so that S[t, :, :n_ops*N]
   is the recurrent GEMM's operand and S[:T] is the operand of its weight gradient.
-- one (T, B, N) buffer per forward value the backward reads (``StepProgram.saved``).
+- one (T, B, N) buffer per forward value the backward reads (``StepProgram.saved``); (T, B, 1) for a value
+  that is the same in every unit (``saved_rows``: a normalisation's reciprocal standard deviation).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Layout:
         self.vector_grads = [name for name in self.vectors if name in program.param_grads]
         self.current = list(sched.current)
         self.saved = list(program.saved)
+        # which saved buffers hold one number per row ((T, B, 1): a normalisation's rstd), not one per unit
+        operands = {g.operand for g in program.gemms}
+        self.saved_rows = [n in program.row_values and n not in operands for n in self.saved]
         # Which weight_s block sits where in the recurrent matrix r (n_s*N x n_ops*N).
         self.r_blocks: list[tuple[int, int]] = []
         for j, slot in enumerate(sched.s_slots):

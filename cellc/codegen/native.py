@@ -60,7 +60,12 @@ class _Emitter:
         self.lay = layout
         self.prog = layout.program
         self.saved_index = {node: k for k, node in enumerate(layout.saved)}
+        self.saved_rows = {node for node, row in zip(layout.saved, layout.saved_rows) if row}
         self.scratch: list[str] = []  # names of (B, N) scratch arrays
+
+    def saved(self, node: ir.Expr) -> str:
+        """A saved buffer's element at step t: the unit's, or the row's where it holds one number per row."""
+        return f"{naming.suffixed(saved_var(node), 't')}[{'b' if node in self.saved_rows else 'e'}]"
 
     def scratch_slot(self, name: str) -> str:
         if name not in self.scratch:
@@ -92,10 +97,10 @@ class _Emitter:
 
         def home(node: ir.Expr) -> str:
             if node in self.saved_index:
-                return f"{naming.suffixed(saved_var(node), 't')}[e]"
-            return f"{self.scratch_slot(target_var(node))}[e]"
+                return self.saved(node)
+            return f"{self.scratch_slot(target_var(node))}[{rows.index(node, define.get(node))}]"
 
-        rows = _RowBlocks(plan, reduced.ops, prog.forward_end, set(self.saved_index))
+        rows = _RowBlocks(plan, reduced.ops, prog.forward_end, set(self.saved_index), prog.row_values)
 
         def make_ref(k: int):
             def ref(node: ir.Expr) -> str:
@@ -123,7 +128,10 @@ class _Emitter:
                 continue
             p = CppPrinter(make_ref(k))
             body: list[str] = []
+            row_level = [op for op in stage if op.target in rows.row_level]
             for op in stage:
+                if op in row_level:
+                    continue
                 var = target_var(op.target)
                 body.append(f"const F {var} = {p.expr(op.expr)};")
                 if op.target in self.saved_index or op.target in stored:
@@ -134,7 +142,9 @@ class _Emitter:
                     v = ref(ir.Value(s))
                     body.append(f"{self.state(s, 'S_n')} = m ? {v} : {self.state(s)};")
                 body.append(f"out_t[e] = m ? {ref(out_value)} : F(0);")
-            lines += rows.wrap(k, self._unit_loop(body))
+            head = [f"    const F {target_var(op.target)} = {p.expr(op.expr)};" for op in row_level]
+            head += self._row_stores([op.target for op in row_level], home, rows)
+            lines += rows.wrap(k, head + self._unit_loop(body))
         return lines, len(self.scratch)
 
     def leaf(self, node: ir.Expr) -> str:
@@ -166,8 +176,14 @@ class _Emitter:
         sums = [f"    F rsum{k}_{j} = F(0);" for j in range(len(stage))]
         add = [f"rsum{k}_{j} += {p.expr(op.operand)};" for j, op in enumerate(stage)]
         means = [f"    const F {target_var(op.target)} = rsum{k}_{j} / F(N);" for j, op in enumerate(stage)]
-        write = [f"{home(op.target)} = {target_var(op.target)};" for op in stage if op.target in rows.stored]
-        return sums + self._unit_loop(add) + means + (self._unit_loop(write) if write else [])
+        return sums + self._unit_loop(add) + means + self._row_stores([op.target for op in stage], home, rows)
+
+    def _row_stores(self, targets: list[ir.Expr], home, rows: "_RowBlocks") -> list[str]:
+        """Where row scalars go beyond their run: once per row into a saved buffer, to every unit of a scratch
+        home (inside the loop over the units a store to one address would keep gcc from vectorizing it)."""
+        once = [f"    {home(t)} = {target_var(t)};" for t in targets if t in rows.saved]
+        spread = [f"{home(t)} = {target_var(t)};" for t in targets if t in rows.stored]
+        return once + (self._unit_loop(spread) if spread else [])
 
     # -- backward -----------------------------------------------------------------------------
     def backward(self) -> tuple[list[str], int]:
@@ -184,12 +200,12 @@ class _Emitter:
                                               for e in tail.values() for leaf in ad.forward_leaves(e)], set())
 
         def mean_home(node: ad.Temp) -> str:
-            return f"{self.scratch_slot(target_var(node))}[e]"
+            return f"{self.scratch_slot(target_var(node))}[{rows.index(node, rows.defined.get(node))}]"
 
         def grad_home(node: ad.Grad) -> str:
             if node in gemm_inputs:
                 return f"dm_{gemm_inputs[node]}_t[e]"
-            return f"{self.scratch_slot(grad_var(node.target))}[e]"
+            return f"{self.scratch_slot(grad_var(node.target))}[{rows.index(node, define.get(node))}]"
 
         def make_ref(k: int):
             def ref(node: ir.Expr) -> str:
@@ -200,7 +216,7 @@ class _Emitter:
                 if node in means:
                     return target_var(node) if rows.scalar(node, k) else mean_home(node)
                 if isinstance(node, (ir.Value, ad.Temp)):
-                    return f"{naming.suffixed(saved_var(node), 't')}[e]"
+                    return self.saved(node)
                 if isinstance(node, ad.Carry):
                     return f"(m ? {self.state(node.name, 'carry')} : F(0))"
                 if isinstance(node, ad.OutGrad):
@@ -255,7 +271,8 @@ class _RowBlocks:
     ``last_reads``: what the last stage reads besides its ops (the backward's tail); ``saved``: what the
     backward reads of the forward (written per unit)."""
 
-    def __init__(self, plan: ad.StagePlan, ops: list, last_reads: list[ir.Expr], saved: set):
+    def __init__(self, plan: ad.StagePlan, ops: list, last_reads: list[ir.Expr], saved: set,
+                 row_values: frozenset = frozenset()):
         stages = plan.stages
         emitted = [k for k, stage in enumerate(stages) if stage or k == plan.last]
         self.run_of: dict[int, int] = {}
@@ -272,16 +289,38 @@ class _RowBlocks:
             else:
                 run.append(k)
         self.defined = {op.target: plan.stage_of[id(op)] for op in ops if isinstance(op, ad.Reduce)}
+        # values of one number per row computed from this run's means alone (a normalisation's rstd): computed
+        # once per row, before the stage's pass over the units
+        self.row_level: set[ir.Expr] = set()
+        for op in ops:
+            k = plan.stage_of[id(op)]
+            if (isinstance(op, ad.Pointwise) and op.target in row_values and k in self.run_of
+                    and all(self.scalar(leaf, k) for leaf in ad.op_reads(op) if not isinstance(leaf, ir.Const))):
+                self.defined[op.target] = k
+                self.row_level.add(op.target)
         reads = [(plan.stage_of[id(op)], leaf) for op in ops for leaf in ad.op_reads(op)]
         reads += [(plan.last, leaf) for leaf in last_reads]
-        # means read outside their own run (or kept for the backward): written to every unit of their home
-        self.stored = {leaf for k, leaf in reads if leaf in self.defined and not self.scalar(leaf, k)}
-        self.stored |= saved & set(self.defined)
+        self.read_in: dict[ir.Expr, set[int]] = {}
+        for k, leaf in reads:
+            self.read_in.setdefault(leaf, set()).add(k)
+        # row scalars read outside their own run: written to every unit of their home (a scratch row); those the
+        # backward reads: written once per row to their saved buffer
+        self.stored = {leaf for k, leaf in reads if leaf in self.defined and not self.scalar(leaf, k)} - saved
+        self.saved = saved & set(self.defined)
 
     def scalar(self, node: ir.Expr, k: int) -> bool:
-        """Is ``node`` a row mean that stage k reads as its run's scalar?"""
+        """Is ``node`` a row scalar (a mean, or computed from means) that stage k reads as such?"""
         j = self.defined.get(node)
         return j is not None and k in self.run_of and self.run_of.get(j) == self.run_of[k]
+
+    def index(self, node: ir.Expr, k: int | None) -> str:
+        """The index of ``node``'s element in its scratch row when stage k defines it: ``n`` where every stage
+        that reads it is in k's run (the row's pass over the units has it in one row of N, reused from row
+        to row and so kept in cache), else ``e`` (B rows of N: a product or another run reads it)."""
+        run = self.run_of.get(k) if k is not None else None
+        if run is not None and all(self.run_of.get(j) == run for j in self.read_in.get(node, ())):
+            return "n"
+        return "e"
 
     def wrap(self, k: int, row: list[str]) -> list[str]:
         """Stage k's lines for one batch row (``b``), inside its run's loop over the rows or in its own."""
@@ -330,7 +369,9 @@ def native_context(layout: Layout) -> dict:
         "cpp_backward": backward_lines,
         "forward_scratch": [naming.scratch_var(name) for name in forward_scratch],
         "backward_scratch": [naming.scratch_var(name) for name in backward_scratch],
-        "cpp_saved": [(saved_var(n), naming.suffixed(saved_var(n), "t")) for n in layout.saved],
+        # (buffer, its pointer at step t, the elements a step takes: one per unit, or one per row)
+        "cpp_saved": [(saved_var(n), naming.suffixed(saved_var(n), "t"), "B" if row else "B * N")
+                      for n, row in zip(layout.saved, layout.saved_rows)],
         "cpp_vectors": [naming.param_var(v) for v in layout.vectors],
         "cpp_accs": [naming.acc_var(v) for v in layout.vector_grads],
         "n_mats": len(layout.current),

@@ -32,10 +32,13 @@ def _environment() -> jinja2.Environment:
     env.filters["pad"] = lambda line, width: " " * width + line if line else ""  # a blank line stays empty
     env.filters["tuple_text"] = lambda items: _tuple([f'"{naming.checked(i)}"' for i in items])
     env.filters["tuple_numbers"] = lambda items: _tuple([number(v) for v in items])
+    env.filters["tuple_flags"] = lambda items: _tuple([repr(bool(v)) for v in items])
     return env
 
 
 def _tuple(parts: list[str]) -> str:
+    if not parts:
+        return "()"
     return "(" + parts[0] + ",)" if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 

@@ -183,6 +183,8 @@ class StepProgram:
     forward_states: frozenset[str] = frozenset()  # previous-step states the forward step reads
     backward_states: frozenset[str] = frozenset()  # previous-step states the backward step reads
     forward_end: list[ir.Expr] = field(default_factory=list)  # what the forward's last stage writes: states, output
+    # targets whose value is the same in every unit (a row mean, the rstd of one): saved one per row
+    row_values: frozenset = frozenset()
     _plans: dict[int, "StagePlan"] = field(default_factory=dict, repr=False, compare=False)
     _reduced: dict[str, "Reduced"] = field(default_factory=dict, repr=False, compare=False)
 
@@ -443,8 +445,32 @@ def derive(compiled: CompiledCell) -> StepProgram:
         saved_slots=[],
         gemms=[op for op in forward if isinstance(op, CurrentGemm)],
     )
+    program.row_values = _row_values(forward)
     _plan_saves(program, compiled.states, output)
     return program
+
+
+def _row_values(forward: list) -> frozenset:
+    """The forward's targets that hold one number per row (batch element), the same in every unit: a row mean,
+    and what is computed from row values and constants alone (``rstd(mean(d * d))``)."""
+    rows: set[ir.Expr] = set()
+
+    def kind(e: ir.Expr) -> bool | None:  # True: a row value; None: a constant; False: per unit
+        if isinstance(e, ir.RowMean):
+            return True
+        if isinstance(e, ir.Const):
+            return None
+        if isinstance(e, (ir.Value, Temp)):
+            return e in rows
+        kids = [kind(k) for k in ir.children(e)]
+        if not kids or False in kids:
+            return False
+        return True if True in kids else None
+
+    for op in forward:
+        if isinstance(op, Pointwise) and kind(op.expr) is True:
+            rows.add(op.target)
+    return frozenset(rows)
 
 
 def _plan_saves(program: StepProgram, states: list[str], output: str) -> None:
