@@ -592,7 +592,7 @@ def forward_launches(stages: int, gemm_operands: list[tuple[int, str, int]]) -> 
             lines += [f"operand = {operand}",
                       f"CG[{index}] = torch.mm(operand.to(MAT.dtype), MAT[{index} * N : {index + 1} * N].t())"]
         lines += [f'kernels["step_forward_{k}"][grid](t, T, B, N, xw, gs, S, out, SV, VEC, MASK, TMP, CG,',
-                  " " * 37 + "HAS_MASK=has_mask, I64=i64, SAVE=save, BB=BB, BN=BN)"]
+                  " " * 37 + "HAS_MASK=has_mask, I64=i64, SAVE=save, BB=BB, BN=BN, num_warps=WARPS)"]
     return lines
 
 
@@ -603,7 +603,7 @@ def backward_launches(stages: int, gemms: list[int], layout: Layout) -> list[str
     for k in range(stages):
         lines += [f'kernels["step_backward_{k}"][grid](t, T, B, N, xw, gs, S, SV, VEC, MASK, TMP, DM, MG, d_out,',
                   " " * 38 + "carry, new, dXW, dG, ACC, HAS_MASK=has_mask, I64=i64,",
-                  " " * 38 + "BB=BB, BN=BN)"]
+                  " " * 38 + "BB=BB, BN=BN, num_warps=WARPS)"]
         if k < stages - 1:
             i = gemms[k]
             lines.append(f"MG[{i}] = torch.mm(DM[{i}, t].to(MAT.dtype), MAT[{i} * N : {i + 1} * N])")

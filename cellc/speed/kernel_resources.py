@@ -134,8 +134,8 @@ def launch_configs(module, family: str, N: int, dtype: str = "float32", precisio
         return dict(SAVE=True) if "forward" in name else {}
 
     if family == "step":
-        BB, BN = module._blocks(16, N)
-        return [(name, dict(HAS_MASK=True, I64=False, **training(name), BB=BB, BN=BN), 4) for name in names]
+        BB, BN, warps = module._blocks(16, N)
+        return [(name, dict(HAS_MASK=True, I64=False, **training(name), BB=BB, BN=BN), warps) for name in names]
     import torch
 
     launches = []
