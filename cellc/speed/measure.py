@@ -15,7 +15,7 @@ import torch
 import cellc
 
 SIZES = ((1, 100, 39, 128), (32, 100, 39, 128), (16, 300, 39, 256), (1, 60, 88, 100))
-CELLS = ("vanilla", "np", "cifg", "fgr", "gru")
+CELLS = ("vanilla", "np", "cifg", "fgr", "gru", "lnlstm")
 BACKENDS = ("eager", "fused", "compiled")
 
 
