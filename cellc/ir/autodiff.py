@@ -18,8 +18,14 @@ contributions to the parameter vectors (biases outside the input GEMM, peepholes
 gradient flowing to each previous-step state. Which forward values the backward reads is
 computed from the derived expressions: exactly those are saved per step (``saved``).
 
+A normalisation, ``norm(u)``, expands into ``d = u - mean(u)``, ``r = rstd(mean(d * d))`` and ``d * r``,
+where ``mean`` is a row mean (``ir.RowMean``: over the units, the same in every unit). The backward is
+derived through that expansion: a row mean is its own adjoint, and ``rstd``'s derivative comes from its
+output like an activation's; nothing is written by hand for the normalisation.
+
 Backends print the same program: the fused Python backend as torch expressions, the
-compiled backend as C++ element loops.
+compiled backend as C++ element loops (with the row means hoisted into reduction passes,
+:meth:`StepProgram.reduced`), the Triton kernels over whole rows.
 """
 
 from __future__ import annotations
