@@ -160,3 +160,17 @@ def test_the_input_gemm_block_compiles_with_and_without_an_output_buffer():
         lines = input_gemm(sched, "return ", out=out)
         compile("def f(x, xd, weight_x, bias, N, out=None):\n    T, B, M = x.shape\n"
                 + "".join(f"    {line}\n" for line in lines), "<block>", "exec")
+
+
+def test_a_cell_without_any_parameter(tmp_path):
+    """Reading the input elementwise makes a cell without parameters possible: every backend runs it, the online
+    trainer's path included (the fuzzer's seeds 20196 and 21699 found `next()` of no weights raising
+    StopIteration in the compiled module's dtype check)."""
+    from cellc.fuzz.backends import check_spec
+
+    spec = tmp_path / "bare.yaml"
+    spec.write_text("name: bare\nequations: |\n  s = sigmoid(x)\n  y = s * y[-1] + (1 - s) * tanh(x + y[-1])\n")
+    assert not cellc.compile_spec(spec).params
+    result = check_spec(spec, ("fused", "compiled", "triton"))
+    assert result["status"] == "ok", result
+    assert all(b["status"] == "ok" for b in result["backends"].values()), result

@@ -78,7 +78,8 @@ def _run_online(layer, x, d_out, train=None):
         if train is None:
             with torch.enable_grad():
                 out, _ = layer(x)
-                grads = torch.autograd.grad(out, list(layer.parameters()), d_out, allow_unused=True)
+                params = list(layer.parameters())  # none for a cell that reads its input only elementwise
+                grads = torch.autograd.grad(out, params, d_out, allow_unused=True) if params else ()
             result = dict(zip([f"d_{n}" for n, _ in layer.named_parameters()], grads), output=out.detach())
         else:
             out, tape = train.train_forward(layer, x)
