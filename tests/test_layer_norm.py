@@ -186,8 +186,12 @@ def test_an_override_that_leaves_a_norm_of_constants_folds_or_fails_clearly(tmp_
     assert "a_y" not in cellc.compile_spec(folded).params
     constant = tmp_path / "constant.yaml"  # norm(1 * p_o): the same at every step
     constant.write_text("name: constant\nextends: base\nedits:\n  - override g = 1\n")
-    with pytest.raises(SpecError, match="after edits, this norm"):
+    with pytest.raises(SpecError, match="once values that are constants are folded in, this norm"):
         cellc.compile_spec(constant)
+    written = tmp_path / "written.yaml"  # the same without an edit: o = 1 is a value that folds to a constant
+    written.write_text("name: written\nequations: |\n  o = 1\n  y = tanh(W_y x + R_y y[-1] + norm(o * b_q))\n")
+    with pytest.raises(SpecError, match="once values that are constants are folded in, this norm"):
+        cellc.compile_spec(written)
     vector = tmp_path / "vector.yaml"  # g = b_o is a value (a learned vector, broadcast): it may be normalised
     vector.write_text("name: vector\nextends: base\nedits:\n  - override g = b_o\n")
     for backend in ("fused", "compiled", "triton"):

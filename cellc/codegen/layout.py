@@ -71,9 +71,9 @@ class Layout:
         self.vector_grads = [name for name in self.vectors if name in program.param_grads]
         self.current = list(sched.current)
         self.saved = list(program.saved)
-        # which saved buffers hold one number per row ((T, B, 1): a normalisation's rstd), not one per unit
-        operands = {g.operand for g in program.gemms}
-        self.saved_rows = [n in program.row_values and n not in operands for n in self.saved]
+        # which saved buffers hold one number per row ((T, B, 1): a normalisation's rstd), not one per unit (the
+        # fused and compiled buffers; the Triton kernels keep one uniform (n, T, B, N) buffer)
+        self.saved_rows = [n in program.row_values for n in self.saved]
         # Which weight_s block sits where in the recurrent matrix r (n_s*N x n_ops*N).
         self.r_blocks: list[tuple[int, int]] = []
         for j, slot in enumerate(sched.s_slots):

@@ -197,9 +197,8 @@ class StepProgram:
     @property
     def row_means(self) -> bool:
         """Does the step take means over the units (a normalisation)? Then each row must be whole where they
-        are taken."""
-        return any(isinstance(node, ir.RowMean) for op in self.forward if isinstance(op, Pointwise)
-                   for node in _walk(op.expr))
+        are taken. (Every row mean of the forward is a row value's definition or inside one.)"""
+        return bool(self.row_values)
 
     def stage_plan(self, ops: list) -> "StagePlan":
         """:meth:`stages` of ``ops`` (the forward or the backward), each op's stage, and what crosses a stage."""

@@ -76,7 +76,7 @@ class _Resolver:
     def apply(self, node: ast.Apply, loc) -> ir.Expr:
         operand = self.expr(node.operand)
         if node.head == NORM:
-            if not any(isinstance(n, (ir.Input, ir.State, ir.Value, ir.MatMul)) for n in ir.walk(operand)):
+            if not ir.changes_per_step(operand):
                 raise SpecError(
                     "norm(...) normalises a value over its units, and this argument reads only parameters and "
                     "constants (it would be the same at every step: write norm(W_a x) or norm(c), say)", loc)

@@ -156,6 +156,12 @@ class Cell:
         return seen
 
 
+def changes_per_step(node: Expr) -> bool:
+    """Does the expression read anything that changes from step to step (the input, a value, a state or a
+    product of them), rather than parameters and constants alone? A normalisation needs such an argument."""
+    return any(isinstance(n, (Input, State, Value, MatMul)) for n in walk(node))
+
+
 def children(node: Expr) -> tuple[Expr, ...]:
     if isinstance(node, (MatMul, Neg, Act, Indicator, Norm, RowMean)):
         return (node.operand,)

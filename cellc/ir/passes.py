@@ -78,9 +78,11 @@ def _fold(node: ir.Expr) -> ir.Expr | None:
     if isinstance(node, ir.Norm):
         if isinstance(node.operand, ir.Const):
             return ir.Const(0.0, loc=node.loc)  # a constant row minus its mean
-        if not any(isinstance(n, (ir.Input, ir.State, ir.Value, ir.MatMul)) for n in ir.walk(node.operand)):
-            raise SpecError("after edits, this norm(...) reads only parameters and constants; remove it with an "
-                            "'override' edit", node.loc)
+        if not ir.changes_per_step(node.operand):
+            # e.g. norm(o * b_q) where o = 1, written so or left by an edit: the same at every step
+            raise SpecError("once values that are constants are folded in, this norm(...) reads only parameters and "
+                            "constants, so it would be the same at every step; remove it (an 'override' edit can)",
+                            node.loc)
         return None
     if isinstance(node, ir.MatMul) and isinstance(node.operand, ir.Const):
         if node.operand.value == 0.0:
