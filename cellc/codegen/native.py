@@ -171,8 +171,7 @@ class _Emitter:
 
     def _reduce_rows(self, k: int, stage: list, p: CppPrinter, home, rows: "_RowBlocks") -> list[str]:
         """A stage of row means, inside the loop over the batch: one pass over the units sums every operand,
-        then each mean is a scalar of the row; one that a later part of the step reads outside the row block
-        (or the backward reads) is also written to every unit of its home."""
+        then each mean is a scalar of the row, stored beyond its run where :meth:`_row_stores` says."""
         sums = [f"    F rsum{k}_{j} = F(0);" for j in range(len(stage))]
         add = [f"rsum{k}_{j} += {p.expr(op.operand)};" for j, op in enumerate(stage)]
         means = [f"    const F {target_var(op.target)} = rsum{k}_{j} / F(N);" for j, op in enumerate(stage)]
@@ -269,7 +268,8 @@ class _RowBlocks:
     other stage keeps its own loop over the batch (the code of cells without reductions is unchanged).
 
     ``last_reads``: what the last stage reads besides its ops (the backward's tail); ``saved``: what the
-    backward reads of the forward (written per unit)."""
+    backward reads of the forward (a row scalar among them is written once per row); ``row_values``: the
+    step program's values of one number per row."""
 
     def __init__(self, plan: ad.StagePlan, ops: list, last_reads: list[ir.Expr], saved: set,
                  row_values: frozenset = frozenset()):
