@@ -14,13 +14,33 @@ from typing import Any
 
 from cellc.spec.loader import builtin_spec_names
 
-__all__ = ["assert_results_match", "builtin_spec_names", "input_size", "layer_results"]
+__all__ = ["assert_results_match", "builtin_spec_names", "input_size", "layer_results", "random_state",
+           "size_keywords"]
 
 
-def input_size(layer_class: Any, m: int, n: int) -> int:
-    """The input size to build ``layer_class`` with for hidden size ``n``: ``m``, or ``n`` itself where the cell
-    reads its input elementwise (its ``direct_input_at`` is set: then input_size must equal hidden_size)."""
-    return n if getattr(layer_class, "direct_input_at", None) is not None else m
+def size_keywords(layer_class: Any, n: int, p: int | None = None) -> dict[str, int]:
+    """The size arguments beside hidden_size that ``layer_class`` takes (``proj_size`` for a cell with values of
+    that size): ``p``, by default n // 2 (at least 1); {} for a cell whose values all have hidden_size units."""
+    return {name: p or max(1, n // 2) for name in getattr(layer_class, "size_names", ("hidden_size",))[1:]}
+
+
+def input_size(layer_class: Any, m: int, n: int, **sizes: int) -> int:
+    """The input size to build ``layer_class`` with for hidden size ``n`` (and ``sizes``: size_keywords): ``m``, or
+    the layer's output size where the cell reads its input elementwise (its ``direct_input_at`` is set: then
+    input_size must equal the output's size, hidden_size unless the spec declares another)."""
+    if getattr(layer_class, "direct_input_at", None) is None:
+        return m
+    import sys
+
+    output = sys.modules[layer_class.__module__].OUTPUT_SIZE
+    return sum(k * s for k, s in zip(output, (n, *sizes.values())))
+
+
+def random_state(layer: Any, batch: int, generator: Any = None, dtype: Any = None, scale: float = 0.5) -> tuple:
+    """A random initial state for ``layer`` (each of its states, at its own size), ``scale`` times N(0, 1)."""
+    import torch
+
+    return tuple(scale * torch.randn(shape, generator=generator, dtype=dtype) for shape in layer.state_shapes(batch))
 
 
 def layer_results(layer: Any, x: Any, state: tuple, lengths: Any = None, seed: int = 1) -> dict[str, Any]:

@@ -26,7 +26,7 @@ Usage, like torch.nn.LSTM:
 
 input is (T, B, M) (or (B, T, M) with batch_first) or a PackedSequence; lengths gives each
 sequence's length in a padded batch. state is a tuple ("y",), each
-(num_layers * num_directions, B, N). layer.spec_parameter("W_f") is a writable
+(num_layers * num_directions, B, its size). layer.spec_parameter("W_f") is a writable
 view of a spec-level parameter.
 """
 
@@ -42,29 +42,41 @@ SPEC_NAME = "mgu"
 SPEC_HASH = "93ef69b3177f5d7a"
 STATE_NAMES = ("y",)
 INITIAL_STATE = (0.0,)
-# Spec parameter -> (storage group, block); block k holds rows [k*N, (k+1)*N).
+# The module's sizes (constructor arguments) and their letters; every size below is a linear form of them, given
+# by its coefficients: (4,) is 4 * hidden_size, (0, 1) is proj_size.
+SIZES = ("hidden_size",)
+SYMBOLS = "N"
+STATE_SIZES = ((1,),)
+OUTPUT_SIZE = (1,)
+# Spec parameter -> (storage group, first row, end row).
 PARAMETERS = {
-    "W_f": ("weight_x", 0),
-    "W_n": ("weight_x", 1),
-    "R_f": ("weight_s", 0),
-    "R_n": ("weight_c", 0),
-    "b_f": ("bias", 0),
-    "b_n": ("bias", 1),
+    "W_f": ("weight_x", (0,), (1,)),
+    "W_n": ("weight_x", (1,), (2,)),
+    "R_f": ("weight_s", (0,), (1,)),
+    "R_n": ("weight_c", (0,), (1,)),
+    "b_f": ("bias", (0,), (1,)),
+    "b_n": ("bias", (1,), (2,)),
 }
-GROUP_BLOCKS = {
-    "weight_x": 2,
-    "weight_s": 1,
-    "weight_c": 1,
-    "bias": 2,
-    "diag": 0,
+# Storage group -> (rows, columns): "input" for the layer's input size, None for a vector.
+GROUP_SHAPES = {
+    "weight_x": ((2,), "input"),
+    "weight_s": ((1,), (1,)),
+    "weight_c": ((1,), (1,)),
+    "bias": ((2,), None),
+    "diag": ((0,), None),
 }
 CONSTANT_INIT = {
 }
-# Parameters per layer and direction: a*N*M + b*N*N + c*N.
-FORMULA = (2, 2, 2)
+# Parameters per layer and direction: monomial of the sizes (M: input_size) -> count.
+FORMULA = {"NM": 2, "NN": 2, "N": 2}
 # (line, column) in the spec where the cell reads its input elementwise (so input_size must equal
 # hidden_size), or None where it reads it through matrices only.
 DIRECT_INPUT_AT = None
+
+
+def _span(coefficients, sizes):
+    """A size or row offset of this module from its coefficients (SIZES)."""
+    return sum(k * s for k, s in zip(coefficients, sizes))
 
 
 def _direct_input(x, layer, direction, N):
@@ -82,9 +94,9 @@ def _layer(x, state, weight_x, weight_s, weight_c, bias, diag, mask, xd):
     xw = torch.addmm(x_bias, x.reshape(T * B, M), weight_x.t()).view(T, B, 2 * N)
     # Every product of previous-step values in one GEMM per step.
     r_t = weight_s.t()
-    xw_fused = xw[:, :, : 1 * N]
-    x1 = xw[:, :, 1 * N : 2 * N]
-    m__R_n = weight_c[0 * N : 1 * N].t()
+    xw_fused = xw[:, :, : N]
+    x1 = xw[:, :, N : 2 * N]
+    m__R_n = weight_c[0 : N].t()
     s__y, = state
     outputs = []
     for t in range(T):
@@ -119,38 +131,40 @@ class Mgu(nn.Module):
     spec_name = SPEC_NAME
     spec_hash = SPEC_HASH
     state_names = STATE_NAMES
+    size_names = SIZES  # the constructor's sizes (hidden_size; proj_size where a value has that size)
     direct_input_at = DIRECT_INPUT_AT
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, batch_first=False,
                  device=None, dtype=None):
         super().__init__()
-        if input_size < 1 or hidden_size < 1 or num_layers < 1:
-            raise ValueError("input_size, hidden_size and num_layers must be positive")
-        if DIRECT_INPUT_AT is not None and input_size != hidden_size:
+        self._sizes = (hidden_size,)
+        if input_size < 1 or min(self._sizes) < 1 or num_layers < 1:
+            raise ValueError(f"input_size, {', '.join(SIZES)} and num_layers must be positive")
+        self.output_size = _span(OUTPUT_SIZE, self._sizes)
+        if DIRECT_INPUT_AT is not None and input_size != self.output_size:
             raise ValueError(f"{SPEC_NAME} reads its input elementwise (spec line {DIRECT_INPUT_AT[0]}, column "
-                             f"{DIRECT_INPUT_AT[1]}), so input_size must equal hidden_size; got {input_size} and "
-                             f"{hidden_size}")
+                             f"{DIRECT_INPUT_AT[1]}), so input_size must equal hidden_size; got {input_size} "
+                             f"and {self.output_size}")
         self.input_size = input_size
-        self.hidden_size = hidden_size
+        for name, size in zip(SIZES, self._sizes):
+            setattr(self, name, size)
         self.num_layers = num_layers
         self.bidirectional = bidirectional
         self.batch_first = batch_first
         self.num_directions = 2 if bidirectional else 1
         factory = {"device": device, "dtype": dtype}
-        N = hidden_size
         for layer in range(num_layers):
-            in_size = input_size if layer == 0 else hidden_size * self.num_directions
+            in_size = input_size if layer == 0 else self.output_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = self._suffix(layer, direction)
-                for group, blocks in GROUP_BLOCKS.items():
-                    if not blocks:
+                for group, (rows, cols) in GROUP_SHAPES.items():
+                    if not any(rows):
                         continue
-                    if group == "weight_x":
-                        shape = (blocks * N, in_size)
-                    elif group in ("weight_s", "weight_c"):
-                        shape = (blocks * N, N)
+                    rows = _span(rows, self._sizes)
+                    if cols is None:
+                        shape = (rows,)
                     else:
-                        shape = (blocks * N,)
+                        shape = (rows, in_size if cols == "input" else _span(cols, self._sizes))
                     self.register_parameter(group + suffix, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
 
@@ -161,8 +175,8 @@ class Mgu(nn.Module):
     @classmethod
     def parameter_count(cls, input_size, hidden_size):
         """Parameters of one layer in one direction."""
-        a, b, c = FORMULA
-        return a * hidden_size * input_size + b * hidden_size * hidden_size + c * hidden_size
+        values = dict(zip("M" + SYMBOLS, (input_size, hidden_size)))
+        return sum(count * math.prod(values[s] for s in term) for term, count in FORMULA.items())
 
     def reset_parameters(self):
         bound = 1.0 / math.sqrt(self.hidden_size)
@@ -180,25 +194,28 @@ class Mgu(nn.Module):
             raise KeyError(f"{SPEC_NAME} has no parameter {name!r}; it has {', '.join(PARAMETERS)}")
         if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
             raise IndexError(f"no layer {layer} / direction {direction} in this module")
-        group, block = PARAMETERS[name]
-        N = self.hidden_size
-        return getattr(self, group + self._suffix(layer, direction))[block * N:(block + 1) * N]
+        group, start, stop = PARAMETERS[name]
+        return getattr(self, group + self._suffix(layer, direction))[_span(start, self._sizes):_span(stop, self._sizes)]
 
     def _weights(self, layer, direction):
         # from _parameters itself: nn.Module.__getattr__ costs about a microsecond a name, every call
         parameters, suffix = self._parameters, self._suffix(layer, direction)
         return tuple(parameters.get(group + suffix) for group in ("weight_x", "weight_s", "weight_c", "bias", "diag"))
 
+    def state_shapes(self, batch):
+        """The shape of each state (STATE_NAMES order) for ``batch`` sequences."""
+        return [(self.num_layers * self.num_directions, batch, _span(size, self._sizes)) for size in STATE_SIZES]
+
     def _initial_state(self, state, batch, like):
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        shapes = self.state_shapes(batch)
         if state is None:
-            return tuple(like.new_full(shape, value) for value in INITIAL_STATE)
+            return tuple(like.new_full(shape, value) for shape, value in zip(shapes, INITIAL_STATE))
         if isinstance(state, torch.Tensor):
             state = (state,)
         state = tuple(state)
         if len(state) != len(STATE_NAMES):
             raise ValueError(f"state must be a tuple of {len(STATE_NAMES)} tensors {STATE_NAMES}, got {len(state)}")
-        for name, tensor in zip(STATE_NAMES, state):
+        for name, tensor, shape in zip(STATE_NAMES, state, shapes):
             if tuple(tensor.shape) != shape:
                 raise ValueError(f"state {name!r} must have shape {shape}, got {tuple(tensor.shape)}")
             if tensor.dtype != like.dtype or tensor.device != like.device:
@@ -216,7 +233,7 @@ class Mgu(nn.Module):
                 index = layer * self.num_directions + direction
                 start = tuple(s[index] for s in state)
                 seq = _reverse(layer_input, lengths) if direction else layer_input
-                xd = _direct_input(seq, layer, direction, self.hidden_size)
+                xd = _direct_input(seq, layer, direction, self.output_size)
                 out, last = _layer(seq, start, *self._weights(layer, direction), mask, xd)
                 outputs.append(_reverse(out, lengths) if direction else out)
                 for k, value in enumerate(last):
@@ -259,6 +276,8 @@ class Mgu(nn.Module):
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
+        for name, size in zip(SIZES[1:], self._sizes[1:]):
+            text += f", {name}={size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         if self.bidirectional:

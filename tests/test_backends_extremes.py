@@ -16,7 +16,7 @@ import torch
 
 import cellc
 from cellc.ir.activations import ACTIVATIONS
-from cellc.testing import builtin_spec_names, input_size, layer_results
+from cellc.testing import random_state, size_keywords, builtin_spec_names, input_size, layer_results
 
 from backend_builds import build_fast
 
@@ -39,9 +39,10 @@ def _one_activation_spec(tmp_path, act: str):
 def _layers(spec, backend, dtype):
     torch.manual_seed(zlib.crc32(str(spec).encode()))  # the same weights whatever ran before in this process
     eager_class = cellc.build(spec, backend="eager")
-    m = input_size(eager_class, M, N)  # N for a cell that reads its input elementwise
-    eager = eager_class(m, N, dtype=dtype)
-    fast = build_fast(spec, backend, m, N, dtype=dtype)
+    sizes = size_keywords(eager_class, N)  # proj_size = N // 2 for a cell that takes it
+    m = input_size(eager_class, M, N, **sizes)  # N for a cell that reads its input elementwise
+    eager = eager_class(m, N, dtype=dtype, **sizes)
+    fast = build_fast(spec, backend, m, N, dtype=dtype, **sizes)
     fast.load_state_dict(eager.state_dict())
     return eager, fast
 
@@ -54,7 +55,7 @@ def _run(layer, x, state):
 def _inputs(eager, dtype, scale, seed):
     g = torch.Generator().manual_seed(seed)
     x = scale * torch.randn(T, B, eager.input_size, generator=g, dtype=torch.float64)
-    state = tuple(0.5 * torch.randn(1, B, N, generator=g, dtype=torch.float64) for _ in eager.state_names)
+    state = random_state(eager, B, g, torch.float64)
     return x.to(dtype), tuple(s.to(dtype) for s in state)
 
 

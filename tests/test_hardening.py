@@ -134,11 +134,12 @@ def test_hard_sigmoids_float64_gradient_is_exact(tmp_path, backend):
     x = torch.rand(1, 5, 3, dtype=torch.float64) - 0.5
     out, _ = layer(x)
     out.sum().backward()
-    spec = sys.modules[type(layer).__module__].PARAMETERS
+    module = sys.modules[type(layer).__module__]
 
     def grad(name):
-        group, block = spec[name]
-        return getattr(layer, group + layer._suffix(0, 0)).grad[block * 4:(block + 1) * 4]
+        group, start, stop = module.PARAMETERS[name]
+        rows = slice(module._span(start, layer._sizes), module._span(stop, layer._sizes))
+        return getattr(layer, group + layer._suffix(0, 0)).grad[rows]
 
     with torch.no_grad():
         gate = x[0] @ layer.spec_parameter("W_g").T + layer.spec_parameter("b_g")

@@ -186,7 +186,8 @@ def test_printed_equations_parse_back_to_the_same_cell(tmp_path, name):
     compiled = compile_spec(name)
     body = "".join(f"  {line}\n" for line in compiled.equations_text)
     path = tmp_path / "again.yaml"
-    path.write_text(f"name: {name}\nequations: |\n{body}")
+    sizes = "".join(f"  {value}: {size}\n" for value, size in compiled.sizes.declarations().items())
+    path.write_text(f"name: {name}\nequations: |\n{body}" + (f"sizes:\n{sizes}" if sizes else ""))
     again = compile_spec(path)
     assert again.equations_text == compiled.equations_text
     assert again.hash == compiled.hash  # same cell, same identity, whatever the route

@@ -7,7 +7,7 @@ import sys
 import types
 from pathlib import Path
 
-from cellc.codegen import naming
+from cellc.codegen import naming, support
 from cellc.codegen.render import BACKENDS, render_module
 from cellc.errors import CellcError, UsageError
 from cellc.ir.pipeline import CompiledCell, compile_spec
@@ -40,7 +40,10 @@ def cuda_and_triton() -> bool:
 
 def load_module(compiled: CompiledCell, backend: str = "auto") -> types.ModuleType:
     """Render and import the generated module for ``compiled`` (cached per process)."""
-    backend = resolve_backend(backend)
+    backend = support.fastest(compiled, resolve_backend(backend)) if backend == "auto" else resolve_backend(backend)
+    problem = support.unsupported(compiled, backend)
+    if problem:
+        raise UsageError(problem)
     key = (compiled.name, compiled.hash, backend)
     _COMPILED[(compiled.name, compiled.hash)] = compiled
     if key not in _MODULES:

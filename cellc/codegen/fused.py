@@ -10,11 +10,12 @@ vector-parameter gradients are reductions.
 from __future__ import annotations
 
 from cellc.codegen import blocks, naming
-from cellc.codegen.eager import TorchPrinter, number, step_context
+from cellc.codegen.eager import TorchPrinter, layer_size_sources, number, step_context
 from cellc.codegen.layout import Layout, grad_var, layout_of, saved_var, target_var
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.pipeline import CompiledCell
+from cellc.ir.sizes import Dim
 
 
 
@@ -44,7 +45,7 @@ class FusedPrinter(TorchPrinter):
 def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
     """Bodies of the Python forward and backward time loops (indented 8 spaces by the template)."""
     prog = layout.program
-    N = "N"
+    sched = layout.compiled.schedule
     slot_vars: dict[tuple[str, int], str] = {}
     for j in range(layout.n_s):
         slot_vars[("xs" if layout.fused else "s", j)] = f"g{j}"
@@ -53,24 +54,31 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
             slot_vars[("x", k)] = f"x{k}"
     p = FusedPrinter(slot_vars)
 
+    def columns(name: str) -> str:
+        start = layout.state_offset[name]
+        return f"{start} : {start + layout.size_of[name]}"
+
     def state_view(name: str, t: str) -> str:
-        b = layout.state_block[name]
-        return f"S[{t}, :, {b} * {N} : {b + 1} * {N}]"
+        return f"S[{t}, :, {columns(name)}]"
+
+    def span(stage: str, k: int) -> str:
+        start, stop = layout.slot_span(stage, k)
+        return f"{start} : {stop}"
 
     fwd: list[str] = []
     for s in layout.state_order:
         if s in prog.forward_states:
             fwd.append(f"{naming.state_var(s)} = {state_view(s, 't')}")
     if layout.n_s:
-        h = f"S[t, :, : {layout.n_ops} * N]"
+        h = f"S[t, :, : {layout.ops_width}]"
         if layout.fused:
-            fwd.append(f"g = xw[t, :, : {layout.n_s} * N].addmm_({h}, r_t)")
+            fwd.append(f"g = xw[t, :, : {sched.s_width}].addmm_({h}, r_t)")
         else:
             fwd.append(f"g = torch.mm({h}, r_t, out=gs[t])")
-        fwd.append(f"{', '.join(f'g{j}' for j in range(layout.n_s))}{',' if layout.n_s == 1 else ''} = g.chunk({layout.n_s}, 1)")
+        fwd.append(blocks.slot_split(sched))
     for (stage, k), var in slot_vars.items():
         if stage == "x":
-            fwd.append(f"{var} = xw[t, :, {k} * N : {k + 1} * N]")
+            fwd.append(f"{var} = xw[t, :, {span('x', k)}]")
     saved = set(layout.saved)
     for op in prog.forward:
         var = target_var(op.target)
@@ -78,8 +86,8 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
             fwd.append(f"{var} = torch.mm({p.expr(op.operand)}, mat_{op.index}.t())")
         elif ad.reads_per_batch(op.expr):
             fwd.append(f"{var} = {p.expr(op.expr)}")
-        else:  # the same for every sequence: broadcast to (B, N) like every other value
-            fwd.append(f"{var} = out[t].new_zeros(out[t].shape) + {p.expr(op.expr)}")
+        else:  # the same for every sequence: broadcast to (B, size) like every other value
+            fwd.append(f"{var} = out[t].new_zeros(out[t].shape[0], {layout.value_size(op.target)}) + {p.expr(op.expr)}")
         if op.target in saved:
             fwd.append(f"{saved_var(op.target)}[t] = {var}")
     out_var = naming.value_var(layout.compiled.cell.output)
@@ -103,13 +111,12 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
     for stage, k in prog.saved_slots:
         var = slot_vars[(stage, k)]
         src = "gs" if stage == "s" else "xw"
-        bwd.append(f"{var} = {src}[t, :, {k} * N : {k + 1} * N]")
+        bwd.append(f"{var} = {src}[t, :, {span(stage, k)}]")
     bwd.append("m = None if mask is None else mask[t]")
     bwd.append("d_out_t = d_out[t] if m is None else d_out[t] * m")
     for s in layout.state_order:
-        b = layout.state_block[s]
         c = naming.carry_var(s)
-        bwd.append(f"{c} = carry[:, {b} * N : {b + 1} * N]")
+        bwd.append(f"{c} = carry[:, {columns(s)}]")
         bwd.append(f"if m is not None: {c} = {c} * m")
     for op in prog.backward:
         if isinstance(op, ad.GradGemm):
@@ -120,25 +127,61 @@ def _python_loops(layout: Layout) -> tuple[list[str], list[str]]:
     for (stage, k), expr in prog.slot_grads.items():
         home, col = layout.slot_home[(stage, k)]
         buf = "dXW" if home == "dxw" else "dG"
-        bwd.append(f"{buf}[t, :, {col} * N : {col + 1} * N] = {p.expr(expr)}")
+        bwd.append(f"{buf}[t, :, {span('x' if home == 'dxw' else 's', col)}] = {p.expr(expr)}")
     for name in layout.vector_grads:
         bwd.append(f"{naming.acc_var(name)} += {p.expr(prog.param_grads[name])}")
     bwd.append("new = torch.empty_like(carry)")
     for s in layout.state_order:
-        b = layout.state_block[s]
         expr = prog.prev_grads.get(s)
-        raw = f"carry[:, {b} * N : {b + 1} * N]"
+        raw = f"carry[:, {columns(s)}]"
         keep = f"torch.where(m, 0.0, {raw})"
         if expr is None:
-            bwd.append(f"new[:, {b} * N : {b + 1} * N] = 0.0 if m is None else {keep}")
+            bwd.append(f"new[:, {columns(s)}] = 0.0 if m is None else {keep}")
         else:
-            bwd.append(f"new[:, {b} * N : {b + 1} * N] = {p.expr(expr)}")
-            bwd.append(f"if m is not None: new[:, {b} * N : {b + 1} * N] += {keep}")
+            bwd.append(f"new[:, {columns(s)}] = {p.expr(expr)}")
+            bwd.append(f"if m is not None: new[:, {columns(s)}] += {keep}")
     if layout.n_s:
-        dg = f"dXW[t, :, : {layout.n_s} * N]" if layout.fused else "dG[t]"
-        bwd.append(f"new[:, : {layout.n_ops} * N].addmm_({dg}, r)")
+        dg = f"dXW[t, :, : {sched.s_width}]" if layout.fused else "dG[t]"
+        bwd.append(f"new[:, : {layout.ops_width}].addmm_({dg}, r)")
     bwd.append("carry = new")
     return fwd, bwd
+
+
+def _size_contexts(layout: Layout) -> dict:
+    """Where each generated function finds its sizes, and the sizes of the buffers it allocates."""
+    compiled, sched = layout.compiled, layout.compiled.schedule
+    symbols = compiled.sizes.symbols
+    out_size = layout.size_of[compiled.cell.output]
+    weights = [(src, dim) for src, dim in layer_size_sources(compiled) if not src.startswith("state")]
+    mats = [(sched.layout[m].offset, sched.layout[m].stop) for m in layout.current]
+    mat_sources = [(f"mats[{k}].shape[0]", sched.layout[m].rows) for k, m in enumerate(layout.current)]
+    mat_sources += [(f"mats[{k}].shape[1]", Dim.of(sched.group_cols["weight_c"])) for k in range(len(mats))]
+    vector_sources = [(f"vectors[{k}].shape[0]", sched.layout[v].rows) for k, v in enumerate(layout.vectors)]
+    acc_sizes = [sched.layout[v].rows for v in layout.vector_grads]
+    loop_sources = [("S.shape[2]", layout.S_width), ("xw.shape[2]", sched.x_width), *mat_sources, *vector_sources]
+    return {
+        "size_args": layout.size_args,
+        "forward_sizes": blocks.size_lines(symbols, [("state[0].shape[1]", layout.size_of[compiled.states[0]]),
+                                                     *layer_size_sources(compiled)]),
+        "forward_loop_sizes": blocks.size_lines(symbols, [("out.shape[2]", out_size), *loop_sources]),
+        "backward_loop_sizes": blocks.size_lines(symbols, [("d_out.shape[2]", out_size), *loop_sources]),
+        "backward_sizes": blocks.size_lines(symbols, [("d_out.shape[2]", out_size), ("S.shape[2]", layout.S_width),
+                                                      *weights]),
+        "grads_sizes": blocks.size_lines(symbols, [("dXW.shape[2]", sched.x_width), ("S.shape[2]", layout.S_width),
+                                                   *[(f"dM[{k}].shape[2]", sched.layout[m].rows)
+                                                     for k, m in enumerate(layout.current)],
+                                                   *[(f"accs[{k}].shape[1]", d) for k, d in enumerate(acc_sizes)],
+                                                   *[w for w in weights if not w[0].startswith(("weight_s",
+                                                                                                 "weight_c"))]]),
+        "widths": {"xw": sched.x_width, "gs": sched.s_width, "S": layout.S_width, "out": out_size},
+        "saved_widths": ["1" if w is None else str(w) for w in layout.saved_widths],
+        "mat_spans": mats,
+        "dm_sizes": [sched.layout[m].rows for m in layout.current],
+        "acc_sizes": acc_sizes,
+        # for each state of the module's order (STATE_NAMES): its columns in S
+        "state_spans": [(layout.state_offset[s], layout.state_offset[s] + layout.size_of[s]) for s in compiled.states],
+        "carry_parts": [(compiled.states.index(s), layout.size_of[s]) for s in layout.state_order],
+    }
 
 
 def backend_context(compiled: CompiledCell) -> dict:
@@ -146,6 +189,7 @@ def backend_context(compiled: CompiledCell) -> dict:
     sched = compiled.schedule
     fwd, bwd = _python_loops(layout)
     return {
+        **_size_contexts(layout),
         **step_context(compiled),
         "lay": layout,
         "recurrent_matrix": blocks.recurrent_matrix(sched, "return "),
@@ -167,7 +211,8 @@ def backend_context(compiled: CompiledCell) -> dict:
         "saved_rows": tuple(layout.saved_rows),
         "vector_vars": [naming.param_var(v) for v in layout.vectors],
         "vector_grads": layout.vector_grads,
-        "vector_places": [(naming.param_var(v), *layout.vector_places[v]) for v in layout.vectors],
+        "vector_places": [(naming.param_var(v), layout.vector_places[v][0], sched.layout[v].offset,
+                           sched.layout[v].stop) for v in layout.vectors],
         "grad_places": [(v, *layout.vector_places[v]) for v in layout.vector_grads],
         "mat_vars": [f"mat_{k}" for k in range(len(layout.current))],
         "dm_vars": [f"d_m{k}" for k in range(len(layout.current))],

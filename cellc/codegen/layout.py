@@ -21,6 +21,7 @@ from cellc.codegen import naming
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.pipeline import CompiledCell
+from cellc.ir.sizes import Dim, total
 
 
 def layout_of(compiled: CompiledCell) -> "Layout":
@@ -66,6 +67,14 @@ class Layout:
         self.state_order = list(sched.s_operands) + others  # S column blocks
         self.state_block = {s: k for k, s in enumerate(self.state_order)}
         self.K = len(self.state_order)
+        # Sizes (cellc.ir.sizes): each state's columns in S, and the widths of S and of the recurrent operand.
+        values = compiled.sizes.values
+        self.size_of = {s: Dim.of(values[s]) for s in values}
+        self.state_offset = {s: total([values[o] for o in self.state_order[:k]]) for k, s in enumerate(self.state_order)}
+        self.S_width = total([values[s] for s in self.state_order])
+        self.ops_width = total([values[s] for s in sched.s_operands])
+        self.places = {(p.group, p.index): p for p in sched.layout.values()}
+        self.size_args = ", ".join(compiled.sizes.symbols)  # the generated helpers' size parameters: "N", "N, P"
         self.vectors = [name for name, place in sched.layout.items()
                         if place.group in ("diag", "bias") and name not in {s.bias for s in sched.x_slots}]
         self.vector_grads = [name for name in self.vectors if name in program.param_grads]
@@ -74,6 +83,8 @@ class Layout:
         # which saved buffers hold one number per row ((T, B, 1): a normalisation's rstd), not one per unit (the
         # fused and compiled buffers; the Triton kernels keep one uniform (n, T, B, N) buffer)
         self.saved_rows = [n in program.row_values for n in self.saved]
+        # and the width of each: 1 for a row's number, else its value's size (a Dim)
+        self.saved_widths = [None if row else self.value_size(n) for n, row in zip(self.saved, self.saved_rows)]
         # Which weight_s block sits where in the recurrent matrix r (n_s*N x n_ops*N).
         self.r_blocks: list[tuple[int, int]] = []
         for j, slot in enumerate(sched.s_slots):
@@ -96,6 +107,22 @@ class Layout:
         # the loops' accumulators, each as runs of consecutive blocks (one tensor operation per run).
         self.x_bias_runs = paired_runs(self.x_bias_folded)  # (source block, bias block, count)
         self.vector_grad_runs = paired_runs([(a, *self.vector_places[v]) for a, v in enumerate(self.vector_grads)])
+
+
+    def value_size(self, node: ir.Expr) -> Dim:
+        """The size of a forward value or temporary of the step program."""
+        return Dim.of(self.program.size_of(node))
+
+    def slot_span(self, stage: str, k: int) -> tuple[Dim, Dim]:
+        """(start, end) columns of slot k of xw (stage "x") or of the per-step GEMM's result ("s", "xs")."""
+        sched = self.compiled.schedule
+        if stage == "x":
+            return sched.x_offset(k), sched.x_offset(k + 1)
+        return sched.s_offset(k), sched.s_offset(k + 1)
+
+    def block_span(self, group: str, index: int, count: int = 1) -> tuple[Dim, Dim]:
+        """(start, end) rows of ``count`` consecutive parameters of a group from its ``index``-th."""
+        return self.places[(group, index)].offset, self.places[(group, index + count - 1)].stop
 
 
 def paired_runs(pairs: list[tuple]) -> list[tuple]:

@@ -10,6 +10,7 @@ from cellc.codegen import naming
 from cellc.codegen.eager import number, step_context
 from cellc.ir.pipeline import CompiledCell
 from cellc.ir.schedule import GROUPS
+from cellc.ir.sizes import SYMBOL_NAMES, Dim
 
 BACKENDS = ("eager", "fused", "compiled", "triton", "lowered")
 # Every module begins so (templates/module.py.j2's first line): how `cellc compile --all` knows its own files.
@@ -42,13 +43,47 @@ def _tuple(parts: list[str]) -> str:
     return "(" + parts[0] + ",)" if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 
+def size_context(compiled: CompiledCell) -> dict:
+    """The module's sizes: its constructor's size arguments, and every size and offset its constants give as
+    coefficients of them (the generated _span reads them)."""
+    sizes, sched = compiled.sizes, compiled.schedule
+    symbols = sizes.symbols
+
+    def coefs(dim) -> str:
+        return _tuple([str(k) for k in dim.coefficients(symbols)])
+
+    extra = sizes.names()[1:]  # beside hidden_size: proj_size
+    legend = {"N": "N hidden", "M": "M input", "P": "P proj_size"}
+    cols = {"weight_x": '"input"', "weight_s": coefs(Dim.of(sched.group_cols["weight_s"])),
+            "weight_c": coefs(Dim.of(sched.group_cols["weight_c"])), "bias": "None", "diag": "None"}
+    return {
+        "size_names": sizes.names(),
+        "size_symbols": "".join(symbols),
+        "size_keywords": "".join(f"{name}=0, " for name in extra),
+        "size_parameters": "".join(f", {name}" for name in extra),
+        "size_usage": "".join(f", {name}={name}" for name in extra),
+        "size_legend": ", ".join(legend[s] for s in (*symbols, "M")),
+        "state_sizes": _tuple([coefs(Dim.of(sizes.values[s])) for s in compiled.states]),
+        "output_size": coefs(Dim.of(sizes.values[compiled.cell.output])),
+        "output_size_name": SYMBOL_NAMES[sizes.values[compiled.cell.output]],
+        "placements": [(naming.checked(n), p.group, coefs(p.offset), coefs(p.stop)) for n, p in sched.layout.items()],
+        "group_shapes": [(g, coefs(sched.group_rows[g]), cols[g]) for g in GROUPS],
+        "formula_terms": "{" + ", ".join(f'"{term}": {k}' for term, k in compiled.formula().items()) + "}",
+    }
+
+
+def _compact(dim) -> str:
+    """4N + P for the docstring's table (0N where empty, as it always was)."""
+    return " + ".join(f"{k}{s}" for s, k in dim.terms) or "0N"
+
+
 def _parameter_table(compiled: CompiledCell) -> list[str]:
     rows = []
     width = max(len(n) for n in compiled.params) if compiled.params else 0
     for name, place in compiled.schedule.layout.items():
         info = compiled.params[name]
-        where = f"{place.group}[{place.index}N:{place.index + 1}N]"
-        rows.append(f"{name.ljust(width)}  {info.kind.value:<22} {info.kind.shape():<6} {where}")
+        where = f"{place.group}[{_compact(place.offset)}:{_compact(place.stop)}]"
+        rows.append(f"{name.ljust(width)}  {info.kind.value:<22} {compiled.shape_text(name):<6} {where}")
     return rows
 
 
@@ -56,7 +91,6 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     cell = compiled.cell
-    a, b, c = compiled.formula()
     context = {
         "backend": backend,
         "spec_name": naming.checked_spec_name(cell.name),
@@ -64,12 +98,10 @@ def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
         "spec_hash": compiled.hash,
         "equations_text": compiled.equations_text,
         "formula": compiled.formula_text(),
-        "formula_tuple": (a, b, c),
         "parameter_table": _parameter_table(compiled),
+        **size_context(compiled),
         "state_names": compiled.states,
         "initial": [cell.initial.get(s, 0.0) for s in compiled.states],
-        "placements": [(naming.checked(n), p.group, p.index) for n, p in compiled.schedule.layout.items()],
-        "group_blocks": [(g, compiled.schedule.group_sizes[g]) for g in GROUPS],
         "constant_init": [(naming.checked(p.name), p.init) for p in compiled.params.values() if p.init is not None],
         "first_param": next(iter(compiled.params), ""),
         "lowering": None,  # the torch.nn.LSTM / GRU lowering, where the backend uses it (below)

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latex", action="store_true", help="equations as LaTeX")
     p.add_argument("--input-size", "-M", type=int, default=39, help="M for the parameter count (default 39)")
     p.add_argument("--hidden-size", "-N", type=int, default=100, help="N for the parameter count (default 100)")
+    p.add_argument("--proj-size", "-P", type=int, default=None,
+                   help="P for the parameter count of a cell with values of size proj_size (default: N // 2)")
     p.set_defaults(func=cmd_show)
 
     p = subparsers.add_parser("list", help="the specs in specs/ (and in --specs-dir folders)")
@@ -164,8 +166,8 @@ def cmd_show(args) -> int:
     from cellc.ir.pipeline import compile_spec
     from cellc.ir.printer import equation_latex
 
-    if args.input_size < 1 or args.hidden_size < 1:
-        raise UsageError("--input-size and --hidden-size must be positive")
+    if args.input_size < 1 or args.hidden_size < 1 or (args.proj_size is not None and args.proj_size < 1):
+        raise UsageError("--input-size, --hidden-size and --proj-size must be positive")
     compiled = compile_spec(args.spec)
     spec = compiled.spec
     print(f"{compiled.name}: {spec.description}" if spec.description else compiled.name)
@@ -187,7 +189,7 @@ def cmd_show(args) -> int:
     initial = compiled.cell.initial
     if any(initial.get(s, 0.0) != 0.0 for s in compiled.states):  # the spec's `initial:` (zero unless given)
         print("initial state: " + ", ".join(f"{s} = {format_number(initial.get(s, 0.0))}" for s in compiled.states))
-    rows = [(name, info.kind.value, info.kind.shape(), "random" if info.init is None else format_number(info.init))
+    rows = [(name, info.kind.value, compiled.shape_text(name), "random" if info.init is None else format_number(info.init))
             for name, info in compiled.params.items()]
     print(tabulate(rows, headers=["parameter", "kind", "shape", "init"], tablefmt="simple"))
     m, n = args.input_size, args.hidden_size
@@ -195,8 +197,12 @@ def cmd_show(args) -> int:
     if compiled.direct_input is not None:  # its modules need M = N
         print(f"input: read elementwise at {compiled.direct_input.render()}, so input_size must equal hidden_size")
         m = n
+    p = (args.proj_size or max(1, n // 2)) if "P" in compiled.sizes.symbols else None
+    if compiled.sizes.declared:
+        print("sizes: " + ", ".join(f"{v}: {size}" for v, size in compiled.sizes.declarations().items()))
+    at = f"M={m}, N={n}" + ("" if p is None else f", P={p}")
     print(f"parameters per layer and direction: {compiled.formula_text()}"
-          f" = {compiled.parameter_count(m, n):,} at M={m}, N={n}")
+          f" = {compiled.parameter_count(m, n, p):,} at {at}")
     return 0
 
 

@@ -191,8 +191,14 @@ class StepProgram:
     forward_end: list[ir.Expr] = field(default_factory=list)  # what the forward's last stage writes: states, output
     # targets whose value is the same in every unit (a row mean, the rstd of one): saved one per row
     row_values: frozenset = frozenset()
+    # every forward target's size (cellc.ir.sizes' symbol): values as the spec says, temporaries from their use
+    sizes: dict = field(default_factory=dict)
     _plans: dict[int, "StagePlan"] = field(default_factory=dict, repr=False, compare=False)
     _reduced: dict[str, "Reduced"] = field(default_factory=dict, repr=False, compare=False)
+
+    def size_of(self, node: ir.Expr) -> str:
+        """The size (N, P) of a forward target or of its gradient."""
+        return self.sizes[node.target if isinstance(node, Grad) else node]
 
     @property
     def row_means(self) -> bool:
@@ -451,8 +457,28 @@ def derive(compiled: CompiledCell) -> StepProgram:
         gemms=[op for op in forward if isinstance(op, CurrentGemm)],
     )
     program.row_values = _row_values(forward)
+    program.sizes = _target_sizes(forward, compiled)
     _plan_saves(program, compiled.states, output)
     return program
+
+
+def _target_sizes(forward: list, compiled: CompiledCell) -> dict:
+    """Each forward target's size: a value's is the spec's; a temporary takes the size of the op that reads it
+    elementwise (walking the ops backwards, every reader comes first), a product's result its matrix's rows
+    and a product's operand its matrix's columns."""
+    sizes: dict = {}
+    for op in reversed(forward):
+        if isinstance(op.target, ir.Value):
+            sizes[op.target] = compiled.sizes.values[op.target.name]
+        if isinstance(op, CurrentGemm):
+            rows, cols = compiled.sizes.params[op.param]
+            sizes[op.target] = rows
+            sizes.setdefault(op.operand, cols)
+            continue
+        for leaf in ir.walk(op.expr):
+            if isinstance(leaf, Temp):
+                sizes.setdefault(leaf, sizes[op.target])
+    return sizes
 
 
 def _row_values(forward: list) -> frozenset:

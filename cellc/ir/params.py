@@ -29,14 +29,6 @@ class Kind(str, Enum):
     def is_matrix(self) -> bool:
         return self in (Kind.INPUT_MATRIX, Kind.STATE_MATRIX, Kind.CURRENT_MATRIX)
 
-    def shape(self) -> str:
-        return {"input matrix": "N x M"}.get(self.value, "N x N" if self.is_matrix else "N")
-
-    def size(self, n: int, m: int) -> int:
-        if self is Kind.INPUT_MATRIX:
-            return n * m
-        return n * n if self.is_matrix else n
-
 
 @dataclass(frozen=True)
 class ParamInfo:
@@ -92,12 +84,32 @@ def infer_parameters(cell: ir.Cell, init: dict[str, float], init_locations: dict
             for name, (kind, _) in found.items()}
 
 
-def parameter_formula(params: dict[str, ParamInfo]) -> tuple[int, int, int]:
-    """(a, b, c) with count = a*N*M + b*N^2 + c*N per layer and direction."""
-    a = sum(1 for p in params.values() if p.kind is Kind.INPUT_MATRIX)
-    b = sum(1 for p in params.values() if p.kind in (Kind.STATE_MATRIX, Kind.CURRENT_MATRIX))
-    c = sum(1 for p in params.values() if not p.kind.is_matrix)
-    return a, b, c
+# A parameter count's monomials, in the order a formula prints them: N*M, N*N, N*P, P*M, P*P, N, P.
+MONOMIALS = ("NM", "NN", "NP", "PM", "PP", "N", "P")
+
+
+def monomial(rows: str, cols: str | None) -> str:
+    """The monomial of a parameter of this shape (a P x N matrix is "NP", like an N x P one)."""
+    if cols is None:
+        return rows
+    return "".join(sorted(rows + cols, key="NPM".index))
+
+
+def formula_monomials(params: dict[str, ParamInfo], shapes: dict[str, tuple[str, str | None]]) -> dict[str, int]:
+    """Parameters per layer and direction as {monomial: count} (``shapes``: cellc.ir.sizes' rows and columns)."""
+    counts: dict[str, int] = {}
+    for name in params:
+        term = monomial(*shapes[name])
+        counts[term] = counts.get(term, 0) + 1
+    return {term: counts[term] for term in MONOMIALS if term in counts}
+
+
+def format_monomials(counts: dict[str, int]) -> str:
+    """'4N(M+N) + 7N' for a cell of N alone (format_formula), else '4NM + 5NP + 4N' style."""
+    if set(counts) <= {"NM", "NN", "N"}:
+        return format_formula(counts.get("NM", 0), counts.get("NN", 0), counts.get("N", 0))
+    shown = {"NN": "N^2", "PP": "P^2"}
+    return " + ".join(f"{'' if k == 1 else k}{shown.get(term, term)}" for term, k in counts.items()) or "0"
 
 
 def format_formula(a: int, b: int, c: int) -> str:

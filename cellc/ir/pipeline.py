@@ -12,10 +12,11 @@ from cellc.errors import Location, SpecError
 from cellc.ir import nodes as ir
 from cellc.ir.lower import lower
 from cellc.ir.lowering import LoweringPlan, plan_lowering
-from cellc.ir.params import ParamInfo, format_formula, infer_parameters, parameter_formula
+from cellc.ir.params import ParamInfo, format_monomials, formula_monomials, infer_parameters
 from cellc.ir.passes import eliminate_dead_code, fold_constants
 from cellc.ir.printer import cell_text
 from cellc.ir.schedule import Schedule, schedule
+from cellc.ir.sizes import HIDDEN, INPUT, CellSizes, infer_sizes
 from cellc.spec.loader import load_spec
 from cellc.spec.model import Spec
 
@@ -29,6 +30,7 @@ class CompiledCell:
     params: dict[str, ParamInfo]
     schedule: Schedule
     hash: str
+    sizes: CellSizes
     lowering: LoweringPlan | None = None  # how the cell maps onto torch.nn.LSTM / GRU, when it is exactly one
     # Things the spec's author should hear about that are not errors (shown by `cellc check` / `compile`).
     notes: list[str] = field(default_factory=list)
@@ -62,15 +64,32 @@ class CompiledCell:
     def equations_text(self) -> list[str]:
         return cell_text(self.cell)
 
-    def formula(self) -> tuple[int, int, int]:
-        return parameter_formula(self.params)
+    def formula(self) -> dict[str, int]:
+        """Parameters per layer and direction as {monomial: count}: {"NM": 4, "NN": 4, "N": 4} is 4NM + 4N^2 + 4N
+        (cellc.ir.params.MONOMIALS)."""
+        return formula_monomials(self.params, self.sizes.params)
+
+    def shape_text(self, name: str) -> str:
+        """A parameter's shape: "N x M", "P x N", "N"."""
+        rows, cols = self.sizes.params[name]
+        return rows if cols is None else f"{rows} x {cols}"
 
     def formula_text(self) -> str:
-        return format_formula(*self.formula())
+        return format_monomials(self.formula())
 
-    def parameter_count(self, input_size: int, hidden_size: int) -> int:
-        a, b, c = self.formula()
-        return a * hidden_size * input_size + b * hidden_size**2 + c * hidden_size
+    def parameter_count(self, input_size: int, hidden_size: int, proj_size: int | None = None) -> int:
+        """Parameters of one layer in one direction (``proj_size``: for a cell with values of that size)."""
+        values = {INPUT: input_size, HIDDEN: hidden_size, "P": proj_size}
+        if "P" in self.sizes.symbols and proj_size is None:
+            raise ValueError(f"{self.name} has values of size proj_size: give proj_size")
+        return sum(k * _product(values[s] for s in term) for term, k in self.formula().items())
+
+
+def _product(numbers) -> int:
+    out = 1
+    for n in numbers:
+        out *= n
+    return out
 
 
 def _check_state(cell: ir.Cell, spec: Spec) -> ir.Cell:
@@ -113,7 +132,7 @@ def _check_initial(cell: ir.Cell, spec: Spec) -> None:
             )
 
 
-def canonical_hash(cell: ir.Cell, params: dict[str, ParamInfo]) -> str:
+def canonical_hash(cell: ir.Cell, params: dict[str, ParamInfo], sizes: CellSizes | None = None) -> str:
     """Identity of the compiled cell: same equations, names and settings -> same hash."""
     payload = {
         "name": cell.name,
@@ -123,6 +142,8 @@ def canonical_hash(cell: ir.Cell, params: dict[str, ParamInfo]) -> str:
         "initial": sorted(cell.initial.items()),
         "init": sorted((p.name, p.init) for p in params.values() if p.init is not None),
     }
+    if sizes is not None and sizes.declared:  # a cell without declared sizes keeps the hash it always had
+        payload["sizes"] = sorted(sizes.values.items())
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -133,11 +154,13 @@ def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     cell = eliminate_dead_code(fold_constants(cell))
     cell = _check_state(cell, spec)
     params = infer_parameters(cell, _init_in_use(cell, spec), spec.key_locations)
-    lowering = plan_lowering(cell, params)
+    sizes = infer_sizes(cell, spec.sizes, spec.key_locations, spec.inherited_keys, {eq.target for eq in spec.equations})
+    lowering = plan_lowering(cell, params) if not sizes.declared else None
     # A cell that is torch's stores its gates in torch's order, so torch's weights are views of its storage.
-    sched = schedule(cell, params, gate_order=lowering.weight_ih if lowering else ())
-    return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched, hash=canonical_hash(cell, params),
-                        lowering=lowering, notes=notes)
+    sched = schedule(cell, params, gate_order=lowering.weight_ih if lowering else (), shapes=sizes.params,
+                     direct_size=sizes.direct)
+    return CompiledCell(spec=spec, cell=cell, params=params, schedule=sched,
+                        hash=canonical_hash(cell, params, sizes), sizes=sizes, lowering=lowering, notes=notes)
 
 
 def _unused_equations(cell: ir.Cell) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from cellc.errors import Location
 from cellc.ir import nodes as ir
 from cellc.ir.params import Kind, ParamInfo
+from cellc.ir.sizes import HIDDEN, INPUT, Dim, total
 
 GROUPS = ("weight_x", "weight_s", "weight_c", "bias", "diag")
 
@@ -31,19 +32,27 @@ GROUPS = ("weight_x", "weight_s", "weight_c", "bias", "diag")
 class XSlot:
     matrix: str | None  # None: the direct slot, x itself (read elementwise, no matrix)
     bias: str | None
+    size: str = HIDDEN  # its columns in xw: the product's rows (the direct slot: the input's size)
 
 
 @dataclass(frozen=True)
 class SSlot:
     products: tuple[tuple[str, str], ...]  # (matrix, state operand)
     paired_x: int | None  # index of the x-slot in the same sum (before reordering)
+    size: str = HIDDEN  # its columns in the per-step GEMM's result: its products' rows
 
 
 @dataclass(frozen=True)
 class Placement:
     group: str
-    index: int  # block index: rows [index*N, (index+1)*N)
+    index: int  # its order in the group (in a cell without declared sizes: rows [index*N, (index+1)*N))
     kind: Kind
+    offset: Dim = Dim()  # its first row in the group
+    rows: Dim = Dim.of(HIDDEN)
+
+    @property
+    def stop(self) -> Dim:
+        return self.offset + self.rows
 
 
 @dataclass
@@ -55,7 +64,10 @@ class Schedule:
     fused: bool  # every s-slot j is added to x-slot j: one addmm per step
     equations: tuple[ir.Equation, ...]  # with Slot nodes in place of scheduled products
     layout: dict[str, Placement] = field(default_factory=dict)
-    group_sizes: dict[str, int] = field(default_factory=dict)  # blocks per group
+    group_sizes: dict[str, int] = field(default_factory=dict)  # parameters per group
+    group_rows: dict[str, Dim] = field(default_factory=dict)  # rows per group
+    # columns of the matrix groups: weight_x the input's (M), weight_s / weight_c the size their products read
+    group_cols: dict[str, str] = field(default_factory=dict)
     # Where the cell reads its input elementwise (``tanh(x)``, ``(1 - r) * x``): the last x-slot holds x itself,
     # copied into the input GEMM's buffer beside the products (no matrix, no bias, never fused); None if nowhere.
     direct: int | None = None
@@ -65,6 +77,27 @@ class Schedule:
     def n_w(self) -> int:
         """x-slots with a matrix: the input GEMM's blocks (the direct slot, if any, follows them)."""
         return len(self.x_slots) - (self.direct is not None)
+
+    def x_offset(self, k: int) -> Dim:
+        """Where x-slot k's columns begin in xw."""
+        return total([s.size for s in self.x_slots[:k]])
+
+    def s_offset(self, j: int) -> Dim:
+        """Where s-slot j's columns begin in the per-step GEMM's result."""
+        return total([s.size for s in self.s_slots[:j]])
+
+    @property
+    def x_width(self) -> Dim:
+        return total([s.size for s in self.x_slots])
+
+    @property
+    def w_width(self) -> Dim:
+        """The input GEMM's columns (the matrix slots; the direct slot follows them)."""
+        return self.x_offset(self.n_w)
+
+    @property
+    def s_width(self) -> Dim:
+        return total([s.size for s in self.s_slots])
 
     @property
     def s_direct(self) -> bool:
@@ -128,9 +161,16 @@ class _Collector:
         return ir.Sum(tuple(out), loc=node.loc) if len(out) > 1 else out[0]
 
 
-def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str, ...] = ()) -> Schedule:
-    """``gate_order``: input matrices in the order their gates' blocks should be stored (torch's gate
+def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str, ...] = (),
+             shapes: dict[str, tuple[str, str | None]] | None = None, direct_size: str | None = None) -> Schedule:
+    """``shapes``: each parameter's (rows, columns) size symbols (cellc.ir.sizes; all N by default);
+    ``direct_size``: the input's size where the cell reads it elementwise. ``gate_order``: input matrices in the order their gates' blocks should be stored (torch's gate
     order, for a cell that lowers onto torch's kernels: its storage then IS torch's weights)."""
+    shapes = shapes or {}
+
+    def rows(name: str | None) -> str:
+        return shapes.get(name, (HIDDEN, None))[0] if name else HIDDEN
+
     collector = _Collector(params)
     equations = [ir.Equation(eq.name, collector.visit(eq.expr), loc=eq.loc) for eq in cell.equations]
     # Slots follow the groups' order of appearance, or gate_order (a stable sort: groups without a listed
@@ -146,11 +186,11 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
         xs = []
         for k, matrix in enumerate(matrices):
             xs.append(len(x_slots))
-            x_slots.append(XSlot(matrix, bias if k == 0 else None))
+            x_slots.append(XSlot(matrix, bias if k == 0 else None, rows(matrix)))
         s_index = None
         if products:
             s_index = len(s_slots)
-            s_slots.append(SSlot(tuple(products), xs[0] if xs else None))
+            s_slots.append(SSlot(tuple(products), xs[0] if xs else None, rows(products[0][0])))
         group_slots[gid] = (xs, s_index)
 
     fused = bool(s_slots) and all(s.paired_x is not None for s in s_slots)
@@ -190,7 +230,7 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
     elementwise = [n for eq in equations for n in ir.walk(eq.expr) if isinstance(n, ir.Input)]
     if elementwise:
         direct, direct_at = len(x_slots), elementwise[0].loc
-        x_slots.append(XSlot(None, None))
+        x_slots.append(XSlot(None, None, direct_size or HIDDEN))
 
     def direct_slot(node: ir.Expr) -> ir.Expr | None:
         return ir.Slot("x", direct, loc=node.loc) if isinstance(node, ir.Input) else None
@@ -227,6 +267,18 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
         layout[name] = Placement("diag", k, Kind.ELEMENTWISE)
     assert set(layout) == set(params), "every parameter is placed exactly once"
     sizes = {g: sum(1 for p in layout.values() if p.group == g) for g in GROUPS}
+    # Row offsets follow the order within each group.
+    group_rows = {g: Dim() for g in GROUPS}
+    for name, place in sorted(list(layout.items()), key=lambda item: (GROUPS.index(item[1].group), item[1].index)):
+        height = Dim.of(rows(name))
+        layout[name] = Placement(place.group, place.index, place.kind, group_rows[place.group], height)
+        group_rows[place.group] = group_rows[place.group] + height
+
+    def columns(kind: Kind) -> str:
+        return next((shapes.get(p.name, (HIDDEN, HIDDEN))[1] or HIDDEN for p in params.values() if p.kind is kind),
+                    HIDDEN)
+
+    group_cols = {"weight_x": INPUT, "weight_s": columns(Kind.STATE_MATRIX), "weight_c": columns(Kind.CURRENT_MATRIX)}
 
     return Schedule(
         x_slots=x_slots,
@@ -237,6 +289,8 @@ def schedule(cell: ir.Cell, params: dict[str, ParamInfo], gate_order: tuple[str,
         equations=tuple(equations),
         layout=layout,
         group_sizes=sizes,
+        group_rows=group_rows,
+        group_cols=group_cols,
         direct=direct,
         direct_at=direct_at,
     )

@@ -45,8 +45,8 @@ RESERVED = frozenset(
 # CamelCase: 'path' -> 'Path', 'n_a_t_i_v_e' -> 'NATIVE'); the class would replace them. tests/test_security.py
 # renders every backend and checks that this list holds every such name.
 GENERATED_GLOBALS = frozenset(
-    {"FORMULA", "GRAPHS", "LOOPS", "LOWERABLE", "MODES", "NATIVE", "PARAMETERS", "PackedSequence", "Path", "TILED",
-     "TRITON"}
+    {"FORMULA", "GRAPHS", "LOOPS", "LOWERABLE", "MODES", "NATIVE", "PARAMETERS", "PackedSequence", "Path", "SIZES",
+     "SYMBOLS", "TILED", "TRITON"}
 )
 
 

@@ -117,10 +117,11 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
         equations = parent.equations
         initial = {**parent.initial, **{k: float(v) for k, v in model.initial.items()}}
         init = {**parent.init, **{k: float(v) for k, v in model.init.items()}}
+        sizes = {**parent.sizes, **model.sizes}
         key_locations = dict(parent.key_locations)
         lineage = [model.name, *parent.lineage]
-        inherited_keys = ({f"initial.{k}" for k in parent.initial} - {f"initial.{k}" for k in model.initial}) | (
-            {f"init.{k}" for k in parent.init} - {f"init.{k}" for k in model.init})
+        inherited_keys = {f"{key}.{k}" for key in ("initial", "init", "sizes")
+                          for k in set(getattr(parent, key)) - set(getattr(model, key))}
         input_name, output_name = parent.input, parent.output
         if "input" in model.model_fields_set or "output" in model.model_fields_set:
             raise SpecError("'input' and 'output' are inherited from the parent spec",
@@ -129,12 +130,13 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
         equations = parse_equations(model.equations, source.origin_of("equations"))
         initial = {k: float(v) for k, v in model.initial.items()}
         init = {k: float(v) for k, v in model.init.items()}
+        sizes = dict(model.sizes)
         key_locations = {}
         lineage = [model.name]
         inherited_keys = set()
         input_name, output_name = model.input, model.output
 
-    for key in ("initial", "init"):
+    for key in ("initial", "init", "sizes"):
         for sub in getattr(model, key):
             key_locations[f"{key}.{sub}"] = source.mapping_key_location(key, sub)
     # Where errors about the whole cell point (no state, input unread, output not computed): for a spec
@@ -153,6 +155,7 @@ def _load(path: Path, chain: tuple[Path, ...]) -> Spec:
         equations=equations,
         initial=initial,
         init=init,
+        sizes=sizes,
         key_locations=key_locations,
         lineage=lineage,
         edits=edits,

@@ -54,6 +54,9 @@ class SpecFile(BaseModel):
     init: dict[str, Number] = Field(
         default_factory=dict, description="constant initial value of a vector parameter (e.g. b_f: 1)"
     )
+    sizes: dict[str, str] = Field(
+        default_factory=dict, description="a value's size other than hidden_size (e.g. y: proj_size)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -68,7 +71,7 @@ class SpecFile(BaseModel):
     def _ident(cls, value: str) -> str:
         return _check_identifier(value)
 
-    @field_validator("initial", "init", mode="before")
+    @field_validator("initial", "init", "sizes", mode="before")
     @classmethod
     def _keys(cls, value):
         if isinstance(value, dict):
@@ -91,6 +94,7 @@ class Spec:
     equations: list[ast.Equation]
     initial: dict[str, float] = field(default_factory=dict)
     init: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, str] = field(default_factory=dict)  # value -> size name (`sizes:`; others: hidden_size)
     # Where each `initial` / `init` key was written, for errors about them.
     key_locations: dict[str, object] = field(default_factory=dict)
     lineage: list[str] = field(default_factory=list)  # this spec and the ones it extends

@@ -1,0 +1,209 @@
+"""Declared sizes (spec language v2, issue 23): ``sizes: {y: proj_size}`` gives a value P units instead of N.
+
+- lstmp (specs/lstmp.yaml) equals torch.nn.LSTM(proj_size=P) in float64, torch's weights copied in: outputs, both
+  final states (h of P units, c of N) and the gradients of the input, of both initial states and of every torch
+  parameter (weight_hr included); one layer, packed sequences of several lengths, two bidirectional layers; on
+  every backend that runs cells with declared sizes.
+- P larger than N (torch refuses it; cellc does not), against the eager module.
+- The module's interface: proj_size= required and positive, state shapes, parameter shapes, spec_parameter,
+  parameter_count, extra_repr; `cellc show`.
+- The front end: sizes that cannot agree, an unknown value or size, the one-size rule for each kind of matrix, a
+  size nothing gives, an input read elementwise at a size other than the output's; each at file:line:col.
+  `extends` inherits sizes, and a declared value an edit removes is no error.
+- The backends that print one size refuse such a cell with one message; 'auto' picks one that runs it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import cellc
+from cellc.codegen import support
+from cellc.errors import SpecError, UsageError
+from cellc.ir.pipeline import compile_spec
+from cellc.testing import assert_results_match, layer_results, random_state
+
+DT = torch.float64
+M, N, P, T, B = 3, 5, 2, 6, 4
+RUNS_SIZES = [b for b in ("eager", "fused", "compiled", "triton")
+              if support.unsupported(compile_spec("lstmp"), b) is None]
+CASES = {
+    "plain": dict(num_layers=1, bidirectional=False, lengths=None),
+    "packed": dict(num_layers=1, bidirectional=False, lengths=[6, 3, 1, 5]),
+    "bidir2": dict(num_layers=2, bidirectional=True, lengths=[2, 6, 4, 6]),
+}
+GATES = "ifzo"  # torch's gate order (i, f, g, o); the spec calls g z
+
+
+def _pair(backend, opts, p=P):
+    torch.manual_seed(11)
+    ref = torch.nn.LSTM(M, N, num_layers=opts["num_layers"], bidirectional=opts["bidirectional"], proj_size=p,
+                        dtype=DT)
+    mine = cellc.build("lstmp", backend=backend)(M, N, num_layers=opts["num_layers"],
+                                                  bidirectional=opts["bidirectional"], proj_size=p, dtype=DT)
+    with torch.no_grad():
+        for layer in range(ref.num_layers):
+            for d in range(2 if ref.bidirectional else 1):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                w_ih, w_hh = getattr(ref, "weight_ih" + suffix), getattr(ref, "weight_hh" + suffix)
+                b_ih, b_hh = getattr(ref, "bias_ih" + suffix), getattr(ref, "bias_hh" + suffix)
+                b_hh.zero_()  # one bias per gate in the spec: torch's second is held at zero
+                for k, g in enumerate(GATES):
+                    rows = slice(k * N, (k + 1) * N)
+                    mine.spec_parameter(f"W_{g}", layer, d).copy_(w_ih[rows])
+                    mine.spec_parameter(f"R_{g}", layer, d).copy_(w_hh[rows])
+                    mine.spec_parameter(f"b_{g}", layer, d).copy_(b_ih[rows])
+                mine.spec_parameter("W_p", layer, d).copy_(getattr(ref, "weight_hr" + suffix))
+    return ref, mine
+
+
+def _torch_run(ref, x, h0, c0, lengths):
+    if lengths is None:
+        return ref(x, (h0, c0))
+    out, final = ref(pack_padded_sequence(x, lengths, enforce_sorted=False), (h0, c0))
+    return pad_packed_sequence(out, total_length=x.shape[0])[0], final
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("backend", RUNS_SIZES)
+def test_lstmp_equals_torch_lstm_with_proj_size(backend, case):
+    opts = CASES[case]
+    ref, mine = _pair(backend, opts)
+    layers = ref.num_layers * (2 if ref.bidirectional else 1)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(T, B, M, generator=g, dtype=DT, requires_grad=True)
+    h0 = 0.5 * torch.randn(layers, B, P, generator=g, dtype=DT, requires_grad=True)
+    c0 = 0.5 * torch.randn(layers, B, N, generator=g, dtype=DT, requires_grad=True)
+    lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
+    assert mine.state_names == ("y", "c")  # torch's order: (h, c)
+    out_t, (h_t, c_t) = _torch_run(ref, x, h0, c0, lengths)
+    out_m, (h_m, c_m) = mine(x, (h0, c0), lengths=lengths)
+    assert out_m.shape == (T, B, P * (2 if ref.bidirectional else 1)) and h_m.shape == h0.shape
+    for got, want in ((out_m, out_t), (h_m, h_t), (c_m, c_t)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    weights = [getattr(ref, f"{kind}_l{layer}{'_reverse' if d else ''}") for layer in range(ref.num_layers)
+               for d in range(2 if ref.bidirectional else 1) for kind in ("weight_ih", "weight_hh", "bias_ih",
+                                                                          "weight_hr")]
+    g2 = torch.Generator().manual_seed(6)
+    proj = [torch.randn(t.shape, generator=g2, dtype=DT) for t in (out_t, h_t, c_t)]
+    loss_t = sum((a * b).sum() for a, b in zip((out_t, h_t, c_t), proj))
+    loss_m = sum((a * b).sum() for a, b in zip((out_m, h_m, c_m), proj))
+    grads_t = torch.autograd.grad(loss_t, [x, h0, c0, *weights])
+    grads_m = torch.autograd.grad(loss_m, [x, h0, c0, *mine.parameters()])
+    for got, want in zip(grads_m[:3], grads_t[:3]):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # torch's parameter gradients, read out of cellc's storage
+    per = iter(grads_t[3:])
+    named = dict(zip([n for n, _ in mine.named_parameters()], grads_m[3:]))
+    for layer in range(ref.num_layers):
+        for d in range(2 if ref.bidirectional else 1):
+            suffix = f"_l{layer}" + ("_reverse" if d else "")
+            d_ih, d_hh, d_b, d_hr = next(per), next(per), next(per), next(per)
+            torch.testing.assert_close(named["weight_x" + suffix], d_ih, rtol=0, atol=1e-12)
+            torch.testing.assert_close(named["weight_s" + suffix], d_hh, rtol=0, atol=1e-12)
+            torch.testing.assert_close(named["bias" + suffix], d_b, rtol=0, atol=1e-12)
+            torch.testing.assert_close(named["weight_c" + suffix], d_hr, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", [b for b in RUNS_SIZES if b != "eager"])
+@pytest.mark.parametrize("p", [1, 7])
+def test_a_projection_wider_than_the_cell_matches_eager(backend, p):
+    """torch requires proj_size < hidden_size; cellc's modules take any positive size (here P = 1 and P = 7 > N)."""
+    torch.manual_seed(2)
+    eager = cellc.build("lstmp", backend="eager")(M, N, num_layers=2, bidirectional=True, proj_size=p, dtype=DT)
+    fast = cellc.build("lstmp", backend=backend)(M, N, num_layers=2, bidirectional=True, proj_size=p, dtype=DT)
+    fast.load_state_dict(eager.state_dict())
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, M, generator=g, dtype=DT)
+    state = random_state(eager, B, g, DT)
+    lengths = torch.tensor([6, 2, 5, 1])
+    assert_results_match(layer_results(fast, x, state, lengths), layer_results(eager, x, state, lengths))
+
+
+def test_the_module_takes_proj_size_like_torch():
+    cls = cellc.build("lstmp", backend="eager")
+    assert cls.size_names == ("hidden_size", "proj_size")
+    with pytest.raises(ValueError, match="proj_size"):
+        cls(M, N)  # proj_size=0, as torch's default: a projected cell needs one
+    layer = cls(M, N, num_layers=2, bidirectional=True, proj_size=P)
+    assert layer.proj_size == P and layer.output_size == P and "proj_size=2" in repr(layer)
+    assert layer.state_shapes(B) == [(4, B, P), (4, B, N)]
+    assert dict((n, tuple(t.shape)) for n, t in layer.named_parameters() if n.endswith("_l1")) == {
+        "weight_x_l1": (4 * N, 2 * P), "weight_s_l1": (4 * N, P), "weight_c_l1": (P, N), "bias_l1": (4 * N,)}
+    assert layer.spec_parameter("W_p").shape == (P, N) and layer.spec_parameter("R_o", 1, 1).shape == (N, P)
+    assert cls.parameter_count(M, N, P) == 4 * N * M + 5 * N * P + 4 * N
+    assert sum(t.numel() for n, t in layer.named_parameters() if n.endswith("_l0")) == cls.parameter_count(M, N, P)
+    compiled = compile_spec("lstmp")
+    assert compiled.formula_text() == "4NM + 5NP + 4N"
+    assert compiled.parameter_count(M, N, P) == cls.parameter_count(M, N, P)
+    assert compiled.shape_text("W_p") == "P x N" and compiled.shape_text("R_i") == "N x P"
+    # cells without declared sizes keep their constructor and their hash
+    assert cellc.build("vanilla", backend="eager").size_names == ("hidden_size",)
+    with pytest.raises(TypeError):
+        cellc.build("vanilla", backend="eager")(M, N, proj_size=2)
+
+
+def test_show_prints_shapes_and_the_formula(capsys):
+    from cellc.cli import main
+
+    assert main(["show", "lstmp", "-M", "3", "-N", "5", "-P", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "P x N" in text and "sizes: y: proj_size" in text
+    assert "4NM + 5NP + 4N = 130 at M=3, N=5, P=2" in text
+
+
+def _spec(tmp_path, body: str, name: str = "sized"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\n" + body)
+    return path
+
+
+ERRORS = {
+    "disagree": ("equations: |\n  h = tanh(W_h x + R_h y[-1] + b_h)\n  y = h + W_p h\nsizes:\n  y: proj_size\n",
+                 "'h' has size hidden_size, but here the sizes are proj_size", (4, 7)),
+    "unknown_size": ("equations: |\n  y = tanh(W_a x + R_a y[-1])\nsizes:\n  y: output_size\n",
+                     "sizes: 'output_size' is not a size (sizes: hidden_size, proj_size)", (5, 3)),
+    "unknown_value": ("equations: |\n  y = tanh(W_a x + R_a y[-1])\nsizes:\n  q: proj_size\n",
+                      "sizes: 'q' is not a value of the cell", (5, 3)),
+    "state_matrices": ("equations: |\n  c = tanh(W_c x + R_c c[-1] + R_y y[-1])\n  y = W_p c\nsizes:\n  y: proj_size\n",
+                       "previous-step matrices read values of different sizes", (3, 32)),
+    "value_disagrees": ("equations: |\n  y = tanh(W_a x + R_a y[-1] + q[-1])\n  q = 2 * y\nsizes:\n  q: proj_size\n",
+                        "'q[-1]' has size proj_size, but here the sizes are hidden_size", (3, 32)),
+    "direct": ("equations: |\n  c = tanh(W_c x + R_c c[-1]) + x\n  y = W_p c\nsizes:\n  y: proj_size\n",
+               "is read elementwise here with size hidden_size, but the output 'y' has size proj_size", (3, 33)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_size_errors_name_their_place(tmp_path, case):
+    body, message, (line, column) = ERRORS[case]
+    path = _spec(tmp_path, body)
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as err:
+        compile_spec(path)
+    assert err.value.location is not None, err.value
+    assert (err.value.location.line, err.value.location.column) == (line, column), str(err.value)
+
+
+def test_extends_inherits_sizes_and_an_edit_may_remove_a_declared_value(tmp_path):
+    child = _spec(tmp_path, "extends: lstmp\nedits:\n  - drop gate i\n", name="lstmp_noi")
+    compiled = compile_spec(child)
+    assert compiled.sizes.values["y"] == "P" and "NP" in compiled.formula()
+    parent = _spec(tmp_path, "equations: |\n  h = tanh(W_h x + R_h y[-1] + b_h)\n  g = W_g h\n"
+                   "  y = tanh(W_y x + R_y y[-1] + b_y)\nsizes:\n  g: proj_size\n", name="with_g")
+    child = _spec(tmp_path, "extends: with_g\n", name="child_g")
+    assert not compile_spec(child).sizes.declared  # g is dead code: its size no longer matters
+
+
+def test_the_one_size_backends_refuse_and_auto_runs_it():
+    compiled = compile_spec("lstmp")
+    for backend in ("compiled", "triton", "lowered"):
+        problem = support.unsupported(compiled, backend)
+        if problem is not None:
+            assert "y: proj_size" in problem and "fused" in problem
+            with pytest.raises(UsageError, match="declares sizes"):
+                cellc.build("lstmp", backend=backend)
+    layer = cellc.build("lstmp", backend="auto")(M, N, proj_size=P)
+    out, _ = layer(torch.randn(T, B, M))
+    assert out.shape == (T, B, P)
