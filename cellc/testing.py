@@ -21,7 +21,10 @@ __all__ = ["assert_results_match", "builtin_spec_names", "input_size", "layer_re
 def size_keywords(layer_class: Any, n: int, p: int | None = None) -> dict[str, int]:
     """The size arguments beside hidden_size that ``layer_class`` takes (``proj_size`` for a cell with values of
     that size): ``p``, by default n // 2 (at least 1); {} for a cell whose values all have hidden_size units."""
-    return {name: p or max(1, n // 2) for name in getattr(layer_class, "size_names", ("hidden_size",))[1:]}
+    from cellc.ir.sizes import default_sizes
+
+    sizes = default_sizes(getattr(layer_class, "size_names", ("hidden_size",)), n)
+    return {name: p or value for name, value in sizes.items()}
 
 
 def input_size(layer_class: Any, m: int, n: int, **sizes: int) -> int:

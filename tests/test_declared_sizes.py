@@ -10,10 +10,14 @@
 - The front end: sizes that cannot agree, an unknown value or size, the one-size rule for each kind of matrix, a
   size nothing gives, an input read elementwise at a size other than the output's; each at file:line:col.
   `extends` inherits sizes, and a declared value an edit removes is no error.
-- The backends that print one size refuse such a cell with one message; 'auto' picks one that runs it.
+- The lowered backend hands lstmp to torch's LSTM with its projection (views of one flat buffer, w_hr included),
+  and refuses P >= N as torch does; the Triton backend refuses cells with declared sizes with one message, and
+  'auto' picks one that runs them.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +29,7 @@ from cellc.errors import SpecError, UsageError
 from cellc.ir.pipeline import compile_spec
 from cellc.testing import assert_results_match, layer_results, random_state
 
+ROOT = Path(__file__).resolve().parents[1]
 DT = torch.float64
 M, N, P, T, B = 3, 5, 2, 6, 4
 RUNS_SIZES = [b for b in ("eager", "fused", "compiled", "triton")
@@ -107,10 +112,11 @@ def test_lstmp_equals_torch_lstm_with_proj_size(backend, case):
             torch.testing.assert_close(named["weight_c" + suffix], d_hr, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", [b for b in RUNS_SIZES if b != "eager"])
-@pytest.mark.parametrize("p", [1, 7])
+@pytest.mark.parametrize("backend", [b for b in RUNS_SIZES if b not in ("eager", "lowered")])
+@pytest.mark.parametrize("p", [1, 5, 7])
 def test_a_projection_wider_than_the_cell_matches_eager(backend, p):
-    """torch requires proj_size < hidden_size; cellc's modules take any positive size (here P = 1 and P = 7 > N)."""
+    """torch requires proj_size < hidden_size; cellc's fused and compiled modules take any positive size (here
+    P = 1, P = N = 5 and P = 7 > N)."""
     torch.manual_seed(2)
     eager = cellc.build("lstmp", backend="eager")(M, N, num_layers=2, bidirectional=True, proj_size=p, dtype=DT)
     fast = cellc.build("lstmp", backend=backend)(M, N, num_layers=2, bidirectional=True, proj_size=p, dtype=DT)
@@ -120,6 +126,29 @@ def test_a_projection_wider_than_the_cell_matches_eager(backend, p):
     state = random_state(eager, B, g, DT)
     lengths = torch.tensor([6, 2, 5, 1])
     assert_results_match(layer_results(fast, x, state, lengths), layer_results(eager, x, state, lengths))
+
+
+@pytest.mark.parametrize("p", [5, 7])
+def test_the_lowered_backend_refuses_a_projection_torch_cannot_run(p):
+    """torch.lstm tells a projection by h's size, so the lowered lstmp needs P < N, as torch.nn.LSTM does."""
+    with pytest.raises(ValueError, match="proj_size < hidden_size"):
+        cellc.build("lstmp", backend="lowered")(M, N, proj_size=p)
+
+
+def test_a_projection_of_undeclared_size_is_not_lowered(tmp_path):
+    """The same equations without `sizes:` make y N wide: torch.lstm could not tell that projection (P = N)."""
+    text = (ROOT / "specs" / "lstmp.yaml").read_text().replace("sizes:\n  y: proj_size\n", "")
+    compiled = compile_spec(_spec(tmp_path, text.split("name: lstmp\n", 1)[1], name="lstmpn"))
+    assert not compiled.sizes.declared and compiled.lowering is None
+
+
+def test_the_lowered_lstmp_hands_torch_its_own_storage():
+    """As for np: the spec's storage IS torch's flat buffer (w_hr included), nothing is copied per call."""
+    layer = cellc.build("lstmp", backend="lowered")(M, N, num_layers=2, bidirectional=True, proj_size=P, dtype=DT)
+    storage = layer.weight_x_l0.untyped_storage().data_ptr()
+    assert all(p.untyped_storage().data_ptr() == storage for p in layer.parameters())
+    assert compile_spec("lstmp").lowering.weight_hr == "W_p"
+    assert compile_spec("np").lowering.weight_hr is None and compile_spec("gru").lowering.weight_hr is None
 
 
 def test_the_module_takes_proj_size_like_torch():
@@ -198,6 +227,7 @@ def test_extends_inherits_sizes_and_an_edit_may_remove_a_declared_value(tmp_path
 
 def test_the_one_size_backends_refuse_and_auto_runs_it():
     compiled = compile_spec("lstmp")
+    assert support.unsupported(compiled, "triton") is not None
     for backend in ("compiled", "triton", "lowered"):
         problem = support.unsupported(compiled, backend)
         if problem is not None:

@@ -137,7 +137,7 @@ def test_the_cpp_loops_run_a_step_of_reductions_row_by_row():
         assert code.count("rsum") and "F(N);" in code
     # the forward's eighteen means and their temporaries stay in the row: its one scratch row is the cell state
     # c, which the normalisation of c reads back in a later pass over the units
-    assert context["forward_scratch"] == ["v__c__scr"]
+    assert [name for name, _ in context["forward_scratch"]] == ["v__c__scr"]
 
 
 def test_gains_start_at_one_unless_init_says_otherwise(tmp_path):

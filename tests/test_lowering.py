@@ -162,8 +162,9 @@ def test_np_runs_with_torch_lstm_autograd_graph():
 
 def test_detection_is_structural():
     plans = {spec: compile_spec(spec).lowering for spec in SPECS}
-    assert {s for s, p in plans.items() if p is not None} == {"np", "gru"}
-    assert plans["np"].mode == "lstm" and plans["gru"].mode == "gru"
+    assert {s for s, p in plans.items() if p is not None} == {"np", "gru", "lstmp"}
+    assert plans["np"].mode == "lstm" and plans["gru"].mode == "gru" and plans["lstmp"].mode == "lstm"
+    assert plans["lstmp"].weight_hr == "W_p" and plans["np"].weight_hr is None
     # np stores z, i, f, o; torch's order is i, f, g(=z), o.
     assert plans["np"].weight_ih == ("W_i", "W_f", "W_z", "W_o")
     assert plans["gru"].bias_hh == (None, None, "b_Rn")

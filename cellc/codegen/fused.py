@@ -158,12 +158,12 @@ def _size_contexts(layout: Layout) -> dict:
     mat_sources += [(f"mats[{k}].shape[1]", Dim.of(sched.group_cols["weight_c"])) for k in range(len(mats))]
     vector_sources = [(f"vectors[{k}].shape[0]", sched.layout[v].rows) for k, v in enumerate(layout.vectors)]
     acc_sizes = [sched.layout[v].rows for v in layout.vector_grads]
-    loop_sources = [("S.shape[2]", layout.S_width), ("xw.shape[2]", sched.x_width), *mat_sources, *vector_sources]
+    loop_sources = [("S.shape[2]", layout.S_width), *mat_sources, *vector_sources]  # (xw is None in some backwards)
     return {
         "size_args": layout.size_args,
-        "forward_sizes": blocks.size_lines(symbols, [("state[0].shape[1]", layout.size_of[compiled.states[0]]),
-                                                     *layer_size_sources(compiled)]),
-        "forward_loop_sizes": blocks.size_lines(symbols, [("out.shape[2]", out_size), *loop_sources]),
+        "forward_sizes": blocks.size_lines(symbols, layer_size_sources(compiled)),
+        "forward_loop_sizes": blocks.size_lines(symbols, [("out.shape[2]", out_size), *loop_sources,
+                                                          ("xw.shape[2]", sched.x_width)]),
         "backward_loop_sizes": blocks.size_lines(symbols, [("d_out.shape[2]", out_size), *loop_sources]),
         "backward_sizes": blocks.size_lines(symbols, [("d_out.shape[2]", out_size), ("S.shape[2]", layout.S_width),
                                                       *weights]),

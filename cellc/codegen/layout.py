@@ -21,7 +21,7 @@ from cellc.codegen import naming
 from cellc.ir import autodiff as ad
 from cellc.ir import nodes as ir
 from cellc.ir.pipeline import CompiledCell
-from cellc.ir.sizes import Dim, total
+from cellc.ir.sizes import HIDDEN, Dim, total
 
 
 def layout_of(compiled: CompiledCell) -> "Layout":
@@ -112,6 +112,27 @@ class Layout:
     def value_size(self, node: ir.Expr) -> Dim:
         """The size of a forward value or temporary of the step program."""
         return Dim.of(self.program.size_of(node))
+
+    def expr_size(self, expr: ir.Expr, known: dict | None = None) -> str:
+        """The size (N, P) of a step-program expression: its first leaf of known size (a forward target's, in
+        ``known`` or the program's sizes; a state's, a slot's, a vector's), N for numbers alone."""
+        known = self.program.sizes if known is None else known
+        sizes, sched = self.compiled.sizes, self.compiled.schedule
+        for node in ir.walk(expr):
+            node = node.target if isinstance(node, ad.Grad) else node
+            if node in known:
+                return known[node]
+            if isinstance(node, (ir.Value, ir.State, ad.Carry)):
+                return sizes.values[node.name]
+            if isinstance(node, ir.Slot):
+                return (sched.x_slots if node.stage == "x" else sched.s_slots)[node.index].size
+            if isinstance(node, ad.OutGrad):
+                return sizes.values[self.compiled.cell.output]
+            if isinstance(node, ad.MatGrad):
+                return sched.group_cols["weight_c"]
+            if isinstance(node, ir.Param):
+                return sizes.params[node.name][0]
+        return HIDDEN
 
     def slot_span(self, stage: str, k: int) -> tuple[Dim, Dim]:
         """(start, end) columns of slot k of xw (stage "x") or of the per-step GEMM's result ("s", "xs")."""

@@ -49,12 +49,25 @@ def lowered_context(compiled: CompiledCell, required: bool) -> dict:
     # Every bias block is in exactly one of torch's biases (their gradients are a permutation of it).
     used = sorted(f + k for runs in (b_ih, b_hh) for g, f, c in runs if g for k in range(c))
     assert used == list(range(sizes["bias"])) and all(g in (None, "bias") for g, _, _ in b_ih + b_hh)
+    # A projection (torch.nn.LSTM's proj_size) is the whole of weight_c: torch's w_hr, the fifth weight of a layer.
+    proj = plan.weight_hr is not None
+    assert not proj or block_runs(compiled, (plan.weight_hr,)) == [("weight_c", 0, 1)] == [
+        ("weight_c", 0, sizes["weight_c"])]
+    bias_resident = b_ih == [("bias", 0, sizes["bias"])] and b_hh == [(None, 0, gates)]
+    # torch's weights of a layer in its flat buffer: w_ih, w_hh, b_ih, b_hh (and w_hr); which of them ARE the
+    # spec's storage, as (index in the module's _weights tuple, position in the layer's weights)
+    resident = [(0, 0), (1, 1)] + [(3, 2)] * bias_resident + [(2, 4)] * proj
     return {
         "lowering": {
             "mode": plan.mode,
             "gates": gates,
             # The bias is b_ih exactly and b_hh is zero: the bias can be a view of the buffer too.
-            "bias_resident": b_ih == [("bias", 0, sizes["bias"])] and b_hh == [(None, 0, gates)],
+            "bias_resident": bias_resident,
+            "per_layer": 5 if proj else 4,
+            "resident": resident,
+            # the keyword torch.nn.LSTM takes for it, the projection's place among a layer's weights
+            "torch_sizes": ", proj_size=module.proj_size" if proj else "",
+            "projection": ", weight_c" if proj else "",
             # Otherwise each of b_ih, b_hh as runs (first bias block or None for zero blocks, count).
             "bias_runs": [[(f if g else None, c) for g, f, c in runs] for runs in (b_ih, b_hh)],
             # Position in the module's state tuple of torch's h (and c).

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from cellc.fuzz.driver import add_run_arguments, print_summary, run_in_workers, worker_seeds
-from cellc.testing import input_size, layer_results
+from cellc.testing import input_size, layer_results, random_state, size_keywords
 
 BACKENDS = ("fused", "compiled", "triton", "lowered")
 CASES = {
@@ -54,12 +54,13 @@ def _pair(eager_cls, fast_cls, seed: int, **layer_opts):
     import torch
 
     torch.manual_seed(seed)
-    m = input_size(eager_cls, M, N)  # N for a cell that reads its input elementwise
-    eager = eager_cls(m, N, **layer_opts)
+    sizes = size_keywords(eager_cls, N)  # proj_size = N // 2 for a cell with values of that size
+    m = input_size(eager_cls, M, N, **sizes)  # the output's size for a cell that reads its input elementwise
+    eager = eager_cls(m, N, **sizes, **layer_opts)
     with torch.no_grad():
         for p in eager.parameters():
             p.copy_(0.6 * torch.randn_like(p))
-    fast = fast_cls(m, N, **layer_opts)
+    fast = fast_cls(m, N, **sizes, **layer_opts)
     fast.load_state_dict(eager.state_dict())
     return eager, fast
 
@@ -179,8 +180,7 @@ def _compare(compiled, backend: str, seed: int) -> dict:
                             bidirectional=opts["bidirectional"], dtype=dtype)
         g = torch.Generator().manual_seed(seed * 7 + k)
         x = torch.randn(T, B, eager.input_size, generator=g, dtype=dtype)
-        n_layers = opts["num_layers"] * (2 if opts["bidirectional"] else 1)
-        state = tuple(0.5 * torch.randn(n_layers, B, N, generator=g, dtype=dtype) for _ in eager.state_names)
+        state = random_state(eager, B, g, dtype)
         lengths = None if opts["lengths"] is None else torch.tensor(opts["lengths"])
         if backend == "triton":
             mode = TRITON_MODES[(seed + k) % len(TRITON_MODES)]
@@ -192,7 +192,7 @@ def _compare(compiled, backend: str, seed: int) -> dict:
         eager, fast = _pair(eager_cls, fast_cls, seed * 7 + len(CASES), bidirectional=True, dtype=dtype)
         g = torch.Generator().manual_seed(seed * 7 + len(CASES))
         x = torch.randn(T + 2, 1, eager.input_size, generator=g, dtype=dtype)
-        d_out = torch.randn(T + 2, 1, 2 * N, generator=g, dtype=dtype)
+        d_out = torch.randn(T + 2, 1, 2 * eager.output_size, generator=g, dtype=dtype)
         cases.append(("online", _run_online(eager, x, d_out), _run_online(fast, x, d_out, train)))
     worst, where, overflowed, loosened = 0.0, "", [], []
     for case, ref, found in cases:
@@ -222,14 +222,15 @@ def _compare(compiled, backend: str, seed: int) -> dict:
 class _Library:
     """One cell's entry points in a library built for several cells (what a module's NATIVE["lib"] holds)."""
 
-    def __init__(self, lib, k: int):
+    def __init__(self, lib, k: int, n_sizes: int = 1):
         import ctypes
 
         self.cellc_set_blas = getattr(lib, f"cellc{k}_set_blas")
         self.cellc_forward = getattr(lib, f"cellc{k}_forward")
         self.cellc_backward = getattr(lib, f"cellc{k}_backward")
         for fn in (self.cellc_forward, self.cellc_backward):
-            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, *[ctypes.c_int64] * n_sizes,
+                           ctypes.c_void_p]
             fn.restype = None
 
 
@@ -283,7 +284,7 @@ def prebuild_compiled(seeds: list[int], workdir: Path) -> int:
     lib = ctypes.CDLL(str(build / "loops.so"))
     blas = first._torch_blas()
     for k, module in enumerate(modules):
-        part = _Library(lib, k)
+        part = _Library(lib, k, len(module.SIZES))
         part.cellc_set_blas(*[ctypes.c_void_p(p) for p in blas])
         module.NATIVE["lib"], module.NATIVE["info"] = part, {"path": str(build / "loops.so"), "batched": len(modules)}
     return len(modules)

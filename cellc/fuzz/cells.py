@@ -76,6 +76,9 @@ class _Builder:
     reads_input: list[bool] = field(default_factory=list)
     direct: bool = False  # may read the input elementwise (then the cell's modules have input_size == hidden_size)
     norms: bool = False  # may normalise over the units: ``p * norm(<sum>)``, ``norm(<atom>)``
+    # the output of proj_size units (``<proj> = W_p <last value>``, sizes: {<proj>: proj_size}) that every
+    # previous-step product reads, as torch.nn.LSTM(proj_size)'s gates read h; None: every value is N wide
+    proj: str | None = None
 
     def param(self, letter: str, stem_hint: str) -> str:
         rng = self.rng
@@ -140,7 +143,7 @@ class _Builder:
             flags["input"] = True
             return f"{self.param('W', target)} {self.input}"
         if kind == "prev":
-            name = rng.choice(self.values)
+            name = self.proj or rng.choice(self.values)  # one size for every previous-step matrix's operand
             reads.add((name, True))
             return f"{self.param('R', target)} {name}[-1]"
         if kind == "cur" and j > 0:
@@ -197,7 +200,7 @@ def _live(builder: _Builder, output: str) -> set[str]:
     live, todo = set(), [output]
     while todo:
         v = todo.pop()
-        if v in live:
+        if v in live or v not in index:  # (the projected output: it reads the last value, which stays live)
             continue
         live.add(v)
         todo += [name for name, _ in builder.reads[index[v]]]
@@ -222,8 +225,14 @@ def random_cell(seed: int, prefix: str = "fz") -> RandomCell:
     input_name = "x" if rng.random() < 0.6 else _draw_name(rng, taken | {"x"}, values)
     taken.add(input_name)
     # Drawn apart from the cell's stream, so that a cell without elementwise input reads are what they were.
-    b = _Builder(rng, values, input_name, taken, direct=random.Random(f"{seed}:direct").random() < 0.2,
-                 norms=random.Random(f"{seed}:norm").random() < 0.2)
+    proj_rng = random.Random(f"{seed}:proj")
+    proj = _draw_name(proj_rng, taken | _YAML_WORDS | {input_name}, values) if proj_rng.random() < 0.15 else None
+    if proj:
+        taken.add(proj)
+    # (an input read elementwise must have the output's size: not in a cell with a projected output)
+    b = _Builder(rng, values, input_name, taken,
+                 direct=random.Random(f"{seed}:direct").random() < 0.2 and proj is None,
+                 norms=random.Random(f"{seed}:norm").random() < 0.2, proj=proj)
     lines = [b.equation(j) for j in range(n_values)]
     output = values[-1]
     # Keep it live: every value feeds a later one or the output; the input and a state are read.
@@ -236,11 +245,14 @@ def random_cell(seed: int, prefix: str = "fz") -> RandomCell:
     if not any(b.reads_input[values.index(v)] for v in _live(b, output)):
         extra.append(f"{b.param('W', output)} {input_name}")
     if not any(prev for v in _live(b, output) for _, prev in b.reads[values.index(v)]):
-        extra.append(f"{b.param('R', output)} {output}[-1]")
-        out_reads.add((output, True))
+        extra.append(f"{b.param('R', output)} {proj or output}[-1]")
+        out_reads.add((proj or output, True))
     if extra:
         lines[-1] += " + " + " + ".join(extra)
     states = sorted({name for v in _live(b, output) for name, prev in b.reads[values.index(v)] if prev})
+    if proj:  # the output, projected to proj_size units
+        lines.append(f"{proj} = {b.param('W', proj)} {output}")
+        output = proj
     name = f"{prefix}{seed}"
     text = [f"name: {name}", f"description: random cell, seed {seed}"]
     if input_name != "x":
@@ -257,4 +269,6 @@ def random_cell(seed: int, prefix: str = "fz") -> RandomCell:
         text += [f"  {p}: {rng.choice([1, -0.5, 2])}" for p in vectors]
     text.append("equations: |")
     text += [f"  {line}" for line in lines]
+    if proj:
+        text += ["sizes:", f"  {proj}: proj_size"]
     return RandomCell(seed, name, "\n".join(text) + "\n")

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from cellc.ir import nodes as ir
 from cellc.ir.params import ParamInfo
+from cellc.ir.sizes import CellSizes
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class LoweringPlan:
     bias_ih: tuple[str | None, ...]  # None: a zero block
     bias_hh: tuple[str | None, ...]
     states: tuple[str, ...]  # spec state for each of torch's states: (h, c) or (h,)
+    weight_hr: str | None = None  # the projection (torch.nn.LSTM's proj_size): h = W_hr (o * tanh(c))
 
 
 def _mm(param: str, operand: ir.Expr) -> ir.MatMul:
@@ -45,6 +47,12 @@ def _torch_lstm() -> dict[str, ir.Expr]:
     return {"h": ir.Prod((o, ir.Act("tanh", c))), "c": c}
 
 
+def _torch_lstmp() -> dict[str, ir.Expr]:
+    """torch.nn.LSTM with proj_size: h is the projection of o * tanh(c)."""
+    lstm = _torch_lstm()
+    return {"h": _mm("W_proj", lstm["h"]), "c": lstm["c"]}  # (not W_hr: the GRU's reset gate is W_hr)
+
+
 def _torch_gru() -> dict[str, ir.Expr]:
     r, z = _gate("sigmoid", "r"), _gate("sigmoid", "z")
     hn = ir.Sum((_mm("W_hn", ir.State("h")), ir.Param("b_hn")))
@@ -54,7 +62,7 @@ def _torch_gru() -> dict[str, ir.Expr]:
 
 
 def _plan_for(mode: str, params: dict[str, str], states: dict[str, str]) -> LoweringPlan:
-    gates = "ifgo" if mode == "lstm" else "rzn"
+    gates = "rzn" if mode == "gru" else "ifgo"
     hh_bias = tuple(params["b_hn"] if (mode == "gru" and g == "n") else None for g in gates)
     return LoweringPlan(
         mode=mode,
@@ -62,7 +70,8 @@ def _plan_for(mode: str, params: dict[str, str], states: dict[str, str]) -> Lowe
         weight_hh=tuple(params[f"W_h{g}"] for g in gates),
         bias_ih=tuple(params[f"b_i{g}"] for g in gates),
         bias_hh=hh_bias,
-        states=tuple(states[s] for s in (("h", "c") if mode == "lstm" else ("h",))),
+        states=tuple(states[s] for s in (("h",) if mode == "gru" else ("h", "c"))),
+        weight_hr=params.get("W_proj"),
     )
 
 
@@ -128,21 +137,24 @@ def _match_all(left, right, params, states) -> Iterator[dict[str, str]]:
         yield from _match_all(left[1:], right[1:], bound, states)
 
 
-def plan_lowering(cell: ir.Cell, params: dict[str, ParamInfo]) -> LoweringPlan | None:
-    """The mapping onto torch's LSTM or GRU, or None when the cell is anything else (the pipeline
-    keeps it as ``CompiledCell.lowering``)."""
+def plan_lowering(cell: ir.Cell, params: dict[str, ParamInfo], sizes: CellSizes | None = None) -> LoweringPlan | None:
+    """The mapping onto torch's LSTM (with or without proj_size) or GRU, or None when the cell is anything else
+    (the pipeline keeps it as ``CompiledCell.lowering``); ``sizes``: the cell's (cellc.ir.sizes)."""
     spec_states = list(cell.states)
     if cell.output not in spec_states:
         return None
     inlined = _inline(cell)
-    for mode, reference in (("lstm", _torch_lstm()), ("gru", _torch_gru())):
+    for mode, reference in (("lstm", _torch_lstm()), ("gru", _torch_gru()), ("lstmp", _torch_lstmp())):
         if len(reference) != len(spec_states):
             continue
         others = [s for s in spec_states if s != cell.output]
-        states = {"h": cell.output, **({"c": others[0]} if mode == "lstm" else {})}
+        states = {"h": cell.output, **({"c": others[0]} if mode != "gru" else {})}
         names = list(reference)
         for bound in _match_all(tuple(reference[n] for n in names),
                                  tuple(inlined[states[n]] for n in names), {}, states):
-            if len(bound) == len(params):
-                return _plan_for(mode, bound, states)
+            # torch.lstm tells a projection by h's size (its mode is LSTM's either way): only where the spec
+            # declares h another size than c (sizes: {y: proj_size}) is the projected form torch's
+            projected = sizes is not None and sizes.values[states["h"]] != sizes.values[states.get("c", states["h"])]
+            if len(bound) == len(params) and projected == (mode == "lstmp"):
+                return _plan_for("gru" if mode == "gru" else "lstm", bound, states)
     return None

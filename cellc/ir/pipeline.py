@@ -155,7 +155,7 @@ def compile_spec(spec_or_path: Spec | str | Path) -> CompiledCell:
     cell = _check_state(cell, spec)
     params = infer_parameters(cell, _init_in_use(cell, spec), spec.key_locations)
     sizes = infer_sizes(cell, spec.sizes, spec.key_locations, spec.inherited_keys, {eq.target for eq in spec.equations})
-    lowering = plan_lowering(cell, params) if not sizes.declared else None
+    lowering = plan_lowering(cell, params, sizes)
     # A cell that is torch's stores its gates in torch's order, so torch's weights are views of its storage.
     sched = schedule(cell, params, gate_order=lowering.weight_ih if lowering else (), shapes=sizes.params,
                      direct_size=sizes.direct)

@@ -62,6 +62,12 @@ class Dim:
         return tuple(self.coefficient(s) for s in symbols)
 
 
+def default_sizes(size_names: tuple[str, ...], hidden_size: int) -> dict[str, int]:
+    """The sizes beside hidden_size that a module taking ``size_names`` gets where nobody chose them (the
+    harness, the test helpers): proj_size = hidden_size // 2 (at least 1), as speech LSTMs often have it."""
+    return {name: max(1, hidden_size // 2) for name in size_names if name != "hidden_size"}
+
+
 def total(sizes: list[str]) -> Dim:
     """The sum of blocks of these sizes (symbols)."""
     out = Dim()

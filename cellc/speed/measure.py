@@ -15,7 +15,7 @@ import torch
 import cellc
 
 SIZES = ((1, 100, 39, 128), (32, 100, 39, 128), (16, 300, 39, 256), (1, 60, 88, 100))
-CELLS = ("vanilla", "np", "cifg", "fgr", "gru", "lnlstm")
+CELLS = ("vanilla", "np", "cifg", "fgr", "gru", "lnlstm", "lstmp")
 BACKENDS = ("eager", "fused", "compiled")
 
 
@@ -31,8 +31,19 @@ class Timing:
 
 
 def reference_layer(cell: str, m: int, h: int) -> torch.nn.Module:
-    """torch.nn.GRU for GRU-like specs, torch.nn.LSTM otherwise (the paper's NP cell, oneDNN)."""
-    return torch.nn.GRU(m, h) if cell == "gru" else torch.nn.LSTM(m, h)
+    """torch.nn.GRU for GRU-like specs, torch.nn.LSTM otherwise (the paper's NP cell, oneDNN); with proj_size for
+    a cell that has values of that size (lstmp), at the size cellc's harness gives it."""
+    if cell == "gru":
+        return torch.nn.GRU(m, h)
+    return torch.nn.LSTM(m, h, **_sizes(cell, h))
+
+
+def _sizes(cell: str, h: int) -> dict[str, int]:
+    """The sizes beside hidden_size that ``cell``'s modules take (cellc.ir.sizes.default_sizes)."""
+    from cellc.ir.pipeline import compile_spec
+    from cellc.ir.sizes import default_sizes
+
+    return default_sizes(compile_spec(cell).sizes.names(), h)
 
 
 def make_layer(cell: str, backend: str, m: int, h: int) -> torch.nn.Module:
@@ -40,7 +51,7 @@ def make_layer(cell: str, backend: str, m: int, h: int) -> torch.nn.Module:
         return reference_layer(cell, m, h)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cellc.build(cell, backend=backend)(m, h)
+        return cellc.build(cell, backend=backend)(m, h, **_sizes(cell, h))
 
 
 def median_ms(fn, repeat: int, warmup: int = 3) -> float:

@@ -65,6 +65,8 @@ from typing import Any, ClassVar, Sequence as Seq
 import torch
 from torch import nn
 
+from cellc.ir.sizes import default_sizes
+
 DATA_DIR_ENV = "CELLC_DATA_DIR"
 
 
@@ -140,9 +142,11 @@ class RecurrentNetwork(nn.Module):
         bidirectional: bool,
     ) -> None:
         super().__init__()
-        self.recurrent = layer_class(input_size, hidden_size, num_layers=1, bidirectional=bidirectional)
+        # a cell with values of another size (proj_size) gets cellc.ir.sizes' default for it
+        sizes = default_sizes(getattr(layer_class, "size_names", ("hidden_size",)), hidden_size)
+        self.recurrent = layer_class(input_size, hidden_size, num_layers=1, bidirectional=bidirectional, **sizes)
         directions = 2 if bidirectional else 1
-        self.output = nn.Linear(directions * hidden_size, output_size)
+        self.output = nn.Linear(directions * getattr(self.recurrent, "output_size", hidden_size), output_size)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # A batch of one needs no lengths; passing None lets the layer skip masking work.
