@@ -30,7 +30,7 @@ def assert_all_ok(summary: dict, count: int) -> None:
 
 
 def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
-    names, direct, norms = set(), 0, 0
+    names, direct, norms, projected = set(), 0, 0, 0
     for seed in range(SEED, SEED + 60):
         cell = random_cell(seed)
         assert cell.text == random_cell(seed).text
@@ -40,6 +40,8 @@ def test_random_cells_are_valid_deterministic_and_stress_the_names(tmp_path):
         names |= set(compiled.cell.values)
         direct += compiled.direct_input is not None
         norms += any(isinstance(n, ir.Norm) for eq in compiled.cell.equations for n in ir.walk(eq.expr))
+        projected += compiled.sizes.declared
+    assert 2 <= projected <= 25  # some have an output of proj_size units (about one in seven), most do not
     assert 3 <= direct <= 25  # some cells read their input elementwise (about one in five), most do not
     assert 2 <= norms <= 25  # some normalise over the units (about one in eight), most do not
     # names that are prefixes / suffixes of each other, single letters, names ending in digits
@@ -87,6 +89,16 @@ def test_random_cells_with_normalisations_match_eager_everywhere(tmp_path):
     seeds = _seeds_where(4, tmp_path, lambda compiled: ad.step_program(compiled).row_means)
     assert_all_ok(backends.run(seeds, ("fused", "compiled"), chunk=4, report=quiet, progress=False), 4)
     assert_all_ok(backends.run(seeds[:2], ("triton",), chunk=2, report=quiet, progress=False), 2)
+
+
+@pytest.mark.slow
+def test_random_cells_with_a_projected_output_match_eager(tmp_path):
+    """Outputs of proj_size units that the previous-step products read (as torch.nn.LSTM(proj_size)'s gates read
+    h): the fused and compiled loops; the triton backend refuses them (n/a), which is not a failure."""
+    seeds = _seeds_where(4, tmp_path, lambda compiled: compiled.sizes.declared)
+    assert_all_ok(backends.run(seeds, ("fused", "compiled"), chunk=4, report=quiet, progress=False), 4)
+    summary = backends.run(seeds[:1], ("triton",), chunk=1, report=quiet, progress=False)
+    assert summary["per_backend"]["triton"] == {"n/a": 1}
 
 
 @pytest.mark.slow

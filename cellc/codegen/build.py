@@ -41,9 +41,6 @@ def cuda_and_triton() -> bool:
 def load_module(compiled: CompiledCell, backend: str = "auto") -> types.ModuleType:
     """Render and import the generated module for ``compiled`` (cached per process)."""
     backend = support.fastest(compiled, resolve_backend(backend)) if backend == "auto" else resolve_backend(backend)
-    problem = support.unsupported(compiled, backend)
-    if problem:
-        raise UsageError(problem)
     key = (compiled.name, compiled.hash, backend)
     _COMPILED[(compiled.name, compiled.hash)] = compiled
     if key not in _MODULES:

@@ -8,6 +8,8 @@ import jinja2
 
 from cellc.codegen import naming
 from cellc.codegen.eager import number, step_context
+from cellc.codegen.support import unsupported
+from cellc.errors import UsageError
 from cellc.ir.pipeline import CompiledCell
 from cellc.ir.schedule import GROUPS
 from cellc.ir.sizes import SYMBOL_NAMES, Dim
@@ -90,6 +92,9 @@ def _parameter_table(compiled: CompiledCell) -> list[str]:
 def render_module(compiled: CompiledCell, backend: str = "eager") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    problem = unsupported(compiled, backend)
+    if problem:
+        raise UsageError(problem)
     cell = compiled.cell
     context = {
         "backend": backend,

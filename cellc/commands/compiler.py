@@ -67,6 +67,7 @@ def _warn(compiled) -> None:
 def cmd_compile(args) -> int:
     from cellc.codegen.render import render_module
     from cellc.codegen.build import resolve_backend
+    from cellc.codegen.support import fastest
     from cellc.ir.pipeline import compile_spec
     from cellc.spec.loader import find_spec
 
@@ -89,7 +90,7 @@ def cmd_compile(args) -> int:
         files[compiled.name] = source_file
         cells.append(compiled)
     for compiled in cells:
-        source = render_module(compiled, backend)
+        source = render_module(compiled, fastest(compiled, backend) if args.backend == "auto" else backend)
         path = out_dir / f"{compiled.name}.py"
         expected.add(path.name)
         if args.check:

@@ -154,8 +154,10 @@ class _Builder:
             inner = rng.random()
             if inner < 0.4:
                 operand = f"({self.atom(j, reads)} * {self.atom(j, reads)})"
-            elif inner < 0.7:
-                operand = f"{rng.choice(ACTIVATION_NAMES)}({self.atom(j, reads)})"
+            elif inner < 0.7:  # (identity(v[-1]) folds to v[-1]: a previous-step product, of N where proj is P)
+                fn = rng.choice(ACTIVATION_NAMES)
+                fn = "tanh" if self.proj and fn == "identity" else fn
+                operand = f"{fn}({self.atom(j, reads)})"
             else:
                 operand = f"(1 - {self.atom(j, reads)})"
             return f"{self.param('R', target)} {operand}"
