@@ -199,7 +199,7 @@ ERRORS = {
     "state_matrices": ("equations: |\n  c = tanh(W_c x + R_c c[-1] + R_y y[-1])\n  y = W_p c\nsizes:\n  y: proj_size\n",
                        "previous-step matrices read values of different sizes", (3, 32)),
     "value_disagrees": ("equations: |\n  y = tanh(W_a x + R_a y[-1] + q[-1])\n  q = 2 * y\nsizes:\n  q: proj_size\n",
-                        "'q[-1]' has size proj_size, but here the sizes are hidden_size", (3, 32)),
+                        "'q[-1]' has size proj_size (sizes: at 6:3), but here the sizes are hidden_size", (3, 32)),
     "direct": ("equations: |\n  c = tanh(W_c x + R_c c[-1]) + x\n  y = W_p c\nsizes:\n  y: proj_size\n",
                "is read elementwise here with size hidden_size, but the output 'y' has size proj_size", (3, 33)),
 }
@@ -213,6 +213,57 @@ def test_size_errors_name_their_place(tmp_path, case):
         compile_spec(path)
     assert err.value.location is not None, err.value
     assert (err.value.location.line, err.value.location.column) == (line, column), str(err.value)
+
+
+def test_a_cell_with_nothing_of_hidden_size_is_an_error_at_its_sizes(tmp_path):
+    """hidden_size is the size of every value `sizes:` does not name: declaring all of them leaves it to nothing
+    (the modules could not tell it; before, every backend failed with a traceback)."""
+    path = _spec(tmp_path, "equations: |\n  y = tanh(W_a x + R_a y[-1] + b_a)\nsizes:\n  y: proj_size\n")
+    with pytest.raises(SpecError, match="no state and no parameter of the cell has hidden_size units") as err:
+        compile_spec(path)
+    assert (err.value.location.line, err.value.location.column) == (5, 3)
+
+
+def test_a_size_error_from_a_child_names_the_childs_declaration(tmp_path):
+    path = _spec(tmp_path, "extends: lstmp\nsizes: {c: proj_size}\n", name="child_c")
+    with pytest.raises(SpecError) as err:
+        compile_spec(path)
+    assert err.value.location.file.endswith("lstmp.yaml")  # where the sizes clash: the parent's equation
+    assert f"(sizes: at {path}:3:9)" in str(err.value)  # and the child's declaration that made them clash
+
+
+def test_an_input_read_elementwise_takes_the_outputs_size(tmp_path):
+    """A projected cell that reads x elementwise: input_size must equal proj_size, and every message says so."""
+    path = _spec(tmp_path, "equations: |\n  f = sigmoid(W_f x + v_f * c[-1] + b_f)\n"
+                 "  c = f * c[-1] + (1 - f) * (W_c tanh(W_h x))\n  y = c + x\nsizes:\n  f: proj_size\n"
+                 "  c: proj_size\n  y: proj_size\n", name="direct_p")
+    compiled = compile_spec(path)
+    assert compiled.direct_size_name == "proj_size" and "input_size == proj_size" in compiled.remarks[0]
+    cls = cellc.build(path, backend="compiled")
+    with pytest.raises(ValueError, match="input_size must equal proj_size; got 3 and 2"):
+        cls(3, 4, proj_size=2)
+    eager = cellc.build(path, backend="eager")(2, 4, proj_size=2, num_layers=2, bidirectional=True, dtype=DT)
+    fast = cls(2, 4, proj_size=2, num_layers=2, bidirectional=True, dtype=DT)
+    fast.load_state_dict(eager.state_dict())
+    g = torch.Generator().manual_seed(4)
+    x, state = torch.randn(T, B, 2, generator=g, dtype=DT), random_state(eager, B, g, DT)
+    assert_results_match(layer_results(fast, x, state), layer_results(eager, x, state))
+
+
+def test_only_torchs_roles_are_lowered(tmp_path):
+    """c of proj_size and y of hidden_size is not torch's projected LSTM (h must be the projected one)."""
+    path = _spec(tmp_path, "extends: lstmp\nsizes: {y: hidden_size, i: proj_size, f: proj_size, z: proj_size, "
+                 "o: proj_size, c: proj_size}\n", name="swapped")
+    compiled = compile_spec(path)
+    assert compiled.sizes.values["c"] == "P" and compiled.lowering is None
+
+
+def test_compile_all_for_triton_refuses_before_writing_anything(tmp_path, capsys):
+    from cellc.cli import main
+
+    assert main(["compile", "--all", "--backend", "triton", "--out", str(tmp_path / "out")]) == 2
+    assert "declares sizes (y: proj_size)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_extends_inherits_sizes_and_an_edit_may_remove_a_declared_value(tmp_path):

@@ -67,7 +67,7 @@ def _warn(compiled) -> None:
 def cmd_compile(args) -> int:
     from cellc.codegen.render import render_module
     from cellc.codegen.build import resolve_backend
-    from cellc.codegen.support import fastest
+    from cellc.codegen.support import fastest, unsupported
     from cellc.ir.pipeline import compile_spec
     from cellc.spec.loader import find_spec
 
@@ -88,6 +88,8 @@ def cmd_compile(args) -> int:
             raise UsageError(f"{short_path(files[compiled.name])} and {compiled.spec.file} are both named "
                              f"'{compiled.name}'; spec names must differ")
         files[compiled.name] = source_file
+        if args.backend != "auto" and (problem := unsupported(compiled, backend)):
+            raise UsageError(problem)  # before anything is written
         cells.append(compiled)
     for compiled in cells:
         source = render_module(compiled, fastest(compiled, backend) if args.backend == "auto" else backend)
@@ -194,16 +196,17 @@ def cmd_show(args) -> int:
             for name, info in compiled.params.items()]
     print(tabulate(rows, headers=["parameter", "kind", "shape", "init"], tablefmt="simple"))
     m, n = args.input_size, args.hidden_size
+    widths = compiled.sizes.widths(n, **({"proj_size": args.proj_size} if args.proj_size else {}))
     print()
-    if compiled.direct_input is not None:  # its modules need M = N
-        print(f"input: read elementwise at {compiled.direct_input.render()}, so input_size must equal hidden_size")
-        m = n
-    p = (args.proj_size or max(1, n // 2)) if "P" in compiled.sizes.symbols else None
     if compiled.sizes.declared:
         print("sizes: " + ", ".join(f"{v}: {size}" for v, size in compiled.sizes.declarations().items()))
-    at = f"M={m}, N={n}" + ("" if p is None else f", P={p}")
+    if compiled.direct_input is not None:  # its modules need M = the output's size
+        name = compiled.direct_size_name
+        print(f"input: read elementwise at {compiled.direct_input.render()}, so input_size must equal {name}")
+        m = widths[compiled.sizes.direct]
+    at = ", ".join([f"M={m}", *(f"{s}={w}" for s, w in widths.items())])
     print(f"parameters per layer and direction: {compiled.formula_text()}"
-          f" = {compiled.parameter_count(m, n, p):,} at {at}")
+          f" = {compiled.parameter_count(m, n, widths.get('P')):,} at {at}")
     return 0
 
 

@@ -146,6 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
     except ValidationError as err:
         raise UsageError(f"bad training setting: {flag_errors(err)}") from None
     from cellc.harness.cells import elementwise_input_at, resolve_cell, user_spec_dirs
+    from cellc.ir.pipeline import compile_spec
 
     from cellc.harness.device import resolve_placement
     from cellc.harness.train import data_as
@@ -154,9 +155,14 @@ def run_train(args: argparse.Namespace) -> int:
     label, target = resolve_cell(args.cell, user_spec_dirs(args.specs_dir))
     task = get_task(args.task, args.data_dir)
     direct = elementwise_input_at(target)
-    if direct is not None and config.hidden != task.input_size:
-        raise UsageError(f"--hidden {config.hidden}: '{label}' reads its input elementwise ({direct}), so its hidden "
-                         f"size must equal the task's input size, {task.input_size}")
+    if direct is not None:
+        compiled = compile_spec(target)
+        width = compiled.sizes.widths(config.hidden)[compiled.sizes.direct]  # the output's size (proj_size: N // 2)
+        if width != task.input_size:
+            size = ("its hidden size" if compiled.direct_size_name == "hidden_size" else
+                    f"the size of its output ({compiled.direct_size_name} = {width} at --hidden {config.hidden})")
+            raise UsageError(f"--hidden {config.hidden}: '{label}' reads its input elementwise ({direct}), so "
+                             f"{size} must equal the task's input size, {task.input_size}")
     data = task.load()
     layer = layer_class(target, args.backend)
     where = placement.describe()

@@ -152,9 +152,11 @@ def plan_lowering(cell: ir.Cell, params: dict[str, ParamInfo], sizes: CellSizes 
         names = list(reference)
         for bound in _match_all(tuple(reference[n] for n in names),
                                  tuple(inlined[states[n]] for n in names), {}, states):
-            # torch.lstm tells a projection by h's size (its mode is LSTM's either way): only where the spec
-            # declares h another size than c (sizes: {y: proj_size}) is the projected form torch's
-            projected = sizes is not None and sizes.values[states["h"]] != sizes.values[states.get("c", states["h"])]
-            if len(bound) == len(params) and projected == (mode == "lstmp"):
+            # torch.lstm tells a projection by h's size (its mode is LSTM's either way): the projected form is
+            # torch's only where h has proj_size units and c hidden_size (sizes: {y: proj_size}); the others only
+            # where every state has hidden_size units
+            want = {"h": "P" if mode == "lstmp" else "N", "c": "N"}
+            found = {n: (sizes.values[s] if sizes is not None else "N") for n, s in states.items()}
+            if len(bound) == len(params) and all(found[n] == want[n] for n in found):
                 return _plan_for("gru" if mode == "gru" else "lstm", bound, states)
     return None

@@ -16,7 +16,7 @@ from cellc.ir.params import ParamInfo, format_monomials, formula_monomials, infe
 from cellc.ir.passes import eliminate_dead_code, fold_constants
 from cellc.ir.printer import cell_text
 from cellc.ir.schedule import Schedule, schedule
-from cellc.ir.sizes import HIDDEN, INPUT, CellSizes, infer_sizes
+from cellc.ir.sizes import HIDDEN, INPUT, SYMBOL_NAMES, CellSizes, infer_sizes
 from cellc.spec.loader import load_spec
 from cellc.spec.model import Spec
 
@@ -54,7 +54,12 @@ class CompiledCell:
         if self.schedule.direct is None:
             return []
         return [f"{'' if where is None else where.render() + ': '}reads the input '{self.cell.input}' elementwise, "
-                "not through a matrix: its modules need input_size == hidden_size"]
+                f"not through a matrix: its modules need input_size == {self.direct_size_name}"]
+
+    @property
+    def direct_size_name(self) -> str:
+        """The size the input must have where the cell reads it elementwise (the output's): hidden_size, proj_size."""
+        return SYMBOL_NAMES[self.sizes.direct or HIDDEN]
 
     @property
     def states(self) -> list[str]:

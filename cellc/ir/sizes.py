@@ -92,6 +92,12 @@ class CellSizes:
     def names(self) -> tuple[str, ...]:
         return tuple(SYMBOL_NAMES[s] for s in self.symbols)
 
+    def widths(self, hidden_size: int, **sizes: int) -> dict[str, int]:
+        """Each symbol's number of units for a module of this hidden size (other sizes: ``sizes``, else
+        :func:`default_sizes`)."""
+        given = {**default_sizes(self.names(), hidden_size), **sizes, "hidden_size": hidden_size}
+        return {s: given[SYMBOL_NAMES[s]] for s in self.symbols}
+
     def declarations(self) -> dict[str, str]:
         """The values whose size is not N, as a spec's ``sizes:`` would give them ({"y": "proj_size"})."""
         return {value: SYMBOL_NAMES[s] for value, s in self.values.items() if s != HIDDEN}
@@ -118,8 +124,9 @@ def infer_sizes(cell: ir.Cell, declared: dict[str, str], key_locations: dict, in
             raise SpecError(f"sizes: '{size}' is not a size (sizes: {', '.join(SIZE_NAMES)})", where)
         if value in values:
             values[value] = SIZE_NAMES[size]
-    checker = _Checker(values)
+    checker = _Checker(values, {v: key_locations.get(f"sizes.{v}") for v in declared})
     for eq in cell.equations:
+        checker.equation = eq.name
         checker.visit(eq.expr, values[eq.name])
     _check_matrix_columns(checker)
     direct = None
@@ -128,27 +135,48 @@ def infer_sizes(cell: ir.Cell, declared: dict[str, str], key_locations: dict, in
         other = next(((s, where) for s, where in rest if s != direct), None)
         if other is not None:
             raise SpecError(f"the input '{cell.input}' is read elementwise with size {_name(direct)} at "
-                            f"{_where(loc)} and with size {_name(other[0])} here: an input has one size", other[1])
+                            f"{_where(loc, other[1])} and with size {_name(other[0])} here: an input has one size", other[1])
         if direct != values[cell.output]:
             raise SpecError(f"the input '{cell.input}' is read elementwise here with size {_name(direct)}, but the "
                             f"output '{cell.output}' has size {_name(values[cell.output])}: in a stack, a layer's "
                             "input is the output of the layer below, so the two must agree", loc)
+    # A module learns its sizes from its states' and parameters' extents: hidden_size is every undeclared value's,
+    # and a cell may declare another size for all of them (then nothing of it would have hidden_size units).
+    stored = {values[s] for s in cell.states} | {n for shape in checker.params.values() for n in shape}
+    if HIDDEN not in stored:
+        first = next(v for v in declared if v in values)
+        raise SpecError(f"sizes: no state and no parameter of the cell has hidden_size units (every value is "
+                        f"declared {_name(values[first])}); hidden_size is the size of the values that 'sizes:' "
+                        "does not name, so leave at least one such value", key_locations.get(f"sizes.{first}"))
     used = set(values.values()) | {rows for rows, _ in checker.params.values()}
     symbols = tuple(s for s in SIZE_NAMES.values() if s == HIDDEN or s in used)
     return CellSizes(values=values, params=checker.params, direct=direct, norms=checker.norms, symbols=symbols)
 
 
-def _where(loc: Location | None) -> str:
-    return "its first use" if loc is None else f"{loc.line}:{loc.column}"
+def _where(loc: Location | None, here: Location | None = None) -> str:
+    """A place for a message about ``here``: line:column in the same file, file:line:column in another."""
+    if loc is None:
+        return "its first use"
+    return f"{loc.line}:{loc.column}" if here is not None and here.file == loc.file else loc.render()
 
 
 class _Checker:
-    def __init__(self, values: dict[str, str]):
+    def __init__(self, values: dict[str, str], declared_at: dict[str, Location | None]):
         self.values = values
+        self.declared_at = declared_at  # where `sizes:` gives a value its size
+        self.equation = ""  # the value whose equation is being checked
         self.params: dict[str, tuple[str, str | None]] = {}
         self.matrices: dict[str, tuple[ir.MatMul, str]] = {}  # matrix -> (its product, operand's size)
         self.direct: list[tuple[str, Location | None]] = []
         self.norms: dict[ir.Norm, str] = {}
+
+    def _origin(self, value: str, here: Location | None) -> str:
+        """Where a value's size was declared (its file too where that is not the error's: a child's `sizes:`
+        that clashes with its parent's equations)."""
+        where = self.declared_at.get(value)
+        if where is None:
+            return ""
+        return f" (sizes: at {_where(where, here)})"
 
     def size_of(self, node: ir.Expr) -> str | None:
         """The size an expression has by itself (None: it takes its place's, as numbers and vectors do)."""
@@ -163,9 +191,9 @@ class _Checker:
             have = self.values[node.name]
             if have != size:
                 shown = node.name + ("[-1]" if isinstance(node, ir.State) else "")
-                raise SpecError(f"'{shown}' has size {_name(have)}, but here the sizes are {_name(size)} (an "
-                                "elementwise operation needs operands of one size; a matrix maps one size to "
-                                "another)", node.loc)
+                raise SpecError(f"'{shown}' has size {_name(have)}{self._origin(node.name, node.loc)}, but here the "
+                                f"sizes are {_name(size)}{self._origin(self.equation, node.loc)} (an elementwise "
+                                "operation needs operands of one size; a matrix maps one size to another)", node.loc)
         elif isinstance(node, ir.Param):
             self.params[node.name] = (size, None)
         elif isinstance(node, ir.Input):
@@ -196,6 +224,6 @@ def _check_matrix_columns(checker: _Checker) -> None:
             elif operand != seen[1]:
                 first = seen[0]
                 raise SpecError(f"the {kind} matrices read values of different sizes: '{first.param}' reads "
-                                f"{_name(seen[1])} (at {_where(first.loc)}) and '{product.param}' "
+                                f"{_name(seen[1])} (at {_where(first.loc, product.loc)}) and '{product.param}' "
                                 f"{_name(operand)} here; all {kind} matrices of a cell must read one size (they "
                                 "are one weight matrix)", product.loc)
