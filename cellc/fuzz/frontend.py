@@ -41,8 +41,10 @@ TOKENS = [
     "\u202e", "\u2028", "\ufeff", "\x7f", "<<: ", "? ", "!!binary ", "%YAML 1.1\n", "---\n", "...\n",
     "v__y", "y_out", "sv_v_y", "t0", "mg0", "acc_b_q", "ZqCell", "input: ", "output: ", "name: ",
     "norm", "norm(", "norm(b_q)", "norm(2)", "a_q * norm(W_q x)", "rf0", "rb1",
+    "sizes:", "sizes: {y: proj_size}", "\n  y: proj_size", "proj_size", "hidden_size", "W_p (o * tanh(c))", "P", "SIZES",
 ]
-KEYS = ["name", "description", "reference", "extends", "edits", "equations", "input", "output", "initial", "init"]
+KEYS = ["name", "description", "reference", "extends", "edits", "equations", "input", "output", "initial", "init",
+        "sizes"]
 _SPEC_TEXTS: list[str] | None = None
 
 
