@@ -19,6 +19,7 @@ import pytest
 
 from cellc.codegen import naming
 from cellc.codegen.render import render_module
+from cellc.codegen.support import unsupported
 from cellc.fuzz.backends import check_spec
 from cellc.fuzz.cells import random_cell
 from cellc.ir.pipeline import compile_spec
@@ -121,6 +122,8 @@ def test_every_generated_name_is_in_the_scheme_or_the_vocabulary(tmp_path, backe
         cell = random_cell(seed)
         cells.append(compile_spec(write(tmp_path, cell.name, cell.text.split("\n", 1)[1])))
     for compiled in cells:
+        if unsupported(compiled, backend):
+            continue  # (the triton backend refuses cells with declared sizes)
         problems = scheme_problems(render_module(compiled, backend), cell_names(compiled))
         assert not problems, f"{compiled.name}: {problems[:5]}"
 
@@ -147,8 +150,11 @@ def test_the_vocabulary_does_not_depend_on_the_spec_names(tmp_path, backend):
         text = cell.text.split("\n", 1)[1]
         a = compile_spec(write(tmp_path, f"a{seed}", text))
         b = compile_spec(write(tmp_path, f"b{seed}", renamed(text, cell_names(a) - {a.cell.input})))  # the input keeps its default name
-        assert vocabulary(render_module(a, backend)) - {a.name, f"A{seed}"} == \
-            vocabulary(render_module(b, backend)) - {b.name, f"B{seed}"}, seed
+        if unsupported(a, backend):
+            continue  # (the triton backend refuses cells with declared sizes)
+        # the spec hash differs with the names; in prose a hash like 04533320791b6e03 would read as an identifier
+        assert vocabulary(render_module(a, backend).replace(a.hash, "")) - {a.name, f"A{seed}"} == \
+            vocabulary(render_module(b, backend).replace(b.hash, "")) - {b.name, f"B{seed}"}, seed
 
 
 @pytest.mark.parametrize("name", sorted(COLLIDING))
