@@ -198,17 +198,14 @@ def backend_context(compiled: CompiledCell) -> dict:
         "input_grads": blocks.input_grads(sched, "need_d_x"),
         "weight_grads": blocks.weight_grads(layout, "dM", lambda operand: f"saved[{layout.saved.index(operand)}]"),
         "vector_grads_lines": blocks.vector_grads(layout),
-        # blocks of N per step in each buffer, and how many buffers and vectors (module constants)
-        "counts": {"xw": layout.n_x, "gs": layout.n_s if layout.gs_needed else 0, "s": layout.K,
-                   "mats": len(layout.current), "vectors": len(layout.vectors),
-                   "accs": len(layout.vector_grads)},
+        # the recurrent GEMM's own buffer: its slots (0 where it adds into xw)
+        "gs_blocks": layout.n_s if layout.gs_needed else 0,
         # for each state of the module's order (STATE_NAMES): its column block in S; for each block: its state
         "state_target": [layout.state_block[s] for s in compiled.states],
         "state_source": [compiled.states.index(s) for s in layout.state_order],
         "forward_loop": fwd,
         "backward_loop": bwd,
         "saved_names": [saved_var(n) for n in layout.saved],
-        "saved_rows": tuple(layout.saved_rows),
         "vector_vars": [naming.param_var(v) for v in layout.vectors],
         "vector_grads": layout.vector_grads,
         "vector_places": [(naming.param_var(v), layout.vector_places[v][0], sched.layout[v].offset,

@@ -13,6 +13,10 @@
   is the recurrent GEMM's operand and S[:T] is the operand of its weight gradient.
 - one (T, B, N) buffer per forward value the backward reads (``StepProgram.saved``); (T, B, 1) for a value
   that is the same in every unit (``saved_rows``: a normalisation's reciprocal standard deviation).
+
+Blocks of N above are a cell's whose values all have N units. Where a spec declares other sizes
+(cellc.ir.sizes), each block has its value's or slot's size and every offset and width is a ``Dim``
+(``state_offset``, ``S_width``, ``ops_width``, ``slot_span``, ``block_span``, ``saved_widths``).
 """
 
 from __future__ import annotations

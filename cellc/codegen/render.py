@@ -35,7 +35,6 @@ def _environment() -> jinja2.Environment:
     env.filters["pad"] = lambda line, width: " " * width + line if line else ""  # a blank line stays empty
     env.filters["tuple_text"] = lambda items: _tuple([f'"{naming.checked(i)}"' for i in items])
     env.filters["tuple_numbers"] = lambda items: _tuple([number(v) for v in items])
-    env.filters["tuple_flags"] = lambda items: _tuple([repr(bool(v)) for v in items])
     return env
 
 

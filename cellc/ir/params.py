@@ -6,7 +6,9 @@
 - ``p * c[-1]``      elementwise vector (peephole)   N
 - ``... + b``        bias                            N
 
-A vector multiplying a ``norm(...)`` (its gain) starts at 1 unless the spec's ``init`` says otherwise.
+A vector multiplying a ``norm(...)`` (its gain) starts at 1 unless the spec's ``init`` says otherwise. The
+shapes above are a cell's whose values all have N units; cellc.ir.sizes gives each parameter its rows and
+columns where a spec declares other sizes (``R_i y[-1]`` is N x P where y has P units).
 """
 
 from __future__ import annotations
