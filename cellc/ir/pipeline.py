@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from pathlib import Path
@@ -87,14 +88,7 @@ class CompiledCell:
         values = {INPUT: input_size, HIDDEN: hidden_size, "P": proj_size}
         if "P" in self.sizes.symbols and proj_size is None:
             raise ValueError(f"{self.name} has values of size proj_size: give proj_size")
-        return sum(k * _product(values[s] for s in term) for term, k in self.formula().items())
-
-
-def _product(numbers) -> int:
-    out = 1
-    for n in numbers:
-        out *= n
-    return out
+        return sum(k * math.prod(values[s] for s in term) for term, k in self.formula().items())
 
 
 def _check_state(cell: ir.Cell, spec: Spec) -> ir.Cell:
