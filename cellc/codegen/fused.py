@@ -161,7 +161,6 @@ def _size_contexts(layout: Layout) -> dict:
     loop_sources = [("S.shape[2]", layout.S_width), *mat_sources, *vector_sources]  # (xw is None in some backwards)
     return {
         "size_args": layout.size_args,
-        "forward_sizes": blocks.size_lines(symbols, layer_size_sources(compiled)),
         "forward_loop_sizes": blocks.size_lines(symbols, [("out.shape[2]", out_size), *loop_sources,
                                                           ("xw.shape[2]", sched.x_width)]),
         "backward_loop_sizes": blocks.size_lines(symbols, [("d_out.shape[2]", out_size), *loop_sources]),
